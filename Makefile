@@ -1,0 +1,33 @@
+# Two commands on a fresh clone: `make train` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/cnn.yaml
+# The CIFAR-10 JPEG copy. Point it at your own .tar.gz (image folder or cifar-10-python);
+# when the file does not exist, training falls back to torchvision's download into data/.
+ARCHIVE ?= ../shared/data/cifar10-jpeg.tar.gz
+DATA_ARGS := $(if $(wildcard $(ARCHIVE)),--data.archive $(ARCHIVE))
+ARGS ?=
+
+.PHONY: install train test tensorboard clean
+
+# Re-install only when the project's dependencies change.
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+train: install
+	$(BIN)/python -m cifar_lightning fit --config $(CONFIG) $(DATA_ARGS) $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+tensorboard: install
+	$(BIN)/tensorboard --logdir lightning_logs
+
+clean:
+	rm -rf .cache .pytest_cache

@@ -1,0 +1,4 @@
+from cifar_lightning.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The command line: LightningCLI wiring of model, data, trainer and callbacks, nothing more."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from cifar_lightning.data import CIFAR10DataModule
+from cifar_lightning.errors import UserError
+from cifar_lightning.module import ImageClassifier
+
+VERBOSE_ENV = "CIFAR_LIGHTNING_VERBOSE"  # set to 1 for tracebacks on user errors
+
+
+class CifarLightningCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                # metric names contain "/", so Lightning must not insert them into the file name
+                "checkpoint.filename": "epoch{epoch:03d}-val_acc{val/acc:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(ModelSummary, "model_summary")
+        parser.set_defaults({"model_summary.max_depth": 3})
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            checkpoint, version = find_last_checkpoint(config)
+            config["ckpt_path"] = str(checkpoint)
+            if self.subcommand == "fit" and version is not None:
+                # keep logging into the stopped run's version_N, so its curves continue
+                config["trainer"]["logger"]["init_args"]["version"] = version
+        elif ckpt_path and not Path(ckpt_path).is_file():
+            raise UserError(f"checkpoint {ckpt_path} does not exist: check --ckpt_path, or use --ckpt_path last")
+
+
+def _logger_dir(config) -> Path | None:
+    """``save_dir/name`` of the configured TensorBoardLogger, or None for another logger."""
+    logger = config["trainer"].get("logger")
+    if not logger or isinstance(logger, (bool, list)) or "TensorBoardLogger" not in str(logger.get("class_path")):
+        return None
+    args = logger["init_args"]
+    return Path(args.get("save_dir") or ".") / (args.get("name") or "lightning_logs")
+
+
+def find_last_checkpoint(config) -> tuple[Path, str | None]:
+    """Resolve ``--ckpt_path last`` across runs: Lightning alone looks only in the new run's folder.
+
+    Returns the newest ``last.ckpt`` and the ``version_N`` folder it belongs to.
+    """
+    dirpath = config["checkpoint"].get("dirpath")
+    logger_dir = _logger_dir(config)
+    if dirpath:
+        found = [Path(dirpath) / "last.ckpt"]
+    elif logger_dir is not None:
+        found = list(logger_dir.glob("*/checkpoints/last.ckpt"))
+    else:
+        found = list(Path(config["trainer"].get("default_root_dir") or ".").glob("**/checkpoints/last.ckpt"))
+    found = [p for p in found if p.is_file()]
+    if not found:
+        where = dirpath or logger_dir or "the default root dir"
+        raise UserError(f"--ckpt_path last: no last.ckpt under {where}; pass a checkpoint file, or fit without it")
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    version = newest.parent.parent.name if not dirpath and logger_dir is not None else None
+    return newest, version
+
+
+def run_cli(args: list[str] | None = None) -> CifarLightningCLI:
+    """Parse ``args`` (default: ``sys.argv``) and run the subcommand; user errors propagate."""
+    return CifarLightningCLI(
+        ImageClassifier,
+        CIFAR10DataModule,
+        # a resumed run logs into its old folder, where config.yaml already is
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """The ``python -m cifar_lightning`` entry point: user errors become one line and exit code 2."""
+    try:
+        run_cli(args)
+    except (UserError, MisconfigurationException) as err:  # Lightning's own "these settings conflict"
+        if os.environ.get(VERBOSE_ENV):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,131 @@
+"""CIFAR-10 as a LightningDataModule: sources, decoded cache, seeded split, augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from cifar_lightning.data import sources
+from cifar_lightning.data.augment import Augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
+from cifar_lightning.data.dataset import ImageArrayDataset
+from cifar_lightning.errors import DataError
+
+
+def channel_stats(images: np.ndarray, chunk: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] of N x H x W x 3 uint8 images, in chunks to bound memory."""
+    total = np.zeros(3)
+    squares = np.zeros(3)
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].reshape(-1, 3).astype(np.float64) / 255.0
+        total += block.sum(0)
+        squares += (block**2).sum(0)
+    count = len(images) * images.shape[1] * images.shape[2]
+    mean = total / count
+    std = np.sqrt(squares / count - mean**2)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+class CIFAR10DataModule(LightningDataModule):
+    """CIFAR-10 from torchvision's download, an image folder in ``data_dir``, or an archive.
+
+    Args:
+        data_dir: where archives are unpacked, downloads land and the decoded cache lives.
+        archive: a ``.tar.gz`` of ``cifar-10-python`` or of an image folder
+            (``{train,test}/<class>/*``); unpacked into ``data_dir`` once.
+        download: fall back to torchvision's download when ``data_dir`` holds no data.
+        val_size: images held out of the 50,000 training images for validation.
+        split_seed: seed of the train/validation split (independent of the run's seed).
+        batch_size: training batch size.
+        eval_batch_size: batch size for validation, test and predict (no gradients, so larger).
+        num_workers: DataLoader worker processes for augmentation.
+        augmentation: the training augmentation (validation and test are never augmented).
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        archive: str | None = None,
+        download: bool = True,
+        val_size: PositiveInt = 5000,
+        split_seed: int = 0,
+        batch_size: PositiveInt = 128,
+        eval_batch_size: PositiveInt = 512,
+        num_workers: NonNegativeInt = 1,
+        augmentation: Augmentation = Augmentation(),
+    ) -> None:
+        super().__init__()
+        if batch_size <= 0 or eval_batch_size <= 0:
+            raise DataError(f"batch sizes must be positive, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
+        if val_size <= 0:
+            raise DataError(f"val_size must be positive, got {val_size}")
+        self.data_dir = Path(data_dir)
+        self.archive = Path(archive) if archive else None
+        self.download = download
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.augmentation = augmentation
+        self.classes = sources.CLASSES
+        self.mean: tuple[float, ...] = ()
+        self.std: tuple[float, ...] = ()
+
+    def prepare_data(self) -> None:
+        sources.prepare(self.data_dir, self.archive, self.download)
+
+    def setup(self, stage: str) -> None:
+        if hasattr(self, "train_set"):
+            return
+        arrays = sources.read_cache(self.data_dir / sources.CACHE_NAME)
+        if arrays is None:  # prepare_data runs on one process only; others may arrive first
+            sources.prepare(self.data_dir, self.archive, self.download)
+            arrays = sources.read_cache(self.data_dir / sources.CACHE_NAME)
+        if arrays is None:
+            raise DataError(f"the decoded cache in {self.data_dir} is unreadable: delete {sources.CACHE_NAME} and rerun")
+        n = len(arrays.train_images)
+        if self.val_size >= n:
+            raise DataError(f"val_size={self.val_size} leaves no training images (the training set has {n}): lower it")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).numpy()
+        # random order, so a prefix (limit_val_batches) is a fair sample of all classes
+        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+        train_images = arrays.train_images[train_idx]
+        # statistics of the training split only, so nothing leaks from validation or test
+        self.mean, self.std = channel_stats(train_images)
+        evaluate = eval_transform(self.mean, self.std)
+        self.train_set = ImageArrayDataset(
+            train_images, arrays.train_labels[train_idx], train_transform(self.augmentation, self.mean, self.std)
+        )
+        self.val_set = ImageArrayDataset(arrays.train_images[val_idx], arrays.train_labels[val_idx], evaluate)
+        self.test_set = ImageArrayDataset(arrays.test_images, arrays.test_labels, evaluate)
+
+    def _loader(self, dataset: ImageArrayDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,  # a ragged last batch would give BatchNorm a noisy small-batch estimate
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        # in-process loading (num_workers=0) uses this seed; workers reseed in seed_worker
+        seed_augmentation(self.train_set.transform)
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)

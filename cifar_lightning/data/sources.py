@@ -1,0 +1,263 @@
+"""Where CIFAR-10 comes from: an archive, an image folder, or torchvision's download.
+
+Every source ends as the same four uint8 arrays (train/test images as N x 32 x 32 x 3,
+labels as N), cached in ``data_dir`` so a second run starts in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cifar_lightning.errors import DataError
+
+# CIFAR-10's label order (batches.meta); image folders are mapped onto it by name.
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_SIZE = 32  # pixels, both sides; other sizes are resized on decode
+CACHE_NAME = "cifar10-uint8.npz"
+CACHE_FORMAT = 1  # bump when the cache's layout changes, so old caches are rebuilt
+PYTHON_BATCHES = "cifar-10-batches-py"  # folder name of the official python pickles
+
+
+@dataclass(frozen=True)
+class Arrays:
+    train_images: np.ndarray  # uint8, N x 32 x 32 x 3
+    train_labels: np.ndarray  # int64, N
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+# ---------------------------------------------------------------- archive
+
+
+def verify_checksum(archive: Path) -> None:
+    """Compare against ``<archive>.sha256`` when one sits beside the archive."""
+    sidecar = archive.with_name(archive.name + ".sha256")
+    if not sidecar.is_file():
+        return
+    expected = sidecar.read_text().split()[0].lower()
+    digest = hashlib.sha256()
+    with archive.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise DataError(
+            f"archive {archive} does not match its checksum in {sidecar.name} "
+            "(truncated or corrupt download?): fetch the archive again"
+        )
+
+
+def extract_archive(archive: Path, data_dir: Path) -> None:
+    """Unpack ``archive`` into ``data_dir``; atomic per top-level entry, so concurrent runs are safe."""
+    if not archive.is_file():
+        raise DataError(f"archive {archive} does not exist: check --data.archive (or the Makefile's ARCHIVE)")
+    verify_checksum(archive)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".extract-") as tmp:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")  # "data" refuses absolute paths and links out of tmp
+        except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as err:
+            raise DataError(
+                f"archive {archive} cannot be unpacked ({err}): it is truncated or not a .tar.gz; fetch it again"
+            ) from None
+        for entry in Path(tmp).iterdir():
+            target = data_dir / entry.name
+            if target.exists():  # an earlier or concurrent extraction left a complete copy
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            os.replace(entry, target)
+
+
+# ---------------------------------------------------------------- locating a source
+
+
+def _candidates(data_dir: Path) -> list[Path]:
+    """``data_dir`` itself and its direct sub-folders: one wrapping folder is allowed."""
+    if not data_dir.is_dir():
+        return []
+    subdirs = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [data_dir, *subdirs]
+
+
+def find_python_batches(data_dir: Path) -> Path | None:
+    for root in _candidates(data_dir):
+        if (root / PYTHON_BATCHES / "data_batch_1").is_file():
+            return root
+    return None
+
+
+def find_image_folder(data_dir: Path) -> Path | None:
+    """The folder holding ``train/`` and ``test/``, at ``data_dir`` or one level below."""
+    roots = [r for r in _candidates(data_dir) if (r / "train").is_dir() or (r / "test").is_dir()]
+    if len(roots) > 1:
+        raise DataError(
+            f"{data_dir} holds several image folders ({', '.join(str(r) for r in roots)}): "
+            "keep one, or point --data.data_dir at the one you mean"
+        )
+    return roots[0] if roots else None
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _class_dirs(split_dir: Path) -> dict[str, Path]:
+    if not split_dir.is_dir():
+        raise DataError(
+            f"image folder {split_dir.parent} has no {split_dir.name}/ folder: "
+            f"expected {split_dir.parent}/{{train,test}}/<class>/<image files>"
+        )
+    found = {p.name: p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    missing = [c for c in CLASSES if c not in found]
+    extra = sorted(set(found) - set(CLASSES))
+    if missing or extra:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing class folders: {', '.join(missing)}" if missing else "",
+                f"unknown folders: {', '.join(extra)}" if extra else "",
+            )
+            if part
+        )
+        raise DataError(
+            f"{split_dir} does not have CIFAR-10's ten class folders ({detail}): "
+            f"expected one folder per class named {', '.join(CLASSES)}"
+        )
+    return {c: found[c] for c in CLASSES}
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """Any image PIL reads, as 32 x 32 x 3 uint8 RGB. Raises ``DataError`` naming the file."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(f"cannot read image {path} ({err}): delete or replace the file") from None
+
+
+def _decode_split(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for label, class_dir in enumerate(_class_dirs(split_dir).values()):
+        files = sorted(p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        images += [decode_image(p) for p in files]
+        labels += [label] * len(files)
+    if not images:
+        raise DataError(f"{split_dir} has class folders but no images in them")
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def decode_image_folder(root: Path) -> Arrays:
+    train = _decode_split(root / "train")
+    test = _decode_split(root / "test")
+    return Arrays(*train, *test)
+
+
+def decode_python_batches(root: Path) -> Arrays:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        train, test = (CIFAR10(str(root), train=t, download=False) for t in (True, False))
+    except RuntimeError as err:  # torchvision's md5 check failed
+        raise DataError(f"{root / PYTHON_BATCHES} is incomplete or corrupt ({err}): delete it and unpack again") from None
+    return Arrays(
+        np.asarray(train.data, dtype=np.uint8),
+        np.asarray(train.targets, dtype=np.int64),
+        np.asarray(test.data, dtype=np.uint8),
+        np.asarray(test.targets, dtype=np.int64),
+    )
+
+
+def download(data_dir: Path) -> Path:
+    """torchvision's download of the official python version; a clear error when offline."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        CIFAR10(str(data_dir), train=True, download=True)
+    except Exception as err:  # URLError, socket errors, HTTP errors, checksum failures
+        raise DataError(
+            f"no CIFAR-10 in {data_dir} and the download failed ({type(err).__name__}: {err}); "
+            "offline? pass --data.archive PATH (a cifar-10-python or image-folder .tar.gz) "
+            f"or put an image folder {{train,test}}/<class>/*.jpg in {data_dir}"
+        ) from None
+    return data_dir
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def _source_key(path: Path) -> str:
+    """Identifies a source's content cheaply: its path, size and modification time."""
+    stat = path.stat()
+    return f"v{CACHE_FORMAT}:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def read_cache(cache: Path, key: str | None = None) -> Arrays | None:
+    """The cached arrays, or None when the cache is missing, from another source, or unreadable."""
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as npz:  # load each array once (npz[key] re-reads)
+            if key is not None and str(npz["source"]) != key:
+                return None
+            arrays = Arrays(*(npz[name] for name in ("train_images", "train_labels", "test_images", "test_labels")))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # corrupt or from an older format: rebuild rather than trust it
+    if arrays.train_images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3) or len(arrays.train_images) != len(
+        arrays.train_labels
+    ):
+        return None
+    return arrays
+
+
+def write_cache(cache: Path, arrays: Arrays, key: str) -> None:
+    """Write to a private temporary file, then rename: readers never see half a cache."""
+    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".cache-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, source=np.asarray(key), **arrays.__dict__)
+        os.replace(tmp, cache)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
+    """Make sure ``data_dir`` holds a valid decoded cache; return its path."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cache = data_dir / CACHE_NAME
+    if archive is not None:
+        if not archive.is_file():
+            raise DataError(f"archive {archive} does not exist: check --data.archive (or the Makefile's ARCHIVE)")
+        key = _source_key(archive)
+        if read_cache(cache, key) is not None:
+            return cache
+        extract_archive(archive, data_dir)
+    source = find_image_folder(data_dir) or find_python_batches(data_dir)
+    if source is None:
+        if not download_ok:
+            raise DataError(
+                f"no CIFAR-10 in {data_dir} and downloading is off: pass --data.archive PATH, "
+                f"put an image folder {{train,test}}/<class>/* in {data_dir}, or set --data.download true"
+            )
+        source = download(data_dir)
+    if archive is None:
+        key = _source_key(source)
+        if read_cache(cache, key) is not None:
+            return cache
+    if (source / PYTHON_BATCHES).is_dir() and not ((source / "train").is_dir() or (source / "test").is_dir()):
+        arrays = decode_python_batches(source)
+    else:
+        arrays = decode_image_folder(source)
+    write_cache(cache, arrays, key)
+    return cache

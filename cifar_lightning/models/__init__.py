@@ -1,0 +1,5 @@
+"""Networks: plain ``torch.nn`` modules that know nothing of Lightning."""
+
+from cifar_lightning.models.seed import DepthwiseSeparableConv, DilatedConv, SeedNet
+
+__all__ = ["DepthwiseSeparableConv", "DilatedConv", "SeedNet"]

@@ -1,0 +1,136 @@
+"""The real entry point, driven with tiny limits on the real archive."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_lightning.cli import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "configs" / "cnn.yaml")
+TINY = [  # a few batches: seconds, not minutes
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=3",
+    "--trainer.limit_val_batches=2",  # "1" would parse as 1.0: the whole set
+    "--trainer.limit_test_batches=2",
+    "--trainer.limit_predict_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--data.num_workers=0",
+    "--data.batch_size=32",
+    "--data.eval_batch_size=64",
+]
+
+
+def data_args(real_data_dir: Path, real_archive: Path) -> list[str]:
+    return [f"--data.data_dir={real_data_dir}", f"--data.archive={real_archive}"]
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_lightning", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory, real_data_dir, real_archive) -> Path:
+    """One tiny fit through ``python -m cifar_lightning``; returns its working directory."""
+    work = tmp_path_factory.mktemp("fit")
+    result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+def test_fit_writes_config_checkpoints_and_events(fitted_run):
+    run_dir = fitted_run / "lightning_logs" / "version_0"
+    assert (run_dir / "config.yaml").is_file()
+    assert "SeedNet" in (run_dir / "config.yaml").read_text()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("epoch000-val_acc*.ckpt"))) == 1
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+def test_checkpoint_loads_with_weights_only(fitted_run):
+    checkpoint = torch.load(fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["network_class"] == "cifar_lightning.models.seed.SeedNet"
+    assert checkpoint["hyper_parameters"]["label_smoothing"] == 0.0
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluation_subcommands_run_from_a_checkpoint(subcommand, fitted_run, real_data_dir, real_archive, monkeypatch):
+    monkeypatch.chdir(fitted_run)
+    ckpt = str(fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt")
+    result = run_cli([subcommand, "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", ckpt])
+    if subcommand == "predict":
+        probabilities = torch.cat(result.trainer.predict_loop.predictions)
+        assert probabilities.shape == (128, 10) and torch.allclose(probabilities.sum(1), torch.ones(128))
+    else:
+        assert f"{'val' if subcommand == 'validate' else 'test'}/acc" in result.trainer.callback_metrics
+
+
+def test_another_network_is_a_config_change(tmp_path, real_data_dir, real_archive, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--model.network=helpers.TinyNet"])
+    assert type(result.model.network).__name__ == "TinyNet"
+    assert result.trainer.global_step == 3
+
+
+def test_bf16_mixed_precision_needs_no_code_change(tmp_path, real_data_dir, real_archive, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--trainer.precision=bf16-mixed"])
+    assert result.trainer.precision == "bf16-mixed" and result.trainer.global_step == 3
+
+
+def test_print_config(tmp_path):
+    result = cli("fit", "--config", CONFIG, "--print_config", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "class_path: cifar_lightning.models.SeedNet" in result.stdout
+    assert "monitor: val/acc" in result.stdout
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_offline_with_no_data_is_one_clear_line(tmp_path):
+    proxy = "http://127.0.0.1:9"  # a closed local port: offline on any machine
+    env = {"http_proxy": proxy, "https_proxy": proxy, "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "no_proxy": ""}
+    result = cli("fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'empty'}", *TINY, cwd=tmp_path, env=env)
+    stderr = one_line_error(result)
+    assert stderr.strip().splitlines()[-1].startswith("error: no CIFAR-10 in")
+    assert "--data.archive" in stderr
+
+
+def test_config_typo_is_rejected(tmp_path):
+    stderr = one_line_error(cli("fit", "--config", CONFIG, "--model.label_smothing=0.1", cwd=tmp_path))
+    assert "label_smothing" in stderr
+
+
+def test_nonexistent_checkpoint(tmp_path):
+    stderr = one_line_error(cli("test", "--config", CONFIG, "--ckpt_path=nope.ckpt", cwd=tmp_path))
+    assert "error: checkpoint nope.ckpt does not exist" in stderr
+
+
+def test_nonpositive_batch_size(tmp_path):
+    stderr = one_line_error(cli("fit", "--config", CONFIG, "--data.batch_size=0", cwd=tmp_path))
+    assert "batch_size" in stderr
+
+
+def test_checkpoint_of_another_network_names_both(fitted_run, tmp_path, real_data_dir, real_archive):
+    ckpt = fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt"
+    args = ["test", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--model.network=helpers.TinyNet"]
+    result = cli(*args, f"--ckpt_path={ckpt}", cwd=tmp_path, env={"PYTHONPATH": str(REPO / "tests")})
+    stderr = one_line_error(result)
+    assert "SeedNet" in stderr and "TinyNet" in stderr

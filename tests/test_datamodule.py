@@ -1,0 +1,131 @@
+"""The data module on a tiny synthetic image folder and on the real JPEG archive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import seed_everything
+
+from cifar_lightning.data import Augmentation, CIFAR10DataModule
+from cifar_lightning.data.augment import eval_transform
+
+NO_AUGMENTATION = Augmentation(hflip_p=0, affine_p=0, cutout_p=0)
+
+
+def fitted(dm: CIFAR10DataModule) -> CIFAR10DataModule:
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def first_batch(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    return next(iter(loader))
+
+
+# ---------------------------------------------------------------- synthetic folder
+
+
+def test_image_folder_split_sizes_shapes_and_labels(image_folder):
+    dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=0))
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (50, 10, 20)
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        images, labels = first_batch(loader)
+        assert images.dtype == torch.float32 and images.shape[1:] == (3, 32, 32)
+        assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() <= 9
+
+
+def test_image_folder_directly_in_data_dir(tmp_path):
+    from conftest import make_image_folder
+
+    make_image_folder(tmp_path, train_per_class=2, test_per_class=1, size=40)  # 40 px: resized on decode
+    dm = fitted(CIFAR10DataModule(str(tmp_path), download=False, val_size=5, num_workers=0))
+    assert dm.train_set.images.shape == (15, 32, 32, 3) and dm.train_set.images.dtype == np.uint8
+
+
+def test_split_is_seeded_and_disjoint(image_folder):
+    def split(seed):
+        dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, split_seed=seed, num_workers=0))
+        return dm.val_set.images.reshape(10, -1), dm.train_set.images.reshape(50, -1)
+
+    val_a, train_a = split(0)
+    val_b, _ = split(0)
+    val_c, _ = split(1)
+    assert np.array_equal(val_a, val_b)
+    assert not np.array_equal(val_a, val_c)
+    assert not {row.tobytes() for row in val_a} & {row.tobytes() for row in train_a}
+
+
+def test_normalization_statistics_come_from_the_training_split(image_folder):
+    from cifar_lightning.data.datamodule import channel_stats
+
+    dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, num_workers=0))
+    pixels = dm.train_set.images.reshape(-1, 3) / 255.0
+    assert np.allclose(dm.mean, pixels.mean(0)) and np.allclose(dm.std, pixels.std(0))
+    assert channel_stats(dm.val_set.images) != (dm.mean, dm.std)
+
+
+# ---------------------------------------------------------------- worker seeding
+
+
+def identical_images(dm: CIFAR10DataModule) -> CIFAR10DataModule:
+    """Make every training image the same, so any difference between samples is augmentation."""
+    dm.train_set.images = np.repeat(dm.train_set.images[:1], len(dm.train_set.images), axis=0)
+    return dm
+
+
+def test_workers_and_epochs_draw_different_augmentations(image_folder):
+    seed_everything(3)
+    dm = identical_images(fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=2)))
+    loader = dm.train_dataloader()
+    epoch1 = list(loader)
+    epoch2 = list(loader)
+    # batch 0 comes from worker 0 and batch 1 from worker 1: without per-worker seeding they are equal
+    assert not torch.equal(epoch1[0][0], epoch1[1][0])
+    assert not torch.equal(epoch1[0][0], epoch2[0][0])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_fixed_seed_reproduces_augmentation(image_folder, num_workers):
+    def two_epochs():
+        seed_everything(11)
+        dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers))
+        loader = dm.train_dataloader()
+        return [torch.cat([images for images, _ in loader]) for _ in range(2)]
+
+    first, second = two_epochs(), two_epochs()
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[0], first[1])
+
+
+# ---------------------------------------------------------------- the real archive
+
+
+@pytest.fixture(scope="module")
+def real_dm(real_data_dir, real_archive) -> CIFAR10DataModule:
+    return fitted(CIFAR10DataModule(str(real_data_dir), archive=str(real_archive), num_workers=0, batch_size=64))
+
+
+def test_real_archive_split_sizes_shapes_dtypes_labels(real_dm):
+    assert (len(real_dm.train_set), len(real_dm.val_set), len(real_dm.test_set)) == (45_000, 5_000, 10_000)
+    for dataset in (real_dm.train_set, real_dm.val_set, real_dm.test_set):
+        assert dataset.images.dtype == np.uint8 and dataset.images.shape[1:] == (32, 32, 3)
+        assert set(np.unique(dataset.labels)) == set(range(10))
+    assert np.bincount(real_dm.test_set.labels).tolist() == [1000] * 10
+    # CIFAR-10's training mean is about (0.49, 0.48, 0.45): the decode and statistics are sane
+    assert np.allclose(real_dm.mean, (0.49, 0.48, 0.45), atol=0.02)
+    images, labels = first_batch(real_dm.train_dataloader())
+    assert images.shape == (64, 3, 32, 32) and images.dtype == torch.float32 and labels.dtype == torch.int64
+
+
+def test_real_train_augmentation_changes_pixels_but_val_and_test_do_not(real_dm):
+    plain = eval_transform(real_dm.mean, real_dm.std)
+    train = real_dm.train_set
+    changed = sum(not torch.equal(train[i][0], plain(image=train.images[i])["image"]) for i in range(200))
+    # flip, affine and cutout each run with p=0.5: all three skip on 1/8 of images
+    assert changed > 150
+    for dataset, loader in ((real_dm.val_set, real_dm.val_dataloader()), (real_dm.test_set, real_dm.test_dataloader())):
+        images, _ = first_batch(loader)
+        expected = torch.stack([plain(image=dataset.images[i])["image"] for i in range(len(images))])
+        assert torch.equal(images, expected)
+        assert torch.equal(first_batch(loader)[0], images)

@@ -1,0 +1,45 @@
+"""A stopped fit resumes with ``--ckpt_path last`` where it stopped: epoch, optimizer, OneCycle."""
+
+from __future__ import annotations
+
+import torch
+
+from cifar_lightning.cli import run_cli
+from test_cli import CONFIG, data_args
+
+STEPS_PER_EPOCH = 4
+SMALL = [
+    "--trainer.max_epochs=2",
+    f"--trainer.limit_train_batches={STEPS_PER_EPOCH}",
+    "--trainer.limit_val_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--data.num_workers=0",
+    "--data.batch_size=32",
+    "--data.eval_batch_size=64",
+]
+
+
+def test_resume_continues_epoch_optimizer_and_schedule(tmp_path, monkeypatch, real_data_dir, real_archive):
+    monkeypatch.chdir(tmp_path)
+    base = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *SMALL]
+    first = run_cli([*base, "--trainer.callbacks+=helpers.StopAfterEpochs", "--trainer.callbacks.epochs=1"])
+    assert first.trainer.current_epoch == 1 and first.trainer.global_step == STEPS_PER_EPOCH
+    stopped_lr = first.trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0]
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    saved = torch.load(last, weights_only=True)
+
+    resumed = run_cli([*base, "--trainer.callbacks+=helpers.RecordTrainStart", "--ckpt_path=last"])
+    start = resumed.trainer.callbacks[[type(c).__name__ for c in resumed.trainer.callbacks].index("RecordTrainStart")]
+    # it continues at the second epoch, one epoch of steps into OneCycle, at the rate where it stopped
+    assert (start.epoch, start.global_step, start.scheduler_steps) == (1, STEPS_PER_EPOCH, STEPS_PER_EPOCH)
+    assert start.lr == stopped_lr
+    # SGD's momentum buffers are the saved ones, not fresh zeros
+    restored = start.optimizer_state["state"]
+    assert restored and all(
+        torch.equal(restored[k]["momentum_buffer"], v["momentum_buffer"]) for k, v in saved["optimizer_states"][0]["state"].items()
+    )
+    # and it finishes the schedule it began: 2 epochs of steps in all, logging into the same run folder
+    scheduler = resumed.trainer.lr_scheduler_configs[0].scheduler
+    assert resumed.trainer.current_epoch == 2 and resumed.trainer.global_step == 2 * STEPS_PER_EPOCH
+    assert scheduler.last_epoch == scheduler.total_steps == 2 * STEPS_PER_EPOCH
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]

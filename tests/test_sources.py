@@ -1,0 +1,100 @@
+"""Data sources fail with one clear message that names the fix."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifar_lightning.data import sources
+from cifar_lightning.errors import DataError
+
+
+def offline(monkeypatch):
+    """Route every download through a closed local port: offline on any machine."""
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+
+
+def test_offline_with_no_data_names_the_fix(tmp_path, monkeypatch):
+    offline(monkeypatch)
+    with pytest.raises(DataError, match=r"download failed.*--data.archive"):
+        sources.prepare(tmp_path / "empty", None, download_ok=True)
+
+
+def test_no_data_and_download_off(tmp_path):
+    with pytest.raises(DataError, match="downloading is off"):
+        sources.prepare(tmp_path, None, download_ok=False)
+
+
+def test_missing_archive(tmp_path):
+    with pytest.raises(DataError, match=r"does not exist.*--data.archive"):
+        sources.prepare(tmp_path, tmp_path / "nope.tar.gz", download_ok=False)
+
+
+def test_truncated_archive(tmp_path, real_archive):
+    broken = tmp_path / "cifar10-jpeg.tar.gz"
+    broken.write_bytes(real_archive.read_bytes()[:200_000])
+    with pytest.raises(DataError, match="cannot be unpacked.*fetch it again"):
+        sources.prepare(tmp_path / "data", broken, download_ok=False)
+
+
+def test_checksum_mismatch(tmp_path, image_folder):
+    import tarfile
+
+    archive = tmp_path / "tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(image_folder / "tiny-cifar", arcname="tiny-cifar")
+    good = hashlib.sha256(archive.read_bytes()).hexdigest()
+    (tmp_path / "tiny.tar.gz.sha256").write_text(f"{good}  tiny.tar.gz\n")
+    sources.prepare(tmp_path / "ok", archive, download_ok=False)  # a matching checksum passes
+    (tmp_path / "tiny.tar.gz.sha256").write_text("0" * 64 + "  tiny.tar.gz\n")
+    with pytest.raises(DataError, match="does not match its checksum"):
+        sources.prepare(tmp_path / "bad", archive, download_ok=False)
+
+
+def test_missing_class_folder(image_folder):
+    shutil.rmtree(image_folder / "tiny-cifar" / "train" / "cat")
+    with pytest.raises(DataError, match="missing class folders: cat"):
+        sources.prepare(image_folder, None, download_ok=False)
+
+
+def test_missing_test_folder(image_folder):
+    shutil.rmtree(image_folder / "tiny-cifar" / "test")
+    with pytest.raises(DataError, match=r"has no test/ folder"):
+        sources.prepare(image_folder, None, download_ok=False)
+
+
+def test_unreadable_training_image(image_folder):
+    bad = image_folder / "tiny-cifar" / "train" / "dog" / "9999.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    with pytest.raises(DataError, match=f"cannot read image {bad}"):
+        sources.prepare(image_folder, None, download_ok=False)
+
+
+def test_corrupt_cache_is_rebuilt(image_folder):
+    cache = sources.prepare(image_folder, None, download_ok=False)
+    expected = sources.read_cache(cache)
+    cache.write_bytes(b"garbage")
+    assert sources.read_cache(cache) is None
+    sources.prepare(image_folder, None, download_ok=False)
+    assert np.array_equal(sources.read_cache(cache).train_images, expected.train_images)
+
+
+def test_cache_from_another_source_is_rebuilt(tmp_path, image_folder):
+    cache = sources.prepare(image_folder, None, download_ok=False)
+    stale = sources.Arrays(*(np.zeros((1, 32, 32, 3), np.uint8), np.zeros(1, np.int64)) * 2)
+    sources.write_cache(cache, stale, key="some other source")
+    sources.prepare(image_folder, None, download_ok=False)
+    assert len(sources.read_cache(cache).train_images) == 60
+
+
+def test_two_image_folders_are_ambiguous(image_folder):
+    shutil.copytree(image_folder / "tiny-cifar", image_folder / "copy")
+    with pytest.raises(DataError, match="several image folders"):
+        sources.prepare(image_folder, None, download_ok=False)

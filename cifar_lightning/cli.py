@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from cifar_lightning.callbacks import RunInfo
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.errors import UserError
 from cifar_lightning.module import ImageClassifier
@@ -17,8 +18,19 @@ from cifar_lightning.module import ImageClassifier
 VERBOSE_ENV = "CIFAR_LIGHTNING_VERBOSE"  # set to 1 for tracebacks on user errors
 
 
+class SaveStageConfig(SaveConfigCallback):
+    """``config.yaml`` for fit; ``config-test.yaml`` etc. for an evaluation logged into a fit's folder."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn enum
+        self.config_filename = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
+        super().setup(trainer, pl_module, stage)
+
+
 class CifarLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.classes", "model.class_names", compute_fn=list, apply_on="instantiate")
+        parser.add_lightning_class_args(RunInfo, "run_info")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -39,13 +51,14 @@ class CifarLightningCLI(LightningCLI):
         config = self.config[self.subcommand]
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
-            checkpoint, version = find_last_checkpoint(config)
-            config["ckpt_path"] = str(checkpoint)
-            if self.subcommand == "fit" and version is not None:
-                # keep logging into the stopped run's version_N, so its curves continue
-                config["trainer"]["logger"]["init_args"]["version"] = version
+            ckpt_path = str(find_last_checkpoint(config))
+            config["ckpt_path"] = ckpt_path
         elif ckpt_path and not Path(ckpt_path).is_file():
             raise UserError(f"checkpoint {ckpt_path} does not exist: check --ckpt_path, or use --ckpt_path last")
+        version = _run_version(config, ckpt_path) if ckpt_path else None
+        if version is not None:
+            # a resumed fit continues its curves, and an evaluation lands beside the run it evaluates
+            config["trainer"]["logger"]["init_args"]["version"] = version
 
 
 def _logger_dir(config) -> Path | None:
@@ -57,11 +70,17 @@ def _logger_dir(config) -> Path | None:
     return Path(args.get("save_dir") or ".") / (args.get("name") or "lightning_logs")
 
 
-def find_last_checkpoint(config) -> tuple[Path, str | None]:
-    """Resolve ``--ckpt_path last`` across runs: Lightning alone looks only in the new run's folder.
+def _run_version(config, ckpt_path: str) -> str | None:
+    """``version_N`` when the checkpoint lives in ``<logger dir>/version_N/checkpoints/``."""
+    logger_dir = _logger_dir(config)
+    path = Path(ckpt_path).resolve()
+    if logger_dir is None or config["checkpoint"].get("dirpath") or path.parent.name != "checkpoints":
+        return None
+    return path.parent.parent.name if path.parent.parent.parent == logger_dir.resolve() else None
 
-    Returns the newest ``last.ckpt`` and the ``version_N`` folder it belongs to.
-    """
+
+def find_last_checkpoint(config) -> Path:
+    """Resolve ``--ckpt_path last`` across runs: Lightning alone looks only in the new run's folder."""
     dirpath = config["checkpoint"].get("dirpath")
     logger_dir = _logger_dir(config)
     if dirpath:
@@ -74,9 +93,7 @@ def find_last_checkpoint(config) -> tuple[Path, str | None]:
     if not found:
         where = dirpath or logger_dir or "the default root dir"
         raise UserError(f"--ckpt_path last: no last.ckpt under {where}; pass a checkpoint file, or fit without it")
-    newest = max(found, key=lambda p: p.stat().st_mtime)
-    version = newest.parent.parent.name if not dirpath and logger_dir is not None else None
-    return newest, version
+    return max(found, key=lambda p: p.stat().st_mtime)
 
 
 def run_cli(args: list[str] | None = None) -> CifarLightningCLI:
@@ -85,6 +102,7 @@ def run_cli(args: list[str] | None = None) -> CifarLightningCLI:
         ImageClassifier,
         CIFAR10DataModule,
         # a resumed run logs into its old folder, where config.yaml already is
+        save_config_callback=SaveStageConfig,
         save_config_kwargs={"overwrite": True},
         args=args,
     )

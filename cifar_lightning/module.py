@@ -9,7 +9,8 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import OneCycleLR
-from torchmetrics.classification import MulticlassAccuracy
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from cifar_lightning.errors import CheckpointError
 
@@ -26,6 +27,7 @@ class ImageClassifier(LightningModule):
         network: a plain ``nn.Module`` mapping N x 3 x H x W images to N x ``num_classes`` logits.
         optimizer: builds the optimizer from the parameters; its ``lr`` is OneCycle's peak rate.
         num_classes: number of classes, for the accuracy metrics.
+        class_names: names for per-class test results; defaults to the class indices.
         label_smoothing: cross-entropy label smoothing, 0 for none.
         pct_start: fraction of the steps spent warming up to the peak rate.
         div_factor: the starting rate is ``lr / div_factor``.
@@ -38,6 +40,7 @@ class ImageClassifier(LightningModule):
         network: nn.Module,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         num_classes: int = 10,
+        class_names: list[str] | None = None,
         label_smoothing: float = 0.0,
         pct_start: float = 0.25,
         div_factor: float = 25.0,
@@ -54,6 +57,7 @@ class ImageClassifier(LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
 
@@ -62,7 +66,7 @@ class ImageClassifier(LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.network(images)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> tuple[Tensor, Tensor]:
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits, labels)
@@ -70,16 +74,35 @@ class ImageClassifier(LightningModule):
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        return loss, logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train", self.train_acc)
+        return self._step(batch, "train", self.train_acc)[0]
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val", self.val_acc)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test", self.test_acc)
+        _, logits = self._step(batch, "test", self.test_acc)
+        self.test_confusion(logits, batch[1])
+
+    def on_test_epoch_end(self) -> None:
+        """Per-class accuracy (logged as ``test/acc_class/<name>``) and the confusion matrix."""
+        matrix = self.test_confusion.compute()  # rows: true class, columns: predicted class
+        self.test_confusion.reset()
+        names = self.hparams.class_names or [str(i) for i in range(len(matrix))]
+        per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
+        for name, accuracy in zip(names, per_class):
+            self.log(f"test/acc_class/{name}", accuracy)
+        lines = [f"{'class':>12} {'accuracy':>8}  confusion row (predicted " + " ".join(n[:4] for n in names) + ")"]
+        lines += [
+            f"{name:>12} {acc:8.2%}  " + " ".join(f"{int(v):4d}" for v in row) for name, acc, row in zip(names, per_class, matrix)
+        ]
+        rank_zero_info("\n".join(lines))
+        if self.trainer.log_dir is not None and self.trainer.is_global_zero:
+            with open(f"{self.trainer.log_dir}/test_confusion_matrix.csv", "w") as f:
+                f.write("true\\predicted," + ",".join(names) + "\n")
+                f.writelines(f"{name}," + ",".join(str(int(v)) for v in row) + "\n" for name, row in zip(names, matrix))
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self(batch[0]).softmax(dim=1)
@@ -99,6 +122,7 @@ class ImageClassifier(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["network_class"] = qualified_name(self.network)
+        checkpoint["network_parameters"] = sum(p.numel() for p in self.network.parameters())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("network_class")

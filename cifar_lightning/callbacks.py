@@ -1,0 +1,84 @@
+"""Callbacks: behaviour that cuts across model and data."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
+
+RUN_INFO = "run.json"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _data_copy(datamodule) -> dict:
+    archive = getattr(datamodule, "archive", None)
+    info = {"data_dir": str(getattr(datamodule, "data_dir", "")), "archive": str(archive) if archive else None}
+    if archive is not None:
+        sidecar = Path(archive).with_name(Path(archive).name + ".sha256")
+        if sidecar.is_file():
+            info["archive_sha256"] = sidecar.read_text().split()[0]
+    return info
+
+
+class RunInfo(Callback):
+    """Writes ``run.json`` beside the run's logs: command, commit, versions, data copy, machine.
+
+    Results are only as good as their provenance; the report reads this file.
+    """
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.log_dir is None:
+            return
+        path = Path(trainer.log_dir) / RUN_INFO
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        start = {
+            "started": time.time(),  # seconds since the epoch; the report's clock starts here
+            "command": " ".join(["python -m cifar_lightning", *sys.argv[1:]]),
+            "commit": _git("rev-parse", "HEAD"),
+            "commit_dirty": bool(dirty) if dirty is not None else None,
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+            "data": _data_copy(trainer.datamodule),
+            "machine": {
+                "cpu": _cpu_model(),
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "accelerator": type(trainer.accelerator).__name__,
+                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                "precision": str(trainer.precision),
+                "platform": platform.platform(),
+            },
+            "parameters": sum(p.numel() for p in pl_module.parameters()),
+        }
+        # a resumed run appends its own start, so the record shows every command that wrote the run
+        starts = previous.get("starts", []) + [start]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**start, "starts": starts}, indent=2) + "\n")

@@ -1,0 +1,184 @@
+"""What did a run achieve? Reads a run folder and writes metrics.csv, summary.json and curves.png.
+
+    python -m cifar_lightning.report lightning_logs/version_3 [--out results/seed-cnn]
+
+Everything comes from what the run wrote: TensorBoard event files (every ``events.*`` in
+the folder, so resumed and tested runs are included), ``run.json`` (command, commit,
+versions, data copy, machine), ``test_confusion_matrix.csv`` and the checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+VAL_TARGET = 0.85  # the seed's headline: first epoch with validation accuracy at or above this
+COLUMNS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "wall_time_s", "epoch_time_s"]
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[float, int, float]]]:
+    """tag -> [(wall_time, step, value)], merged over all event files, last write per step wins."""
+    events = sorted(run_dir.glob("events.out.tfevents.*"))
+    if not events:
+        raise SystemExit(f"error: no TensorBoard event files in {run_dir}: pass a lightning_logs/version_N folder")
+    merged: dict[str, dict[int, tuple[float, int, float]]] = {}
+    for path in events:
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})  # 0: keep every point
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            for e in acc.Scalars(tag):
+                merged.setdefault(tag, {})[e.step] = (e.wall_time, e.step, e.value)
+    return {tag: sorted(points.values(), key=lambda p: p[1]) for tag, points in merged.items()}
+
+
+def epoch_rows(scalars: dict, started: float | None = None) -> list[dict]:
+    """One row per finished epoch; Lightning logs an ``epoch`` scalar beside every epoch metric.
+
+    Wall time counts from ``started`` (the fit's start, from run.json) when known, else from the
+    first logged training step. A resumed run's wall time includes the time it was stopped.
+    """
+    epoch_of = {step: int(value) for _, step, value in scalars.get("epoch", [])}
+    rows: dict[int, dict] = {}
+    for tag, column in (("train/loss_epoch", "train_loss"), ("train/acc", "train_acc"), ("val/loss", "val_loss"), ("val/acc", "val_acc")):
+        for wall, step, value in scalars.get(tag, []):
+            epoch = epoch_of.get(step)
+            if epoch is None:
+                continue
+            row = rows.setdefault(epoch, {"epoch": epoch, "step": step, "wall": wall})
+            row[column] = value
+            row["step"], row["wall"] = max(row["step"], step), max(row["wall"], wall)
+    lrs = scalars.get("lr", [])
+    train_points = scalars.get("train/loss_step", []) + lrs
+    start = started or min((w for w, _, _ in train_points), default=None)
+    previous = start
+    for epoch in sorted(rows):
+        row = rows[epoch]
+        row["lr"] = next((v for _, s, v in reversed(lrs) if s <= row["step"]), None)
+        row["wall_time_s"] = row["wall"] - start if start is not None else None
+        row["epoch_time_s"] = row["wall"] - previous if previous is not None else None
+        previous = row["wall"]
+    return [{c: rows[e].get(c) for c in COLUMNS} for e in sorted(rows)]
+
+
+def checkpoint_facts(run_dir: Path) -> dict:
+    ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    facts: dict = {"checkpoints": [str(p) for p in ckpts]}
+    for path in ckpts:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        facts.setdefault("parameters", checkpoint.get("network_parameters"))
+        facts.setdefault("network", checkpoint.get("network_class"))
+    return facts
+
+
+def read_confusion(run_dir: Path) -> dict | None:
+    path = run_dir / "test_confusion_matrix.csv"
+    if not path.is_file():
+        return None
+    with path.open() as f:
+        header, *body = list(csv.reader(f))
+    names = header[1:]
+    matrix = [[int(v) for v in row[1:]] for row in body]
+    per_class = {n: row[i] / max(sum(row), 1) for i, (n, row) in enumerate(zip(names, matrix))}
+    return {"classes": names, "matrix": matrix, "per_class_accuracy": per_class}
+
+
+def read_run_info(run_dir: Path) -> dict:
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
+    info = read_run_info(run_dir)
+    facts = checkpoint_facts(run_dir)
+    val = [r for r in rows if r["val_acc"] is not None]
+    best = max(val, key=lambda r: r["val_acc"], default=None)
+    crossed = next((r["epoch"] + 1 for r in val if r["val_acc"] >= VAL_TARGET), None)
+    test = scalars.get("test/acc")
+    wall = rows[-1]["wall_time_s"] if rows else None
+    return {
+        "run_dir": str(run_dir),
+        "network": facts.get("network"),
+        "parameters": facts.get("parameters") or info.get("parameters"),
+        "epochs": len(rows),
+        "best_val_acc": best["val_acc"] if best else None,
+        "best_val_epoch": best["epoch"] + 1 if best else None,  # 1-based, as people count epochs
+        "final_val_acc": val[-1]["val_acc"] if val else None,
+        "test_acc": test[-1][2] if test else None,
+        "first_epoch_val_acc_ge_85": crossed,
+        "fit_wall_time_s": wall,
+        "seconds_per_epoch": wall / len(rows) if rows and wall else None,
+        "test_per_class": read_confusion(run_dir),
+        "command": info.get("command"),
+        "commit": info.get("commit"),
+        "commit_dirty": info.get("commit_dirty"),
+        "torch": info.get("torch"),
+        "lightning": info.get("lightning"),
+        "data": info.get("data"),
+        "machine": info.get("machine"),
+        "checkpoints": facts["checkpoints"],
+    }
+
+
+def plot(rows: list[dict], scalars: dict, path: Path, title: str) -> None:
+    epochs = [r["epoch"] + 1 for r in rows]
+    fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, key, label in ((loss_ax, "loss", "cross-entropy loss"), (acc_ax, "acc", "accuracy")):
+        for split, style in (("train", "-"), ("val", "--")):
+            ax.plot(epochs, [r[f"{split}_{key}"] for r in rows], style, label=split)
+        ax.set(xlabel="epoch", ylabel=label, title=label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    acc_ax.axhline(VAL_TARGET, color="grey", lw=0.8, ls=":")
+    steps = [s for _, s, _ in scalars.get("lr", [])]
+    lr_ax.plot(steps, [v for _, _, v in scalars.get("lr", [])])
+    lr_ax.set(xlabel="optimizer step", ylabel="learning rate", title="learning rate (OneCycle)")
+    lr_ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None) -> dict:
+    out_dir = out_dir or run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scalars = read_scalars(run_dir)
+    starts = read_run_info(run_dir).get("starts") or [{}]
+    rows = epoch_rows(scalars, starts[0].get("started"))
+    with (out_dir / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarize(run_dir, rows, scalars)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    test = f", test {summary['test_acc']:.2%}" if summary["test_acc"] is not None else ""
+    params = f" ({summary['parameters']:,} parameters)" if summary["parameters"] else ""
+    plot(rows, scalars, out_dir / "curves.png", f"{summary['network'] or run_dir.name}{params}{test}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cifar_lightning.report", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a lightning_logs/version_N folder")
+    parser.add_argument("--out", type=Path, help="where to write the report (default: the run folder)")
+    args = parser.parse_args(argv)
+    if not args.run_dir.is_dir():
+        sys.exit(f"error: {args.run_dir} is not a folder: pass a lightning_logs/version_N folder")
+    summary = write_report(args.run_dir, args.out)
+    keys = ("parameters", "epochs", "best_val_acc", "best_val_epoch", "test_acc", "first_epoch_val_acc_ge_85", "fit_wall_time_s")
+    for key in keys:
+        print(f"{key:>28}: {summary[key]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ ARCHIVE ?= ../shared/data/cifar10-jpeg.tar.gz
 DATA_ARGS := $(if $(wildcard $(ARCHIVE)),--data.archive $(ARCHIVE))
 ARGS ?=
 
-.PHONY: install train test tensorboard clean
+.PHONY: install train test tensorboard report results-table clean
 
 # Re-install only when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml
@@ -27,6 +27,13 @@ test: install
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir lightning_logs
+
+# make report RUN=lightning_logs/version_3 [OUT=results/seed-cnn]
+report: install
+	$(BIN)/python -m cifar_lightning.report $(RUN) $(if $(OUT),--out $(OUT))
+
+results-table: install
+	$(BIN)/python -m cifar_lightning.results_table
 
 clean:
 	rm -rf .cache .pytest_cache

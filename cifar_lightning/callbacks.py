@@ -15,6 +15,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
+from cifar_lightning.errors import UserError
+
 RUN_INFO = "run.json"
 
 
@@ -82,3 +84,26 @@ class RunInfo(Callback):
         starts = previous.get("starts", []) + [start]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**start, "starts": starts}, indent=2) + "\n")
+
+
+class NonFiniteLossError(UserError):
+    """Training diverged."""
+
+
+class FiniteLossGuard(Callback):
+    """Stops training at the first step whose loss is NaN or infinite.
+
+    Lightning has no per-step check (``detect_anomaly`` is slow; ``EarlyStopping(check_finite)``
+    looks only at its monitored metric once per epoch). Stopping by an exception means no
+    checkpoint is written from the diverged weights: ``last.ckpt`` stays the last good epoch.
+    """
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
+                "lower the peak learning rate (--model.optimizer.init_args.lr) or clip gradients "
+                f"(--trainer.gradient_clip_val 1.0); last good checkpoint: {last}"
+            )

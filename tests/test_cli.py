@@ -134,3 +134,14 @@ def test_checkpoint_of_another_network_names_both(fitted_run, tmp_path, real_dat
     result = cli(*args, f"--ckpt_path={ckpt}", cwd=tmp_path, env={"PYTHONPATH": str(REPO / "tests")})
     stderr = one_line_error(result)
     assert "SeedNet" in stderr and "TinyNet" in stderr
+
+
+def test_diverging_loss_stops_with_the_step_and_a_fix(tmp_path, real_data_dir, real_archive):
+    args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY]
+    result = cli(*args, "--trainer.max_epochs=2", "--model.optimizer.init_args.lr=1e8", cwd=tmp_path)
+    stderr = one_line_error(result)
+    assert "training loss became nan at epoch" in stderr or "training loss became inf at epoch" in stderr
+    assert "--model.optimizer.init_args.lr" in stderr
+    assert "step" in stderr and "last good checkpoint: none yet" in stderr
+    # it diverged within the first epoch: the diverged weights were never saved
+    assert not list((tmp_path / "lightning_logs").glob("*/checkpoints/*.ckpt"))

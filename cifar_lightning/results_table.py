@@ -1,0 +1,67 @@
+"""Regenerate the README's results table from ``results/*/summary.json``.
+
+    python -m cifar_lightning.results_table [--readme README.md] [--results results]
+
+Only the block between the two marker comments in the README is rewritten. Our rows come
+from the summaries the report wrote; the seed's rows are its published figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+# The seed's own published results (../shared/seed-model.md), on the original lossless CIFAR-10.
+SEED_PUBLISHED = [
+    {"name": "seed (published)", "parameters": 150_738, "epochs": 37, "test_acc": 0.8519},
+    {"name": "seed (published)", "parameters": 150_738, "epochs": 50, "test_acc": 0.8731},
+]
+HEADER = (
+    "| run | parameters | epochs | test acc | first epoch val ≥ 85% | fit wall time | s/epoch | data | machine |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _fmt(value, spec: str, missing: str = "–") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def row_for(name: str, s: dict) -> str:
+    machine = s.get("machine") or {}
+    where = f"{machine.get('cpu', '?')}, {machine.get('torch_threads', '?')} threads, {machine.get('precision', '?')}"
+    archive = (s.get("data") or {}).get("archive") or "torchvision download"
+    minutes = None if s.get("fit_wall_time_s") is None else s["fit_wall_time_s"] / 60
+    return (
+        f"| [{name}](results/{name}/) | {s['parameters']:,} | {s['epochs']} | {_fmt(s.get('test_acc'), '.2%')} "
+        f"| {_fmt(s.get('first_epoch_val_acc_ge_85'), 'd', 'never')} | {_fmt(minutes, '.1f')} min "
+        f"| {_fmt(s.get('seconds_per_epoch'), '.1f')} | {Path(archive).name} | {where} |"
+    )
+
+
+def table(results: Path) -> str:
+    rows = [row_for(p.parent.name, json.loads(p.read_text())) for p in sorted(results.glob("*/summary.json"))]
+    rows += [
+        f"| {r['name']} | {r['parameters']:,} | {r['epochs']} | {r['test_acc']:.2%} | – | – | – "
+        "| original CIFAR-10 (lossless) | not stated |"
+        for r in SEED_PUBLISHED
+    ]
+    return "\n".join([HEADER, *rows])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cifar_lightning.results_table", description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"error: {args.readme} has no {START} ... {END} block to fill")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    args.readme.write_text(f"{head}{START}\n{table(args.results)}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The README's results table is generated from summary.json files."""
+
+import json
+
+from cifar_lightning.results_table import END, START, main
+
+
+def test_table_is_rebuilt_between_markers(tmp_path):
+    run = tmp_path / "results" / "seed-cnn"
+    run.mkdir(parents=True)
+    summary = {
+        "parameters": 150738,
+        "epochs": 50,
+        "test_acc": 0.8812,
+        "first_epoch_val_acc_ge_85": 30,
+        "fit_wall_time_s": 1500.0,
+        "seconds_per_epoch": 30.0,
+        "data": {"archive": "../shared/data/cifar10-jpeg.tar.gz"},
+        "machine": {"cpu": "Some CPU", "torch_threads": 2, "precision": "32-true"},
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold table\n{END}\noutro\n")
+    main(["--readme", str(readme), "--results", str(tmp_path / "results")])
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert "| [seed-cnn](results/seed-cnn/) | 150,738 | 50 | 88.12% | 30 | 25.0 min | 30.0 | cifar10-jpeg.tar.gz |" in text
+    assert "| seed (published) | 150,738 | 50 | 87.31% |" in text

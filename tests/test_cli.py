@@ -145,3 +145,22 @@ def test_diverging_loss_stops_with_the_step_and_a_fix(tmp_path, real_data_dir, r
     assert "step" in stderr and "last good checkpoint: none yet" in stderr
     # it diverged within the first epoch: the diverged weights were never saved
     assert not list((tmp_path / "lightning_logs").glob("*/checkpoints/*.ckpt"))
+
+
+def test_adamw_is_a_config_change(tmp_path, real_data_dir, real_archive, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [*data_args(real_data_dir, real_archive), *TINY, "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.003"]
+    result = run_cli(["fit", "--config", CONFIG, *args])
+    optimizer = result.trainer.optimizers[0]
+    assert type(optimizer).__name__ == "AdamW" and optimizer.param_groups[0]["max_lr"] == 0.003
+
+
+def test_fixed_seed_repeats_a_fit(tmp_path, real_data_dir, real_archive, monkeypatch):
+    def fit(folder: str) -> dict:
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        result = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--data.num_workers=1"])
+        return {k: float(v) for k, v in result.trainer.callback_metrics.items()}
+
+    assert fit("a") == fit("b")

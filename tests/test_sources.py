@@ -98,3 +98,38 @@ def test_two_image_folders_are_ambiguous(image_folder):
     shutil.copytree(image_folder / "tiny-cifar", image_folder / "copy")
     with pytest.raises(DataError, match="several image folders"):
         sources.prepare(image_folder, None, download_ok=False)
+
+
+def make_python_batches_archive(path: Path, per_batch: int = 4) -> Path:
+    """A miniature ``cifar-10-python.tar.gz`` in the official pickle layout."""
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    folder = path.parent / "build" / sources.PYTHON_BATCHES
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), "labels": list(range(per_batch))}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(sources.CLASSES)}))
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(folder, arcname=sources.PYTHON_BATCHES)
+    return path
+
+
+def test_cifar10_python_archive(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    # the miniature batches cannot match the official files' md5 sums
+    monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
+    archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz")
+    arrays = sources.read_cache(sources.prepare(tmp_path / "data", archive, download_ok=False))
+    assert arrays.train_images.shape == (20, 32, 32, 3) and arrays.test_images.shape == (4, 32, 32, 3)
+    assert arrays.train_labels.tolist() == [0, 1, 2, 3] * 5
+
+
+def test_corrupt_python_batches(tmp_path):
+    archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz")  # md5 sums do not match
+    with pytest.raises(DataError, match="incomplete or corrupt"):
+        sources.prepare(tmp_path / "data", archive, download_ok=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from cifar_lightning.errors import UserError
 
@@ -107,3 +107,25 @@ class FiniteLossGuard(Callback):
                 "lower the peak learning rate (--model.optimizer.init_args.lr) or clip gradients "
                 f"(--trainer.gradient_clip_val 1.0); last good checkpoint: {last}"
             )
+
+
+class FitSummary(Callback):
+    """Ends ``fit`` with what a person wants to know next: how good, how long, where it is."""
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_score", None)
+        minutes = (time.perf_counter() - self.started) / 60
+        lines = [f"fit finished: {trainer.current_epoch} epochs, {trainer.global_step} steps, {minutes:.1f} min"]
+        if best is not None:
+            lines.append(f"  best {checkpoint.monitor} = {float(best):.4f}: {checkpoint.best_model_path}")
+        if getattr(checkpoint, "last_model_path", ""):
+            lines.append(f"  last checkpoint: {checkpoint.last_model_path}")
+        if trainer.log_dir:
+            lines.append(f"  test it:  python -m cifar_lightning test --config {trainer.log_dir}/config.yaml --ckpt_path <checkpoint>")
+            lines.append(f"  report:   python -m cifar_lightning.report {trainer.log_dir}")
+            lines.append(f"  curves:   tensorboard --logdir {Path(trainer.log_dir).parent}")
+        rank_zero_info("\n".join(lines))

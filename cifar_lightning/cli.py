@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Mo
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from cifar_lightning.callbacks import FiniteLossGuard, RunInfo
+from cifar_lightning.callbacks import FiniteLossGuard, FitSummary, RunInfo
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.errors import UserError
 from cifar_lightning.module import ImageClassifier
@@ -32,6 +32,7 @@ class CifarLightningCLI(LightningCLI):
         parser.link_arguments("data.classes", "model.class_names", compute_fn=list, apply_on="instantiate")
         parser.add_lightning_class_args(RunInfo, "run_info")
         parser.add_lightning_class_args(FiniteLossGuard, "finite_loss_guard")
+        parser.add_lightning_class_args(FitSummary, "fit_summary")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

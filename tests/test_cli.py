@@ -48,6 +48,7 @@ def fitted_run(tmp_path_factory, real_data_dir, real_archive) -> Path:
     work = tmp_path_factory.mktemp("fit")
     result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
+    (work / "fit.log").write_text(result.stdout + result.stderr)
     return work
 
 
@@ -58,6 +59,7 @@ def test_fit_writes_config_checkpoints_and_events(fitted_run):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert len(list((run_dir / "checkpoints").glob("epoch000-val_acc*.ckpt"))) == 1
     assert list(run_dir.glob("events.out.tfevents.*"))
+    assert "fit finished: 1 epochs" in fitted_run.joinpath("fit.log").read_text()
 
 
 def test_checkpoint_loads_with_weights_only(fitted_run):

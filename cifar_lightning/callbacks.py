@@ -14,6 +14,7 @@ import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cifar_lightning.errors import UserError
 
@@ -46,6 +47,14 @@ def _data_copy(datamodule) -> dict:
         if sidecar.is_file():
             info["archive_sha256"] = sidecar.read_text().split()[0]
     return info
+
+
+def last_checkpoint_path(trainer: Trainer) -> str:
+    """The newest every-epoch checkpoint (the unmonitored ModelCheckpoint's file), or ""."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", "") is None and callback.best_model_path:
+            return callback.best_model_path
+    return ""
 
 
 class RunInfo(Callback):
@@ -101,7 +110,7 @@ class FiniteLossGuard(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss).all():
-            last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+            last = last_checkpoint_path(trainer) or "none yet"
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
                 "lower the peak learning rate (--model.optimizer.init_args.lr) or clip gradients "
@@ -122,10 +131,28 @@ class FitSummary(Callback):
         lines = [f"fit finished: {trainer.current_epoch} epochs, {trainer.global_step} steps, {minutes:.1f} min"]
         if best is not None:
             lines.append(f"  best {checkpoint.monitor} = {float(best):.4f}: {checkpoint.best_model_path}")
-        if getattr(checkpoint, "last_model_path", ""):
-            lines.append(f"  last checkpoint: {checkpoint.last_model_path}")
+        if last_checkpoint_path(trainer):
+            lines.append(f"  last checkpoint: {last_checkpoint_path(trainer)}")
         if trainer.log_dir:
             lines.append(f"  test it:  python -m cifar_lightning test --config {trainer.log_dir}/config.yaml --ckpt_path <checkpoint>")
             lines.append(f"  report:   python -m cifar_lightning.report {trainer.log_dir}")
             lines.append(f"  curves:   tensorboard --logdir {Path(trainer.log_dir).parent}")
         rank_zero_info("\n".join(lines))
+
+
+class ResumeHint(Callback):
+    """On Ctrl-C or SIGTERM, say how to pick the run up again.
+
+    Lightning stops at the next batch boundary and keeps the checkpoints written so far;
+    the last one (end of the previous epoch) is where ``--ckpt_path last`` resumes.
+    """
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or trainer.log_dir is None:
+            return
+        last = last_checkpoint_path(trainer)
+        where = f"from {last}" if last else "(no checkpoint yet: the first epoch had not finished)"
+        rank_zero_info(
+            f"stopped at epoch {trainer.current_epoch}, step {trainer.global_step}; resume {where} with: "
+            f"python -m cifar_lightning fit --config {trainer.log_dir}/config.yaml --ckpt_path last"
+        )

@@ -8,14 +8,15 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from cifar_lightning.callbacks import FiniteLossGuard, FitSummary, RunInfo
+from cifar_lightning.callbacks import FiniteLossGuard, FitSummary, ResumeHint, RunInfo
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.errors import UserError
 from cifar_lightning.module import ImageClassifier
 
 VERBOSE_ENV = "CIFAR_LIGHTNING_VERBOSE"  # set to 1 for tracebacks on user errors
+LAST_NAME = "last"  # checkpoints/last.ckpt, written after every epoch
 
 
 class SaveStageConfig(SaveConfigCallback):
@@ -33,15 +34,27 @@ class CifarLightningCLI(LightningCLI):
         parser.add_lightning_class_args(RunInfo, "run_info")
         parser.add_lightning_class_args(FiniteLossGuard, "finite_loss_guard")
         parser.add_lightning_class_args(FitSummary, "fit_summary")
+        parser.add_lightning_class_args(ResumeHint, "resume_hint")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
                 "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
                 # metric names contain "/", so Lightning must not insert them into the file name
                 "checkpoint.filename": "epoch{epoch:03d}-val_acc{val/acc:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        # Lightning 2.6 writes save_last's last.ckpt only in a step where a top-k checkpoint was
+        # saved, so with save_top_k=1 it is the best epoch, not the last. A second, unmonitored
+        # checkpoint overwrites last.ckpt after every epoch instead.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(
+            {
+                "last_checkpoint.filename": LAST_NAME,
+                "last_checkpoint.monitor": None,
+                "last_checkpoint.save_top_k": 1,
+                "last_checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
@@ -76,21 +89,22 @@ def _run_version(config, ckpt_path: str) -> str | None:
     """``version_N`` when the checkpoint lives in ``<logger dir>/version_N/checkpoints/``."""
     logger_dir = _logger_dir(config)
     path = Path(ckpt_path).resolve()
-    if logger_dir is None or config["checkpoint"].get("dirpath") or path.parent.name != "checkpoints":
+    if logger_dir is None or config["last_checkpoint"].get("dirpath") or path.parent.name != "checkpoints":
         return None
     return path.parent.parent.name if path.parent.parent.parent == logger_dir.resolve() else None
 
 
 def find_last_checkpoint(config) -> Path:
     """Resolve ``--ckpt_path last`` across runs: Lightning alone looks only in the new run's folder."""
-    dirpath = config["checkpoint"].get("dirpath")
+    dirpath = config["last_checkpoint"].get("dirpath")
     logger_dir = _logger_dir(config)
+    name = f"{LAST_NAME}.ckpt"
     if dirpath:
-        found = [Path(dirpath) / "last.ckpt"]
+        found = [Path(dirpath) / name]
     elif logger_dir is not None:
-        found = list(logger_dir.glob("*/checkpoints/last.ckpt"))
+        found = list(logger_dir.glob(f"*/checkpoints/{name}"))
     else:
-        found = list(Path(config["trainer"].get("default_root_dir") or ".").glob("**/checkpoints/last.ckpt"))
+        found = list(Path(config["trainer"].get("default_root_dir") or ".").glob(f"**/checkpoints/{name}"))
     found = [p for p in found if p.is_file()]
     if not found:
         where = dirpath or logger_dir or "the default root dir"
@@ -119,3 +133,5 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except SIGTERMException:  # ResumeHint has said how to resume
+        sys.exit(128 + 15)  # the shell's convention for "terminated by SIGTERM"

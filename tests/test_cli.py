@@ -166,3 +166,13 @@ def test_fixed_seed_repeats_a_fit(tmp_path, real_data_dir, real_archive, monkeyp
         return {k: float(v) for k, v in result.trainer.callback_metrics.items()}
 
     assert fit("a") == fit("b")
+
+
+def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path, real_data_dir, real_archive, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # lr 0: the weights never change, so epoch 1 cannot beat epoch 0's val/acc
+    args = [*data_args(real_data_dir, real_archive), *TINY, "--trainer.max_epochs=2", "--model.optimizer.init_args.lr=0"]
+    run_cli(["fit", "--config", CONFIG, *args])
+    checkpoints = tmp_path / "lightning_logs/version_0/checkpoints"
+    assert [p.name for p in checkpoints.glob("epoch*.ckpt")] == [p.name for p in checkpoints.glob("epoch000-*.ckpt")]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1

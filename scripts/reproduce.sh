@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Train a config, test its last checkpoint once, and commit-ready results under results/NAME/.
+#   scripts/reproduce.sh configs/cnn.yaml seed-cnn [extra fit arguments...]
+# Writes results/NAME/{config.yaml, last.ckpt (if < 3 MB), metrics.csv, summary.json, curves.png}
+# and regenerates the README's results table. Uses ARCHIVE like the Makefile.
+set -euo pipefail
+config=$1 name=$2
+shift 2
+py=${PYTHON:-.venv/bin/python}
+archive=${ARCHIVE:-../shared/data/cifar10-jpeg.tar.gz}
+data_args=()
+[ -f "$archive" ] && data_args=(--data.archive "$archive")
+version="$name-$(date +%Y%m%d-%H%M%S)"
+run=lightning_logs/$version
+
+$py -m cifar_lightning fit --config "$config" "${data_args[@]}" \
+    --trainer.logger.init_args.version "$version" --trainer.enable_progress_bar false "$@"
+# test accuracy is read once, on the last checkpoint: nothing is chosen by it
+$py -m cifar_lightning test --config "$run/config.yaml" --ckpt_path "$run/checkpoints/last.ckpt" \
+    --trainer.enable_progress_bar false
+mkdir -p "results/$name"
+$py -m cifar_lightning.report "$run" --out "results/$name"
+cp "$run/config.yaml" "results/$name/config.yaml"
+if [ "$(stat -c %s "$run/checkpoints/last.ckpt")" -lt 3000000 ]; then
+    cp "$run/checkpoints/last.ckpt" "results/$name/last.ckpt"
+fi
+$py -m cifar_lightning.results_table
+echo "results in results/$name; run folder $run"

@@ -1,0 +1,48 @@
+"""SIGTERM during fit: a non-zero exit, one line on how to resume, and a resumable checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from test_cli import CONFIG, data_args
+
+STEPS = 30
+ARGS = [
+    "--trainer.max_epochs=3",
+    f"--trainer.limit_train_batches={STEPS}",
+    "--trainer.limit_val_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--data.num_workers=0",
+    "--data.batch_size=32",
+    "--data.eval_batch_size=64",
+]
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_resumable_run(tmp_path, real_data_dir, real_archive):
+    command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *ARGS]
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), "the first epoch never finished"
+    time.sleep(0.5)  # somewhere inside the second epoch
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in stderr
+    hint = [line for line in (stdout + stderr).splitlines() if line.startswith("stopped at epoch")]
+    assert len(hint) == 1 and hint[0].endswith("--ckpt_path last")
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # the end of the first epoch
+
+    resumed = subprocess.run([*command, "--ckpt_path=last"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert torch.load(last, weights_only=True)["global_step"] == 3 * STEPS

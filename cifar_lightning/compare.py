@@ -1,0 +1,72 @@
+"""Compare runs: what each changed against a baseline config, and what it did on validation.
+
+    python -m cifar_lightning.compare results/seed-cnn/tuning/* --baseline configs/cnn.yaml
+
+Each argument is a report folder (``python -m cifar_lightning.report RUN --out DIR``) that
+also holds the run's ``config.yaml``. Prints a Markdown table; test accuracy is not shown,
+because runs are compared and chosen on the validation split only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import yaml
+
+# settings that name or describe a run rather than change its training
+IGNORED = ("trainer.logger.", "trainer.enable_progress_bar", "data.archive", "data.data_dir")
+
+
+def flatten(tree: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(tree, dict):
+        items: dict[str, object] = {}
+        for key, value in tree.items():
+            items.update(flatten(value, f"{prefix}{key}."))
+        return items
+    return {prefix[:-1]: tree}
+
+
+def changes(config: dict, baseline: dict) -> str:
+    ours, base = flatten(config), flatten(baseline)
+    diff = [
+        f"{key}={ours[key]}"
+        for key in sorted(ours)
+        if key in base and ours[key] != base[key] and not key.startswith(IGNORED)
+    ]
+    return ", ".join(diff) or "(baseline)"
+
+
+def row(report_dir: Path, baseline: dict) -> str:
+    config = yaml.safe_load((report_dir / "config.yaml").read_text())
+    with (report_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    summary = json.loads((report_dir / "summary.json").read_text())
+    last = rows[-1]
+    return (
+        f"| {report_dir.name} | {changes(config, baseline)} | {len(rows)} | {summary['best_val_acc']:.2%} "
+        f"| {float(last['val_acc']):.2%} | {float(last['train_loss']):.3f} | {float(last['train_acc']):.2%} |"
+    )
+
+
+def table(report_dirs: list[Path], baseline: dict) -> str:
+    header = (
+        "| run | change against the baseline | epochs | best val acc | final val acc | final train loss | final train acc |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+    return "\n".join([header, *(row(d, baseline) for d in report_dirs)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cifar_lightning.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("report_dirs", type=Path, nargs="+")
+    parser.add_argument("--baseline", type=Path, required=True, help="the config the runs changed")
+    args = parser.parse_args(argv)
+    baseline = yaml.safe_load(args.baseline.read_text())
+    print(table(sorted(args.report_dirs), baseline))
+
+
+if __name__ == "__main__":
+    main()

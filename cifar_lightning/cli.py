@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -64,6 +65,9 @@ class CifarLightningCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        if config.get("weights_only") is None:
+            # checkpoints are data, not code: refuse pickled objects unless asked otherwise
+            config["weights_only"] = True
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
             ckpt_path = str(find_last_checkpoint(config))
@@ -132,6 +136,16 @@ def main(args: list[str] | None = None) -> None:
         if os.environ.get(VERBOSE_ENV):
             raise
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except pickle.UnpicklingError as err:  # torch.load(weights_only=True) met a non-tensor object
+        if os.environ.get(VERBOSE_ENV):
+            raise
+        first = str(err).strip().splitlines()[0]
+        print(
+            f"error: the checkpoint holds pickled objects that are not tensors or plain values, so it was refused "
+            f"unread ({first}); load only checkpoints you trust, and re-save them with this project",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except SIGTERMException:  # ResumeHint has said how to resume
         sys.exit(128 + 15)  # the shell's convention for "terminated by SIGTERM"

@@ -176,3 +176,23 @@ def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path, re
     checkpoints = tmp_path / "lightning_logs/version_0/checkpoints"
     assert [p.name for p in checkpoints.glob("epoch*.ckpt")] == [p.name for p in checkpoints.glob("epoch000-*.ckpt")]
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (str(self.marker),))  # any callable would do; this one leaves a trace
+
+
+def test_checkpoint_with_a_pickled_callable_is_refused_unrun(fitted_run, tmp_path, real_data_dir, real_archive):
+    marker = tmp_path / "code-ran"
+    checkpoint = torch.load(fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    checkpoint["payload"] = _RunsCodeWhenUnpickled(marker)
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, crafted)
+    result = cli("test", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, f"--ckpt_path={crafted}", cwd=tmp_path)
+    stderr = one_line_error(result)
+    assert "refused" in stderr
+    assert not marker.exists()

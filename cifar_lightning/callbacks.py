@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -13,6 +14,7 @@ from pathlib import Path
 import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -156,3 +158,32 @@ class ResumeHint(Callback):
             f"stopped at epoch {trainer.current_epoch}, step {trainer.global_step}; resume {where} with: "
             f"python -m cifar_lightning fit --config {trainer.log_dir}/config.yaml --ckpt_path last"
         )
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv``: path, top-1 class and its probability, and the top 3.
+
+    Args:
+        output: the CSV file; defaults to ``predictions.csv`` in the run's log folder.
+    """
+
+    def __init__(self, output: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output = output
+
+    def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions, batch_indices) -> None:
+        if not trainer.is_global_zero:
+            return
+        probabilities = torch.cat(predictions).float()
+        paths = trainer.datamodule.predict_paths
+        names = pl_module.hparams.class_names or [str(i) for i in range(probabilities.shape[1])]
+        output = Path(self.output or Path(trainer.log_dir or ".") / "predictions.csv")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
+        with output.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "class", "probability", "top3"])
+            for path, values, indices in zip(paths, top.values.tolist(), top.indices.tolist()):
+                top3 = " ".join(f"{names[i]}:{v:.4f}" for i, v in zip(indices, values))
+                writer.writerow([path, names[indices[0]], f"{values[0]:.4f}", top3])
+        rank_zero_info(f"wrote {len(paths)} predictions to {output}")

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Mo
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from cifar_lightning.callbacks import FiniteLossGuard, FitSummary, ResumeHint, RunInfo
+from cifar_lightning.callbacks import FiniteLossGuard, FitSummary, PredictionWriter, ResumeHint, RunInfo
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.errors import UserError
 from cifar_lightning.module import ImageClassifier
@@ -36,6 +36,7 @@ class CifarLightningCLI(LightningCLI):
         parser.add_lightning_class_args(FiniteLossGuard, "finite_loss_guard")
         parser.add_lightning_class_args(FitSummary, "fit_summary")
         parser.add_lightning_class_args(ResumeHint, "resume_hint")
+        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

@@ -196,3 +196,33 @@ def test_checkpoint_with_a_pickled_callable_is_refused_unrun(fitted_run, tmp_pat
     stderr = one_line_error(result)
     assert "refused" in stderr
     assert not marker.exists()
+
+
+def test_predict_on_your_own_images(fitted_run, tmp_path, real_data_dir, real_archive, monkeypatch):
+    import csv
+
+    from PIL import Image
+
+    from cifar_lightning.data import sources
+
+    arrays = sources.read_cache(real_data_dir / sources.CACHE_NAME)
+    folder = tmp_path / "mine"
+    (folder / "nested").mkdir(parents=True)
+    for i in range(4):  # real test images, saved larger and in other formats than training saw
+        image = Image.fromarray(arrays.test_images[i * 1000]).resize((64, 64))
+        image.save(folder / f"img{i}.png") if i % 2 else image.convert("L").save(folder / "nested" / f"img{i}.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    monkeypatch.chdir(fitted_run)
+    ckpt = str(fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt")
+    args = ["predict", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, f"--data.predict_dir={folder}"]
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file.*notes.txt"):
+        run_cli([*args, "--ckpt_path", ckpt])
+    written = sorted((fitted_run / "lightning_logs").glob("*/predictions.csv"), key=lambda p: p.stat().st_mtime)[-1]
+    with written.open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(Path(r["path"]).name for r in rows) == ["img0.jpg", "img1.png", "img2.jpg", "img3.png"]
+    for row in rows:
+        top3 = [item.split(":") for item in row["top3"].split()]
+        assert row["class"] in sources.CLASSES and row["class"] == top3[0][0]
+        assert 0 < float(row["probability"]) <= 1 and len({name for name, _ in top3}) == 3
+        assert float(top3[0][1]) >= float(top3[1][1]) >= float(top3[2][1])

@@ -44,6 +44,8 @@ class CIFAR10DataModule(LightningDataModule):
         eval_batch_size: batch size for validation, test and predict (no gradients, so larger).
         num_workers: DataLoader worker processes for augmentation.
         augmentation: the training augmentation (validation and test are never augmented).
+        predict_dir: a folder of your own images (any size, any format PIL reads) for ``predict``;
+            without it, ``predict`` runs on the test split.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class CIFAR10DataModule(LightningDataModule):
         eval_batch_size: PositiveInt = 512,
         num_workers: NonNegativeInt = 1,
         augmentation: Augmentation = Augmentation(),
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size <= 0 or eval_batch_size <= 0:
@@ -72,6 +75,8 @@ class CIFAR10DataModule(LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.augmentation = augmentation
+        self.predict_dir = Path(predict_dir) if predict_dir else None
+        self.predict_paths: list[str] = []
         self.classes = sources.CLASSES
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
@@ -128,4 +133,10 @@ class CIFAR10DataModule(LightningDataModule):
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        if self.predict_dir is None:
+            self.predict_paths = [f"test/{self.classes[label]}/{i:04d}" for i, label in enumerate(self.test_set.labels)]
+            return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        images, self.predict_paths = sources.decode_folder(self.predict_dir)
+        labels = np.full(len(images), -1, dtype=np.int64)  # unknown
+        dataset = ImageArrayDataset(images, labels, self.test_set.transform)
+        return self._loader(dataset, self.eval_batch_size, shuffle=False)

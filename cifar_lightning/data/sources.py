@@ -11,6 +11,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,28 @@ def decode_image(path: Path) -> np.ndarray:
             return np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"cannot read image {path} ({err}): delete or replace the file") from None
+
+
+def decode_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
+    """Every readable image under ``folder`` (any depth), resized to 32x32, and their paths.
+
+    Unreadable files are skipped with a warning that lists them.
+    """
+    if not folder.is_dir():
+        raise DataError(f"predict folder {folder} does not exist: check --data.predict_dir")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    images, paths, skipped = [], [], []
+    for path in files:
+        try:
+            images.append(decode_image(path))
+            paths.append(str(path))
+        except DataError:
+            skipped.append(str(path))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {folder}: {', '.join(skipped)}", stacklevel=2)
+    if not images:
+        raise DataError(f"no readable images in {folder}: put image files (PNG, JPEG, ...) there")
+    return np.stack(images), paths
 
 
 def _decode_split(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:

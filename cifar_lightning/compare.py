@@ -16,8 +16,10 @@ from pathlib import Path
 
 import yaml
 
-# settings that name or describe a run rather than change its training
-IGNORED = ("trainer.logger.", "trainer.enable_progress_bar", "data.archive", "data.data_dir")
+# the settings that shape training; callbacks, checkpoints and logging do not
+COMPARED = ("seed_everything", "trainer.", "model.", "data.")
+# ...except those that name a run or say where files are
+IGNORED = ("trainer.logger.", "trainer.enable_progress_bar", "trainer.callbacks", "data.archive", "data.data_dir")
 
 
 def flatten(tree: object, prefix: str = "") -> dict[str, object]:
@@ -34,7 +36,7 @@ def changes(config: dict, baseline: dict) -> str:
     diff = [
         f"{key}={ours[key]}"
         for key in sorted(ours)
-        if key in base and ours[key] != base[key] and not key.startswith(IGNORED)
+        if key.startswith(COMPARED) and not key.startswith(IGNORED) and ours[key] != base.get(key)
     ]
     return ", ".join(diff) or "(baseline)"
 

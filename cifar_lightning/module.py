@@ -120,6 +120,18 @@ class ImageClassifier(LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
 
+    def on_train_start(self) -> None:
+        # A resumed OneCycle keeps its saved length; a different max_epochs, batch size or split
+        # would otherwise end in torch's "Tried to step X times" crash near the end of the run.
+        scheduler = self.lr_schedulers()
+        expected = int(self.trainer.estimated_stepping_batches)
+        if isinstance(scheduler, OneCycleLR) and scheduler.total_steps != expected:
+            raise CheckpointError(
+                f"the checkpoint's OneCycle schedule is {scheduler.total_steps} steps long but this config gives "
+                f"{expected} (max_epochs, batch size, val_size or limit_train_batches changed): resume with the "
+                "run's own config.yaml, or start a new run without --ckpt_path"
+            )
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["network_class"] = qualified_name(self.network)
         checkpoint["network_parameters"] = sum(p.numel() for p in self.network.parameters())

@@ -43,3 +43,18 @@ def test_resume_continues_epoch_optimizer_and_schedule(tmp_path, monkeypatch, re
     assert resumed.trainer.current_epoch == 2 and resumed.trainer.global_step == 2 * STEPS_PER_EPOCH
     assert scheduler.last_epoch == scheduler.total_steps == 2 * STEPS_PER_EPOCH
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
+
+
+def test_resume_with_another_max_epochs_is_a_clear_error(tmp_path, monkeypatch, real_data_dir, real_archive):
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    base = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *SMALL]
+    run_cli([*base, "--trainer.callbacks+=helpers.StopAfterEpochs", "--trainer.callbacks.epochs=1"])
+    longer = [arg for arg in base if not arg.startswith("--trainer.max_epochs")] + ["--trainer.max_epochs=3"]
+    result = subprocess.run(
+        [sys.executable, "-m", "cifar_lightning", *longer, "--ckpt_path=last"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "OneCycle schedule is 8 steps long but this config gives 12" in result.stderr

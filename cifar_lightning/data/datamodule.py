@@ -88,7 +88,7 @@ class CIFAR10DataModule(LightningDataModule):
         if hasattr(self, "train_set"):
             return
         arrays = sources.read_cache(self.data_dir / sources.CACHE_NAME)
-        if arrays is None:  # prepare_data runs on one process only; others may arrive first
+        if arrays is None:  # used outside a Trainer, without prepare_data() first
             sources.prepare(self.data_dir, self.archive, self.download)
             arrays = sources.read_cache(self.data_dir / sources.CACHE_NAME)
         if arrays is None:

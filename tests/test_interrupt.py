@@ -13,7 +13,7 @@ import torch
 
 from test_cli import CONFIG, data_args
 
-STEPS = 30
+STEPS = 150  # about 4 s an epoch here: long enough for the signal to land mid-epoch
 ARGS = [
     "--trainer.max_epochs=3",
     f"--trainer.limit_train_batches={STEPS}",
@@ -34,7 +34,7 @@ def test_sigterm_leaves_a_resumable_run(tmp_path, real_data_dir, real_archive):
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert last.exists(), "the first epoch never finished"
-    time.sleep(0.5)  # somewhere inside the second epoch
+    time.sleep(0.2)  # into the second epoch
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM

@@ -129,3 +129,12 @@ def test_real_train_augmentation_changes_pixels_but_val_and_test_do_not(real_dm)
         expected = torch.stack([plain(image=dataset.images[i])["image"] for i in range(len(images))])
         assert torch.equal(images, expected)
         assert torch.equal(first_batch(loader)[0], images)
+
+
+def test_val_size_larger_than_the_training_set(image_folder):
+    from cifar_lightning.errors import DataError
+
+    dm = CIFAR10DataModule(str(image_folder), download=False, val_size=60, num_workers=0)
+    dm.prepare_data()
+    with pytest.raises(DataError, match="val_size=60 leaves no training images"):
+        dm.setup("fit")

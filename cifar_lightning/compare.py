@@ -19,7 +19,7 @@ import yaml
 # the settings that shape training; callbacks, checkpoints and logging do not
 COMPARED = ("seed_everything", "trainer.", "model.", "data.")
 # ...except those that name a run or say where files are
-IGNORED = ("trainer.logger.", "trainer.enable_progress_bar", "trainer.callbacks", "data.archive", "data.data_dir")
+IGNORED = ("trainer.logger.", "trainer.enable_progress_bar", "data.archive", "data.data_dir")
 
 
 def flatten(tree: object, prefix: str = "") -> dict[str, object]:
@@ -31,10 +31,20 @@ def flatten(tree: object, prefix: str = "") -> dict[str, object]:
     return {prefix[:-1]: tree}
 
 
+def _short(value: object) -> str:
+    """Callbacks and other ``class_path`` entries as ``Name(arg=value)``."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    if isinstance(value, dict) and "class_path" in value:
+        args = ", ".join(f"{k}={v}" for k, v in (value.get("init_args") or {}).items() if v is not None)
+        return f"{value['class_path'].rsplit('.', 1)[-1]}({args})"
+    return str(value)
+
+
 def changes(config: dict, baseline: dict) -> str:
     ours, base = flatten(config), flatten(baseline)
     diff = [
-        f"{key}={ours[key]}"
+        f"{key}={_short(ours[key])}"
         for key in sorted(ours)
         if key.startswith(COMPARED) and not key.startswith(IGNORED) and ours[key] != base.get(key)
     ]

@@ -9,7 +9,7 @@ ARCHIVE ?= ../shared/data/cifar10-jpeg.tar.gz
 DATA_ARGS := $(if $(wildcard $(ARCHIVE)),--data.archive $(ARCHIVE))
 ARGS ?=
 
-.PHONY: install train test tensorboard report results-table clean
+.PHONY: install train test tensorboard report results-table export lr-find clean
 
 # Re-install only when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml
@@ -31,6 +31,15 @@ tensorboard: install
 # make report RUN=lightning_logs/version_3 [OUT=results/seed-cnn]
 report: install
 	$(BIN)/python -m cifar_lightning.report $(RUN) $(if $(OUT),--out $(OUT))
+
+# make export RUN=lightning_logs/version_3 [CKPT=.../other.ckpt] [OUT=dir]: TorchScript + ONNX
+export: install
+	$(BIN)/python -m cifar_lightning.export --config $(RUN)/config.yaml \
+	    --ckpt_path $(if $(CKPT),$(CKPT),$(RUN)/checkpoints/last.ckpt) $(if $(OUT),--out $(OUT)) $(DATA_ARGS) $(ARGS)
+
+# make lr-find [CONFIG=configs/cnn.yaml]: loss-versus-rate plot (lr_find.png) and a OneCycle peak rate
+lr-find: install
+	$(BIN)/python -m cifar_lightning.lr_find --config $(CONFIG) $(DATA_ARGS) $(ARGS)
 
 results-table: install
 	$(BIN)/python -m cifar_lightning.results_table

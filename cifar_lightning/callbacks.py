@@ -6,19 +6,23 @@ import csv
 import json
 import os
 import platform
+import random
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import lightning
+import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cifar_lightning.errors import UserError
+from cifar_lightning.figures import confusion_matrix_figure, misclassified_figure
 
 RUN_INFO = "run.json"
 
@@ -65,11 +69,11 @@ class RunInfo(Callback):
     Results are only as good as their provenance; the report reads this file.
     """
 
-    @rank_zero_only
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.log_dir is None:
+        log_dir = trainer.log_dir  # every rank: under DDP it is a broadcast from rank 0
+        if log_dir is None or not trainer.is_global_zero:
             return
-        path = Path(trainer.log_dir) / RUN_INFO
+        path = Path(log_dir) / RUN_INFO
         previous = json.loads(path.read_text()) if path.is_file() else {}
         dirty = _git("status", "--porcelain", "--untracked-files=no")
         start = {
@@ -95,6 +99,47 @@ class RunInfo(Callback):
         starts = previous.get("starts", []) + [start]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**start, "starts": starts}, indent=2) + "\n")
+
+
+class RandomState(Callback):
+    """Carries the global RNG states of torch (CPU and CUDA), numpy and Python in checkpoints.
+
+    Lightning saves none of them. The data pipeline does not need them (its shuffling and
+    augmentation are seeded per epoch, ``data/sampling.py``), but a network that draws random
+    numbers while training (dropout, stochastic depth) does, for a resumed run to match one
+    that never stopped. The states are restored when the first resumed epoch starts, the point
+    where they were saved (after the previous epoch's validation), and stored as tensors and
+    plain numbers, so checkpoints still load with ``weights_only=True``.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        version, python_state, gauss = random.getstate()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "python": {"version": version, "state": list(python_state), "gauss": gauss},
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached_gaussian"]))
+        p = state["python"]
+        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
 class NonFiniteLossError(UserError):
@@ -132,7 +177,9 @@ class FitSummary(Callback):
         minutes = (time.perf_counter() - self.started) / 60
         lines = [f"fit finished: {trainer.current_epoch} epochs, {trainer.global_step} steps, {minutes:.1f} min"]
         if best is not None:
-            lines.append(f"  best {checkpoint.monitor} = {float(best):.4f}: {checkpoint.best_model_path}")
+            epoch = re.search(r"epoch(\d+)", Path(checkpoint.best_model_path).name)
+            at = f" at epoch {int(epoch.group(1))}" if epoch else ""
+            lines.append(f"  best {checkpoint.monitor} = {float(best):.4f}{at}: {checkpoint.best_model_path}")
         if last_checkpoint_path(trainer):
             lines.append(f"  last checkpoint: {last_checkpoint_path(trainer)}")
         if trainer.log_dir:
@@ -140,6 +187,10 @@ class FitSummary(Callback):
             lines.append(f"  report:   python -m cifar_lightning.report {trainer.log_dir}")
             lines.append(f"  curves:   tensorboard --logdir {Path(trainer.log_dir).parent}")
         rank_zero_info("\n".join(lines))
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if "test/acc" in trainer.callback_metrics:
+            rank_zero_info(f"test accuracy: {float(trainer.callback_metrics['test/acc']):.4f} ({trainer.ckpt_path or 'current weights'})")
 
 
 class ResumeHint(Callback):
@@ -172,12 +223,13 @@ class PredictionWriter(BasePredictionWriter):
         self.output = output
 
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions, batch_indices) -> None:
+        log_dir = trainer.log_dir  # every rank: under DDP it is a broadcast from rank 0
         if not trainer.is_global_zero:
             return
         probabilities = torch.cat(predictions).float()
         paths = trainer.datamodule.predict_paths
         names = pl_module.hparams.class_names or [str(i) for i in range(probabilities.shape[1])]
-        output = Path(self.output or Path(trainer.log_dir or ".") / "predictions.csv")
+        output = Path(self.output or Path(log_dir or ".") / "predictions.csv")
         output.parent.mkdir(parents=True, exist_ok=True)
         top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
         with output.open("w", newline="") as f:
@@ -187,3 +239,127 @@ class PredictionWriter(BasePredictionWriter):
                 top3 = " ".join(f"{names[i]}:{v:.4f}" for i, v in zip(indices, values))
                 writer.writerow([path, names[indices[0]], f"{values[0]:.4f}", top3])
         rank_zero_info(f"wrote {len(paths)} predictions to {output}")
+
+
+def _batch_size(batch) -> int:
+    return len(batch[0])
+
+
+class SpeedMonitor(ThroughputMonitor):
+    """Images per second and epoch time, in TensorBoard and on the progress bar.
+
+    Lightning's ThroughputMonitor logs ``train/samples_per_sec`` (and batches, per device)
+    over a window of steps; this adds ``time/epoch_s`` (training plus validation) and an
+    ``img/s`` figure on the progress bar, averaged over the epoch so far.
+    """
+
+    def __init__(self, window_size: int = 50) -> None:
+        super().__init__(batch_size_fn=_batch_size, window_size=window_size)
+        self._module_has_flops = False  # images/s is the measure here; skip its FLOPs warning
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_started = time.perf_counter()
+        self._epoch_images = 0
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._epoch_images += _batch_size(batch)
+        rate = self._epoch_images / max(time.perf_counter() - self._epoch_started, 1e-9)
+        pl_module.log("img/s", rate, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.log("time/epoch_s", time.perf_counter() - self._epoch_started, on_step=False, on_epoch=True)
+
+
+HPARAM_METRICS = ("hp/best_val_acc", "hp/final_val_acc", "hp/test_acc")
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+class HParamsSummary(Callback):
+    """TensorBoard's HPARAMS tab: the run's whole config, with its final val and test accuracy.
+
+    The config is the run's ``config.yaml``, flattened (``model.optimizer.init_args.lr``...).
+    The tab's metrics are declared once, when the fit starts; their values are scalars logged
+    when known: best and final val accuracy at the end of ``fit``, test accuracy when ``test``
+    runs on a checkpoint of the run (it logs into the same folder). Set the logger's
+    ``default_hp_metric: false``: TensorBoard keeps the first hparams record of a run.
+    """
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        config_file = Path(trainer.log_dir or ".") / "config.yaml"  # every rank: log_dir is a broadcast
+        writer = getattr(trainer.logger, "experiment", None)
+        if not trainer.is_global_zero or not hasattr(writer, "_get_file_writer") or not config_file.is_file():
+            return
+        import yaml
+
+        params = _flatten(yaml.safe_load(config_file.read_text()) or {})
+        for summary in hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0)):
+            writer._get_file_writer().add_summary(summary)
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.logger is None:
+            return
+        metrics = {}
+        best = getattr(trainer.checkpoint_callback, "best_model_score", None)
+        if best is not None:
+            metrics["hp/best_val_acc"] = float(best)
+        if "val/acc" in trainer.callback_metrics:
+            metrics["hp/final_val_acc"] = float(trainer.callback_metrics["val/acc"])
+        trainer.logger.log_metrics(metrics, step=trainer.global_step)
+
+    @rank_zero_only
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.logger is not None and "test/acc" in trainer.callback_metrics:
+            trainer.logger.log_metrics({"hp/test_acc": float(trainer.callback_metrics["test/acc"])}, step=trainer.global_step)
+
+
+class TestFigures(Callback):
+    """At ``test``: a confusion-matrix figure and a grid of misclassified test images in TensorBoard.
+
+    Args:
+        max_images: how many misclassified images the grid shows (the first ones met).
+    """
+
+    def __init__(self, max_images: int = 32) -> None:
+        self.max_images = max_images
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.wrong: list[tuple[torch.Tensor, int, int]] = []
+
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if outputs is None or len(self.wrong) >= self.max_images:
+            return
+        images, labels = batch
+        predicted = outputs.argmax(1)
+        for i in (predicted != labels).nonzero().flatten().tolist()[: self.max_images - len(self.wrong)]:
+            self.wrong.append((images[i].float().cpu(), int(labels[i]), int(predicted[i])))
+
+    @rank_zero_only
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        writer = getattr(trainer.logger, "experiment", None)
+        if not hasattr(writer, "add_figure"):
+            return
+        names = pl_module.hparams.class_names or [str(i) for i in range(pl_module.hparams.num_classes)]
+        step = trainer.global_step
+        if getattr(pl_module, "test_confusion_result", None) is not None:
+            writer.add_figure("test/confusion_matrix", confusion_matrix_figure(pl_module.test_confusion_result, names), step)
+        if self.wrong:
+            mean = torch.tensor(trainer.datamodule.mean).view(3, 1, 1)
+            std = torch.tensor(trainer.datamodule.std).view(3, 1, 1)
+            pixels = [((image * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy() for image, _, _ in self.wrong]
+            figure = misclassified_figure(np.stack(pixels), [names[t] for _, t, _ in self.wrong], [names[p] for _, _, p in self.wrong])
+            writer.add_figure("test/misclassified", figure, step)
+        writer.flush()

@@ -5,18 +5,33 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+from argparse import ArgumentError
 from pathlib import Path
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
+import yaml
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from cifar_lightning.callbacks import FiniteLossGuard, FitSummary, PredictionWriter, ResumeHint, RunInfo
+from cifar_lightning.callbacks import (
+    FiniteLossGuard,
+    FitSummary,
+    HParamsSummary,
+    PredictionWriter,
+    RandomState,
+    ResumeHint,
+    RunInfo,
+    SpeedMonitor,
+    TestFigures,
+)
+from cifar_lightning.checkpoint_io import AtomicCheckpointIO
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.errors import UserError
 from cifar_lightning.module import ImageClassifier
 
 VERBOSE_ENV = "CIFAR_LIGHTNING_VERBOSE"  # set to 1 for tracebacks on user errors
+VERSION_ENV = "CIFAR_LIGHTNING_RUN_VERSION"  # the run folder, handed to DDP processes started later
 LAST_NAME = "last"  # checkpoints/last.ckpt, written after every epoch
 
 
@@ -33,10 +48,14 @@ class CifarLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.classes", "model.class_names", compute_fn=list, apply_on="instantiate")
         parser.add_lightning_class_args(RunInfo, "run_info")
+        parser.add_lightning_class_args(RandomState, "random_state")
         parser.add_lightning_class_args(FiniteLossGuard, "finite_loss_guard")
         parser.add_lightning_class_args(FitSummary, "fit_summary")
         parser.add_lightning_class_args(ResumeHint, "resume_hint")
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        parser.add_lightning_class_args(SpeedMonitor, "speed_monitor")
+        parser.add_lightning_class_args(HParamsSummary, "hparams_summary")
+        parser.add_lightning_class_args(TestFigures, "test_figures")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -59,12 +78,28 @@ class CifarLightningCLI(LightningCLI):
                 "last_checkpoint.enable_version_counter": False,
             }
         )
+        # A fresh train loader each epoch, built for that epoch's seed. Lightning builds the first
+        # one early (OneCycle asks for the number of steps) before a checkpoint's epoch counter is
+        # restored; reloading is what lets a resumed run replay the epoch it stopped in exactly.
+        parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1})
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(ModelSummary, "model_summary")
         parser.set_defaults({"model_summary.max_depth": 3})
 
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        plugins = config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            config["plugins"] = [*plugins, AtomicCheckpointIO()]
+        chosen = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in chosen):
+            callbacks = [*callbacks, _progress_bar()]
+        return super()._instantiate_trainer(config, callbacks)
+
     def before_instantiate_classes(self) -> None:
+        if self.subcommand is None:  # run=False (export, lr_find): objects only, no run folder
+            return
         config = self.config[self.subcommand]
         if config.get("weights_only") is None:
             # checkpoints are data, not code: refuse pickled objects unless asked otherwise
@@ -79,6 +114,21 @@ class CifarLightningCLI(LightningCLI):
         if version is not None:
             # a resumed fit continues its curves, and an evaluation lands beside the run it evaluates
             config["trainer"]["logger"]["init_args"]["version"] = version
+        elif _logger_dir(config) is not None and config["trainer"]["logger"]["init_args"].get("version") is None:
+            # Lightning picks max(version_N) + 1 without claiming it, so two runs started at once
+            # would share a folder; mkdir claims one atomically. DDP processes that Lightning
+            # starts later re-read the command line and must join the launcher's folder.
+            if _is_first_process():
+                os.environ[VERSION_ENV] = claim_version(_logger_dir(config))
+            config["trainer"]["logger"]["init_args"]["version"] = os.environ.get(VERSION_ENV)
+
+
+def _progress_bar() -> ProgressBar:
+    """Rich's bar (epochs, batches, loss, accuracy, img/s) when rich is installed, else tqdm's."""
+    try:
+        return RichProgressBar()
+    except ModuleNotFoundError:
+        return TQDMProgressBar()
 
 
 def _logger_dir(config) -> Path | None:
@@ -97,6 +147,24 @@ def _run_version(config, ckpt_path: str) -> str | None:
     if logger_dir is None or config["last_checkpoint"].get("dirpath") or path.parent.name != "checkpoints":
         return None
     return path.parent.parent.name if path.parent.parent.parent == logger_dir.resolve() else None
+
+
+def _is_first_process() -> bool:
+    """Not a process that a distributed launcher (Lightning's, torchrun, SLURM) started as rank > 0."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def claim_version(logger_dir: Path) -> str:
+    """Create and return the next free ``version_N`` folder under ``logger_dir``."""
+    logger_dir.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name.split("_")[1]) for p in logger_dir.glob("version_*") if p.name.split("_")[1].isdigit()]
+    number = max(taken, default=-1) + 1
+    while True:
+        try:
+            (logger_dir / f"version_{number}").mkdir()
+            return f"version_{number}"
+        except FileExistsError:  # another run claimed it first
+            number += 1
 
 
 def find_last_checkpoint(config) -> Path:
@@ -125,28 +193,69 @@ def run_cli(args: list[str] | None = None) -> CifarLightningCLI:
         # a resumed run logs into its old folder, where config.yaml already is
         save_config_callback=SaveStageConfig,
         save_config_kwargs={"overwrite": True},
+        # parse errors raise (main() prints one line) instead of printing the whole usage
+        parser_kwargs={"exit_on_error": False},
         args=args,
     )
 
 
-def main(args: list[str] | None = None) -> None:
-    """The ``python -m cifar_lightning`` entry point: user errors become one line and exit code 2."""
+RUN_ONLY_KEYS = ("ckpt_path", "weights_only")  # a fit's config.yaml holds these; run=False parsers do not
+
+
+def build(config: str, overrides: list[str]) -> CifarLightningCLI:
+    """Model, data module and trainer from a config file, without running anything (export, lr_find)."""
+    if not Path(config).is_file():
+        raise UserError(f"config {config} does not exist: pass a run's config.yaml or one in configs/")
+    settings = yaml.safe_load(Path(config).read_text()) or {}
+    for key in RUN_ONLY_KEYS:
+        settings.pop(key, None)
+    argv, sys.argv[1:] = sys.argv[1:], []  # LightningCLI warns when args and a command line both exist
     try:
-        run_cli(args)
-    except (UserError, MisconfigurationException) as err:  # Lightning's own "these settings conflict"
-        if os.environ.get(VERBOSE_ENV):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except pickle.UnpicklingError as err:  # torch.load(weights_only=True) met a non-tensor object
-        if os.environ.get(VERBOSE_ENV):
-            raise
-        first = str(err).strip().splitlines()[0]
-        print(
-            f"error: the checkpoint holds pickled objects that are not tensors or plain values, so it was refused "
-            f"unread ({first}); load only checkpoints you trust, and re-save them with this project",
-            file=sys.stderr,
+        return CifarLightningCLI(
+            ImageClassifier,
+            CIFAR10DataModule,
+            save_config_callback=None,
+            parser_kwargs={"exit_on_error": False},
+            args=["--config", yaml.safe_dump(settings), *overrides],  # a YAML string is a config too
+            run=False,
         )
-        sys.exit(2)
+    finally:
+        sys.argv[1:] = argv
+
+
+def _fail(message: str, verbose: bool) -> None:
+    """One ``error:`` line and exit code 2, or the traceback when asked for."""
+    if verbose:
+        raise
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    sys.exit(2)
+
+
+def main(args: list[str] | None = None) -> None:
+    """The ``python -m cifar_lightning`` entry point: user errors become one line and exit code 2.
+
+    ``--verbose`` (anywhere on the command line) or ``CIFAR_LIGHTNING_VERBOSE=1`` shows the
+    traceback instead.
+    """
+    argv = sys.argv[1:] if args is None else args
+    verbose = "--verbose" in argv or bool(os.environ.get(VERBOSE_ENV))
+    if "--verbose" in argv:
+        argv = [a for a in argv if a != "--verbose"]
+        if args is None:
+            sys.argv[1:] = argv  # LightningCLI reads sys.argv itself
+    try:
+        run_cli(args if args is None else argv)
+    except ArgumentError as err:  # a config typo, a wrong type or value (jsonargparse)
+        command = next((a for a in argv if not a.startswith("-")), "fit")
+        _fail(f"{err} (python -m cifar_lightning {command} --help lists the options)", verbose)
+    except (UserError, MisconfigurationException) as err:  # Lightning's own "these settings conflict"
+        _fail(str(err), verbose)
+    except pickle.UnpicklingError as err:  # torch.load(weights_only=True) met a non-tensor object
+        first = str(err).strip().splitlines()[0]
+        _fail(
+            f"the checkpoint holds pickled objects that are not tensors or plain values, so it was refused "
+            f"unread ({first}); load only checkpoints you trust, and re-save them with this project",
+            verbose,
+        )
     except SIGTERMException:  # ResumeHint has said how to resume
         sys.exit(128 + 15)  # the shell's convention for "terminated by SIGTERM"

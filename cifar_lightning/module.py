@@ -72,7 +72,9 @@ class ImageClassifier(LightningModule):
         loss = self.criterion(logits, labels)
         accuracy(logits, labels)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        # val/test loss is averaged over all DDP processes (accuracy is a torchmetrics metric,
+        # which syncs itself); the per-step training loss stays local to avoid a sync per step
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         return loss, logits
 
@@ -82,14 +84,16 @@ class ImageClassifier(LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val", self.val_acc)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         _, logits = self._step(batch, "test", self.test_acc)
         self.test_confusion(logits, batch[1])
+        return logits  # for callbacks (TestFigures)
 
     def on_test_epoch_end(self) -> None:
         """Per-class accuracy (logged as ``test/acc_class/<name>``) and the confusion matrix."""
         matrix = self.test_confusion.compute()  # rows: true class, columns: predicted class
         self.test_confusion.reset()
+        self.test_confusion_result = matrix  # for callbacks (TestFigures)
         names = self.hparams.class_names or [str(i) for i in range(len(matrix))]
         per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
         for name, accuracy in zip(names, per_class):

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import copy
+import io
+import json
+import os
+import signal
 
+import torch
 from lightning.pytorch import Callback
 from torch import nn
 
@@ -38,3 +43,87 @@ class TinyNet(nn.Sequential):
         super().__init__(
             nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes)
         )
+
+
+class KillAt(Callback):
+    """SIGKILL the whole process at one batch of one epoch: a machine that vanishes mid-epoch."""
+
+    def __init__(self, epoch: int = 1, batch: int = 2) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class DieDuringSave(Callback):
+    """From ``epoch`` on, the next checkpoint save writes half its bytes and then SIGKILLs itself."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch < self.epoch:
+            return
+        real_save = torch.save
+
+        def half_save_then_die(obj, f, *args, **kwargs):
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            half = buffer.getvalue()[: buffer.tell() // 2]
+            if hasattr(f, "write"):
+                f.write(half)
+                f.flush()
+            else:
+                with open(f, "wb") as out:
+                    out.write(half)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        torch.save = half_save_then_die
+
+
+class DropoutNet(nn.Sequential):
+    """Draws from torch's global RNG while training, so exact resume needs that RNG's state."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Dropout(0.3),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes),
+        )
+
+
+class PoisonAt(Callback):
+    """Turn one weight infinite at the start of ``epoch``: a loss that goes NaN mid-run."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("inf"))
+
+
+class RecordLocalAccuracy(Callback):
+    """Each DDP rank writes what it alone saw in the last validation: ``<folder>/rank<N>.json``."""
+
+    def __init__(self, folder: str = "ranks") -> None:
+        self.folder = folder
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.correct = self.total = 0
+        self.first_labels: list[int] = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        images, labels = batch
+        with torch.no_grad():
+            self.correct += int((pl_module(images).argmax(1) == labels).sum())
+        self.total += len(labels)
+        self.first_labels += labels[:8].tolist()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        with open(os.path.join(self.folder, f"rank{trainer.global_rank}.json"), "w") as f:
+            json.dump({"correct": self.correct, "total": self.total, "first_labels": self.first_labels}, f)

@@ -101,8 +101,11 @@ def test_print_config(tmp_path):
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """Exit code 2, no traceback, no usage dump: the output ends in the one ``error:`` line."""
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and "usage:" not in result.stderr
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]]
     return result.stderr
 
 
@@ -125,9 +128,15 @@ def test_nonexistent_checkpoint(tmp_path):
     assert "error: checkpoint nope.ckpt does not exist" in stderr
 
 
-def test_nonpositive_batch_size(tmp_path):
-    stderr = one_line_error(cli("fit", "--config", CONFIG, "--data.batch_size=0", cwd=tmp_path))
-    assert "batch_size" in stderr
+@pytest.mark.parametrize("size", ["0", "-1"])
+def test_nonpositive_batch_size(tmp_path, size):
+    stderr = one_line_error(cli("fit", "--config", CONFIG, f"--data.batch_size={size}", cwd=tmp_path))
+    assert "data.batch_size" in stderr and "v>0" in stderr
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    result = cli("fit", "--config", CONFIG, "--data.batch_size=-1", "--verbose", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" in result.stderr and "data.batch_size" in result.stderr
 
 
 def test_checkpoint_of_another_network_names_both(fitted_run, tmp_path, real_data_dir, real_archive):
@@ -149,6 +158,19 @@ def test_diverging_loss_stops_with_the_step_and_a_fix(tmp_path, real_data_dir, r
     assert not list((tmp_path / "lightning_logs").glob("*/checkpoints/*.ckpt"))
 
 
+def test_a_loss_gone_nan_keeps_the_last_good_checkpoint(tmp_path, real_data_dir, real_archive):
+    args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--trainer.max_epochs=3"]
+    poison = ["--trainer.callbacks+=helpers.PoisonAt", "--trainer.callbacks.epoch=1"]
+    env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    stderr = one_line_error(cli(*args, *poison, cwd=tmp_path, env=env))
+    checkpoints = tmp_path / "lightning_logs/version_0/checkpoints"
+    assert "at epoch 1, step 4" in stderr and f"last good checkpoint: {checkpoints / 'last.ckpt'}" in stderr.replace("./", f"{tmp_path}/")
+    # what was saved is epoch 0's finite weights; the best checkpoint is that epoch too
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert [p.name for p in checkpoints.glob("epoch*.ckpt")] == [p.name for p in checkpoints.glob("epoch000-*.ckpt")]
+
+
 def test_adamw_is_a_config_change(tmp_path, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = [*data_args(real_data_dir, real_archive), *TINY, "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.003"]
@@ -163,7 +185,8 @@ def test_fixed_seed_repeats_a_fit(tmp_path, real_data_dir, real_archive, monkeyp
         (tmp_path / folder).mkdir()
         monkeypatch.chdir(tmp_path / folder)
         result = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--data.num_workers=1"])
-        return {k: float(v) for k, v in result.trainer.callback_metrics.items()}
+        timings = ("img/s", "time/epoch_s")  # wall-clock figures, not results
+        return {k: float(v) for k, v in result.trainer.callback_metrics.items() if k not in timings}
 
     assert fit("a") == fit("b")
 

@@ -79,6 +79,7 @@ def test_workers_and_epochs_draw_different_augmentations(image_folder):
     dm = identical_images(fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=2)))
     loader = dm.train_dataloader()
     epoch1 = list(loader)
+    loader.sampler.set_epoch(1)  # as Lightning does before each epoch
     epoch2 = list(loader)
     # batch 0 comes from worker 0 and batch 1 from worker 1: without per-worker seeding they are equal
     assert not torch.equal(epoch1[0][0], epoch1[1][0])
@@ -91,11 +92,33 @@ def test_fixed_seed_reproduces_augmentation(image_folder, num_workers):
         seed_everything(11)
         dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers))
         loader = dm.train_dataloader()
-        return [torch.cat([images for images, _ in loader]) for _ in range(2)]
+        epochs = []
+        for epoch in range(2):
+            loader.sampler.set_epoch(epoch)
+            epochs.append(torch.cat([images for images, _ in loader]))
+        return epochs
 
     first, second = two_epochs(), two_epochs()
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert not torch.equal(first[0], first[1])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_epoch_depends_on_seed_and_epoch_alone(image_folder, num_workers):
+    """What exact resume rests on: epoch 2 straight away equals epoch 2 after epochs 0 and 1."""
+
+    def epochs(which):
+        seed_everything(5)
+        dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers))
+        loader = dm.train_dataloader()
+        out = {}
+        for epoch in which:
+            loader.sampler.set_epoch(epoch)
+            out[epoch] = [(images, labels) for images, labels in loader]
+        return out
+
+    straight, after = epochs([2])[2], epochs([0, 1, 2])[2]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(straight, after))
 
 
 # ---------------------------------------------------------------- the real archive

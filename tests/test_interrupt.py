@@ -1,4 +1,8 @@
-"""SIGTERM during fit: a non-zero exit, one line on how to resume, and a resumable checkpoint."""
+"""Ctrl-C or SIGTERM during fit: a non-zero exit, one line on how to resume, and a resumable checkpoint.
+
+The signal goes to the whole process group, loader workers included, as a terminal's Ctrl-C,
+``timeout`` or a batch scheduler sends it.
+"""
 
 from __future__ import annotations
 
@@ -19,25 +23,28 @@ ARGS = [
     f"--trainer.limit_train_batches={STEPS}",
     "--trainer.limit_val_batches=2",
     "--trainer.enable_progress_bar=false",
-    "--data.num_workers=0",
+    "--data.num_workers=1",
     "--data.batch_size=32",
     "--data.eval_batch_size=64",
 ]
 
 
 @pytest.mark.slow
-def test_sigterm_leaves_a_resumable_run(tmp_path, real_data_dir, real_archive):
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 1)])
+def test_a_stop_signal_leaves_a_resumable_run(tmp_path, real_data_dir, real_archive, signum, exit_code):
     command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *ARGS]
     last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert last.exists(), "the first epoch never finished"
     time.sleep(0.2)  # into the second epoch
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signum)  # the main process and its loader worker
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM
+    assert process.returncode == exit_code, stderr[-3000:]
     assert "Traceback" not in stderr
     hint = [line for line in (stdout + stderr).splitlines() if line.startswith("stopped at epoch")]
     assert len(hint) == 1 and hint[0].endswith("--ckpt_path last")

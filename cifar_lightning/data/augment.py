@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 from dataclasses import dataclass
 
 import albumentations as A
@@ -80,7 +81,12 @@ def seed_worker(worker_id: int) -> None:
     Without the second step every worker starts from a copy of the same Compose RNG and
     applies the same augmentation sequence (albumentations #2473). Lightning's seeding
     mixes the loader's per-epoch base seed, the worker id and the global rank.
+
+    Workers ignore SIGTERM: a ``kill`` of the whole process group (``timeout``, a batch
+    scheduler) must stop the main process, which saves and shuts its workers down, rather
+    than kill the workers under it and end in a "DataLoader worker killed" traceback.
     """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     pl_worker_init_function(worker_id)
     info = torch.utils.data.get_worker_info()
     transform = getattr(info.dataset, "transform", None) if info is not None else None

@@ -11,8 +11,9 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from cifar_lightning.data import sources
-from cifar_lightning.data.augment import Augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
+from cifar_lightning.data.augment import Augmentation, eval_transform, seed_worker, train_transform
 from cifar_lightning.data.dataset import ImageArrayDataset
+from cifar_lightning.data.sampling import EpochSeededSampler
 from cifar_lightning.errors import DataError
 
 
@@ -80,6 +81,9 @@ class CIFAR10DataModule(LightningDataModule):
         self.classes = sources.CLASSES
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
+        # seed of the epoch-seeded shuffling and augmentation; saved in checkpoints so a
+        # resumed run replays the same epochs (state_dict below)
+        self.shuffle_seed: int | None = None
 
     def prepare_data(self) -> None:
         sources.prepare(self.data_dir, self.archive, self.download)
@@ -109,34 +113,59 @@ class CIFAR10DataModule(LightningDataModule):
         self.val_set = ImageArrayDataset(arrays.train_images[val_idx], arrays.train_labels[val_idx], evaluate)
         self.test_set = ImageArrayDataset(arrays.test_images, arrays.test_labels, evaluate)
 
-    def _loader(self, dataset: ImageArrayDataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: ImageArrayDataset, batch_size: int, **kwargs) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,  # a ragged last batch would give BatchNorm a noisy small-batch estimate
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
             worker_init_fn=seed_worker,
             pin_memory=torch.cuda.is_available(),
+            **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
-        # in-process loading (num_workers=0) uses this seed; workers reseed in seed_worker
-        seed_augmentation(self.train_set.transform)
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        if self.shuffle_seed is None:
+            # the run's seed (seed_everything sets torch's); a resumed run gets it from the checkpoint
+            self.shuffle_seed = torch.initial_seed()
+        trainer = self.trainer  # None when used outside a Trainer
+        loader_generator = torch.Generator()
+        sampler = EpochSeededSampler(
+            len(self.train_set),
+            self.shuffle_seed,
+            # the epoch Lightning is about to run (current_epoch lags by one after a resume
+            # from an end-of-epoch checkpoint); it is what Lightning passes to set_epoch
+            epoch=trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0,
+            loader_generator=loader_generator,
+            reseed_in_process=None if self.num_workers else self.train_set.transform.set_random_seed,
+        )
+        # Workers are not persistent: each epoch's workers start from that epoch's seed, which
+        # is what makes a resumed epoch identical (a fork per epoch costs well under a second).
+        return self._loader(
+            self.train_set,
+            self.batch_size,
+            sampler=sampler,
+            generator=loader_generator,
+            # a ragged last batch would give BatchNorm a noisy small-batch estimate
+            drop_last=True,
+        )
+
+    def state_dict(self) -> dict:
+        return {"shuffle_seed": self.shuffle_seed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.shuffle_seed = state_dict.get("shuffle_seed")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.val_set, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.test_set, self.eval_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_dir is None:
             self.predict_paths = [f"test/{self.classes[label]}/{i:04d}" for i, label in enumerate(self.test_set.labels)]
-            return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+            return self._loader(self.test_set, self.eval_batch_size)
         images, self.predict_paths = sources.decode_folder(self.predict_dir)
         labels = np.full(len(images), -1, dtype=np.int64)  # unknown
         dataset = ImageArrayDataset(images, labels, self.test_set.transform)
-        return self._loader(dataset, self.eval_batch_size, shuffle=False)
+        return self._loader(dataset, self.eval_batch_size)

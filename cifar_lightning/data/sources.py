@@ -13,6 +13,7 @@ import tarfile
 import tempfile
 import warnings
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cifar_lightning.errors import DataError
+
+try:
+    import fcntl  # POSIX file locks
+except ImportError:  # Windows: concurrent runs on one data_dir are not guarded
+    fcntl = None
 
 # CIFAR-10's label order (batches.meta); image folders are mapped onto it by name.
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -255,9 +261,32 @@ def write_cache(cache: Path, arrays: Arrays, key: str) -> None:
             os.unlink(tmp)
 
 
+@contextmanager
+def _exclusive(lock_path: Path):
+    """Hold an exclusive lock on ``lock_path``; a second process waits here until the first is done."""
+    with open(lock_path, "a") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
-    """Make sure ``data_dir`` holds a valid decoded cache; return its path."""
+    """Make sure ``data_dir`` holds a valid decoded cache; return its path.
+
+    Runs started at once on one ``data_dir`` take turns: the first unpacks and decodes, the
+    others wait and then find its cache (unpacking while another run reads would pull files
+    from under it).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(data_dir / ".prepare.lock"):
+        return _prepare(data_dir, archive, download_ok)
+
+
+def _prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
     cache = data_dir / CACHE_NAME
     if archive is not None:
         if not archive.is_file():

@@ -1,0 +1,33 @@
+"""Checkpoint files that are never half-written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write beside the target, flush to disk, then rename over it.
+
+    Lightning's own save writes to a file in the system temporary folder and moves it into
+    place: when that folder is on another file system (a local ``/tmp``, logs on a network
+    disk), the move is a copy, and a kill during the copy leaves a truncated ``last.ckpt``.
+    A rename within one folder is atomic, so a reader (or ``--ckpt_path last`` after a crash)
+    sees the previous complete file or the new complete file, nothing between.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's fsspec path
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")  # hidden, and overwritten by the next try
+        with open(partial, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.replace(partial, path)

@@ -1,0 +1,66 @@
+"""Epoch-seeded shuffling: epoch k's order and augmentation depend on (seed, k) alone.
+
+A plain ``RandomSampler`` and persistent loader workers carry their random state from one
+epoch into the next, so a run resumed at epoch k would draw other batches and other
+augmentations than the run that never stopped. Here every epoch starts from generators
+seeded by ``(seed, epoch)``, so a resumed run replays exactly what the uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+# independent streams derived from (seed, epoch)
+ORDER, LOADER, IN_PROCESS_AUGMENTATION = range(3)
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """A 32-bit seed for one stream of one epoch; SeedSequence keeps nearby inputs uncorrelated."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Random order over ``size`` items, a function of ``(seed, epoch)``.
+
+    ``loader_generator`` is the DataLoader's ``generator``: the loader draws its workers'
+    base seed from it when an epoch's iterator is created, so it is reseeded for each epoch
+    too (workers are then seeded by ``seed_worker`` from that base seed).
+    ``reseed_in_process`` reseeds the augmentation when batches are made in the main
+    process (``num_workers=0``), where no ``worker_init_fn`` runs.
+
+    ``epoch`` at construction is the epoch about to run: the project reloads the train loader
+    every epoch (``reload_dataloaders_every_n_epochs=1``, set by the CLI), because Lightning
+    creates the first iterator of a fit before it restores a checkpoint's epoch counter.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        epoch: int = 0,
+        loader_generator: torch.Generator | None = None,
+        reseed_in_process: Callable[[int], None] | None = None,
+    ) -> None:
+        self.size = size
+        self.seed = seed
+        self.loader_generator = loader_generator
+        self.reseed_in_process = reseed_in_process
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.loader_generator is not None:
+            self.loader_generator.manual_seed(epoch_seed(self.seed, epoch, LOADER))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, ORDER))
+        if self.reseed_in_process is not None:
+            self.reseed_in_process(epoch_seed(self.seed, self.epoch, IN_PROCESS_AUGMENTATION))
+        yield from torch.randperm(self.size, generator=order).tolist()

@@ -1,0 +1,31 @@
+"""Two fits started at once in one folder, on one fresh data_dir: both finish, nothing is shared by accident."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cifar_lightning.data import sources
+from test_cli import CONFIG, TINY
+
+
+@pytest.mark.slow
+def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive):
+    data_dir = tmp_path / "data"  # fresh: both runs want to unpack and decode the archive
+    command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, f"--data.data_dir={data_dir}",
+               f"--data.archive={real_archive}", *TINY]
+    runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for run in runs:
+        _, stderr = run.communicate(timeout=600)
+        assert run.returncode == 0, stderr[-3000:]
+    cache = sources.read_cache(data_dir / sources.CACHE_NAME, sources._source_key(real_archive))
+    assert cache is not None and len(cache.train_images) == 50_000
+    # each run has its own folder, config and checkpoint
+    versions = sorted(p.name for p in (tmp_path / "lightning_logs").iterdir())
+    assert versions == ["version_0", "version_1"]
+    for version in versions:
+        assert (tmp_path / "lightning_logs" / version / "config.yaml").is_file()
+        assert (tmp_path / "lightning_logs" / version / "checkpoints" / "last.ckpt").is_file()
+    assert not [p for p in data_dir.iterdir() if p.name.startswith((".extract-", ".cache-"))]

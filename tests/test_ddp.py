@@ -1,0 +1,45 @@
+"""configs/ddp.yaml on this CPU: two processes (gloo), gathered metrics, one writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cifar_lightning.report import read_scalars
+from test_cli import CONFIG, data_args
+
+DDP_CONFIG = str(Path(CONFIG).with_name("ddp.yaml"))
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path, real_data_dir, real_archive):
+    command = [
+        sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, "--config", DDP_CONFIG,
+        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.sync_batchnorm=false",
+        *data_args(real_data_dir, real_archive),
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false", "--data.num_workers=0", "--data.batch_size=32", "--data.eval_batch_size=64",
+        "--trainer.callbacks+=helpers.RecordLocalAccuracy", f"--trainer.callbacks.folder={tmp_path / 'ranks'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # each process validated its own half (DistributedSampler), and val/acc is the accuracy of both halves
+    assert ranks[0]["total"] == ranks[1]["total"] == 128 and ranks[0]["first_labels"] != ranks[1]["first_labels"]
+    gathered = sum(r["correct"] for r in ranks) / sum(r["total"] for r in ranks)
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    logged = read_scalars(run_dir)["val/acc"][-1][2]
+    assert logged == pytest.approx(gathered, abs=1e-6)
+
+    # rank 0 alone wrote: one run folder, one event file, one set of checkpoints
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir())[-1] == "last.ckpt"
+    assert len(list((run_dir / "checkpoints").iterdir())) == 2

@@ -1,0 +1,112 @@
+"""A fit killed mid-epoch and resumed with ``--ckpt_path last`` matches one that never stopped, bit for bit.
+
+Both runs go through ``python -m cifar_lightning fit`` with a loader worker, the config's EMA
+callback and a fixed seed, on this CPU. What makes it exact: epoch-seeded shuffling and
+augmentation (``data/sampling.py``), the global RNG states in the checkpoint (``RandomState``;
+the dropout case fails without them), and the optimizer, OneCycle and EMA states Lightning saves.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_lightning.report import read_scalars
+from test_cli import CONFIG, data_args
+
+TESTS = str(Path(__file__).parent)
+EPOCHS, STEPS = 3, 6
+ARGS = [
+    f"--trainer.max_epochs={EPOCHS}",
+    f"--trainer.limit_train_batches={STEPS}",
+    "--trainer.limit_val_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",  # compare every step
+    "--data.num_workers=1",
+    "--data.batch_size=32",
+    "--data.eval_batch_size=64",
+]
+COMPARED_TAGS = ["train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "lr"]
+
+
+def fit(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    cwd.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def assert_same(a, b, where: str = "") -> None:
+    assert type(a) is type(b), f"{where}: {type(a).__name__} vs {type(b).__name__}"
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a} vs {b}"
+
+
+def scalars_from_epoch(run_dir: Path, first_epoch: int) -> dict[str, list[tuple[int, float]]]:
+    scalars = read_scalars(run_dir)
+    first_step = first_epoch * STEPS
+    return {tag: [(step, value) for _, step, value in scalars[tag] if step >= first_step] for tag in COMPARED_TAGS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network", ["configs/cnn.yaml's SeedNet", "helpers.DropoutNet"])
+def test_sigkill_mid_epoch_then_resume_equals_never_stopping(tmp_path, real_data_dir, real_archive, network):
+    args = [*data_args(real_data_dir, real_archive), *ARGS]
+    if network.startswith("helpers."):
+        args.append(f"--model.network={network}")
+
+    straight = fit(tmp_path / "straight", *args)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killed = fit(tmp_path / "killed", *args, "--trainer.callbacks+=helpers.KillAt", "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    last = tmp_path / "killed/lightning_logs/version_0/checkpoints/last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # the end of epoch k-1 = 0
+
+    resumed = fit(tmp_path / "killed", *args, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    a = torch.load(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (EPOCHS - 1, EPOCHS * STEPS)
+    for key in ("state_dict", "optimizer_states", "lr_schedulers"):
+        assert_same(a[key], b[key], key)
+    # callback states (EMA weights, RNG states), but not ModelCheckpoint's file bookkeeping,
+    # whose paths name each run's own folder
+    training_state = lambda ckpt: {k: v for k, v in ckpt["callbacks"].items() if not k.startswith("ModelCheckpoint")}
+    assert_same(training_state(a), training_state(b), "callbacks")
+    # every metric logged from the interrupted epoch on, step by step
+    assert scalars_from_epoch(tmp_path / "straight/lightning_logs/version_0", 1) == scalars_from_epoch(
+        tmp_path / "killed/lightning_logs/version_0", 1
+    )
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_save_keeps_the_previous_last_checkpoint(tmp_path, real_data_dir, real_archive):
+    # save_top_k=0: the only file written at the end of epoch 1 is last.ckpt, so the kill lands in its save
+    args = [*data_args(real_data_dir, real_archive), *ARGS, "--checkpoint.save_top_k=0"]
+    died = fit(tmp_path, *args, "--trainer.callbacks+=helpers.DieDuringSave", "--trainer.callbacks.epoch=1")
+    assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # complete, and still the previous epoch's
+
+    resumed = fit(tmp_path, *args, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(last, weights_only=True)["global_step"] == EPOCHS * STEPS

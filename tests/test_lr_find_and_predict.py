@@ -1,0 +1,49 @@
+"""lr_find on a config, and predict with a trained checkpoint on image files made here."""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from cifar_lightning.data import sources
+from test_cli import CONFIG, cli, data_args
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / "results" / "seed-cnn"  # a committed, trained checkpoint and its config
+
+
+def test_lr_find_saves_the_plot_and_suggests_a_peak_rate(tmp_path, real_data_dir, real_archive):
+    out = tmp_path / "lr_find.png"
+    command = [sys.executable, "-m", "cifar_lightning.lr_find", "--config", CONFIG, "--steps", "20", "--out", str(out),
+               *data_args(real_data_dir, real_archive), "--data.num_workers=0", "--data.batch_size=32"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = re.search(r"suggested OneCycle peak rate: (\S+)\s+\(--model.optimizer.init_args.lr \S+\)", result.stdout)
+    assert found and 1e-5 <= float(found.group(1)) <= 10
+    assert out.stat().st_size > 10_000
+
+
+def test_predict_on_saved_test_images_of_known_class(tmp_path, real_data_dir, real_archive):
+    arrays = sources.read_cache(real_data_dir / sources.CACHE_NAME)
+    folder, truth = tmp_path / "photos", {}
+    folder.mkdir()
+    for i in range(40):  # real test images, enlarged 3x and saved as PNG or JPEG: predict resizes them back
+        name = f"img{i:02d}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(arrays.test_images[i]).resize((96, 96), Image.BICUBIC).save(folder / name, quality=95)
+        truth[name] = sources.CLASSES[arrays.test_labels[i]]
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    result = cli("predict", "--config", str(RUN / "config.yaml"), "--ckpt_path", str(RUN / "last.ckpt"),
+                 *data_args(real_data_dir, real_archive), f"--data.predict_dir={folder}",
+                 f"--prediction_writer.output={tmp_path / 'predictions.csv'}", "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "broken.jpg" in result.stderr  # listed as skipped
+    with (tmp_path / "predictions.csv").open() as f:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    assert set(rows) == set(truth)
+    correct = sum(rows[name]["class"] == label for name, label in truth.items())
+    assert correct >= 30  # the checkpoint's test accuracy is 85%; 40 images

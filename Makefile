@@ -34,8 +34,7 @@ report: install
 
 # make export RUN=lightning_logs/version_3 [CKPT=.../other.ckpt] [OUT=dir]: TorchScript + ONNX
 export: install
-	$(BIN)/python -m cifar_lightning.export --config $(RUN)/config.yaml \
-	    --ckpt_path $(if $(CKPT),$(CKPT),$(RUN)/checkpoints/last.ckpt) $(if $(OUT),--out $(OUT)) $(DATA_ARGS) $(ARGS)
+	$(BIN)/python -m cifar_lightning.export --config $(RUN)/config.yaml --ckpt_path $(or $(CKPT),$(RUN)/checkpoints/last.ckpt) $(if $(OUT),--out $(OUT)) $(DATA_ARGS) $(ARGS)
 
 # make lr-find [CONFIG=configs/cnn.yaml]: loss-versus-rate plot (lr_find.png) and a OneCycle peak rate
 lr-find: install

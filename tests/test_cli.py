@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,7 +60,23 @@ def test_fit_writes_config_checkpoints_and_events(fitted_run):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert len(list((run_dir / "checkpoints").glob("epoch000-val_acc*.ckpt"))) == 1
     assert list(run_dir.glob("events.out.tfevents.*"))
-    assert "fit finished: 1 epochs" in fitted_run.joinpath("fit.log").read_text()
+    log = fitted_run.joinpath("fit.log").read_text()
+    # the closing summary: best val accuracy and its epoch, wall time, checkpoints, what to run next
+    assert re.search(r"fit finished: 1 epochs, 3 steps, [0-9.]+ min", log)
+    assert re.search(r"best val/acc = 0\.\d{4} at epoch 0: \S+epoch000-val_acc", log)
+    assert "last checkpoint: ./lightning_logs/version_0/checkpoints/last.ckpt" in log
+    assert "tensorboard --logdir lightning_logs" in log
+
+
+def test_progress_bar_shows_loss_accuracy_and_images_per_second(tmp_path, real_data_dir, real_archive, monkeypatch):
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    monkeypatch.chdir(tmp_path)
+    args = [arg for arg in TINY if "enable_progress_bar" not in arg]
+    trainer = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args]).trainer
+    assert isinstance(trainer.progress_bar_callback, RichProgressBar)
+    shown = trainer.progress_bar_callback.get_metrics(trainer, trainer.lightning_module)
+    assert {"train/loss_step", "train/acc", "img/s"} <= set(shown) and float(shown["img/s"]) > 0
 
 
 def test_checkpoint_loads_with_weights_only(fitted_run):

@@ -35,7 +35,10 @@ def test_a_stop_signal_leaves_a_resumable_run(tmp_path, real_data_dir, real_arch
     command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *ARGS]
     last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
     process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # as in a terminal: a job started in the background (CI runners, `cmd &`) inherits SIGINT
+        # ignored, and Python then never turns Ctrl-C into KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:

@@ -9,7 +9,7 @@ ARCHIVE ?= ../shared/data/cifar10-jpeg.tar.gz
 DATA_ARGS := $(if $(wildcard $(ARCHIVE)),--data.archive $(ARCHIVE))
 ARGS ?=
 
-.PHONY: install train test tensorboard report results-table export lr-find clean
+.PHONY: install train test tensorboard report results-table export lr-find bench bench-grid clean
 
 # Re-install only when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml
@@ -39,6 +39,14 @@ export: install
 # make lr-find [CONFIG=configs/cnn.yaml]: loss-versus-rate plot (lr_find.png) and a OneCycle peak rate
 lr-find: install
 	$(BIN)/python -m cifar_lightning.lr_find --config $(CONFIG) $(DATA_ARGS) $(ARGS)
+
+# training images/s: data pipeline vs plain PyTorch loop vs fit through the project -> results/bench.md
+bench: install
+	$(BIN)/python -m benchmarks.throughput --config $(CONFIG) $(DATA_ARGS) $(ARGS)
+
+# the same for each setting of benchmarks/throughput.py's GRID -> results/bench-grid.md
+bench-grid: install
+	$(BIN)/python -m benchmarks.throughput --grid --config $(CONFIG) --out results/bench-grid.md $(DATA_ARGS) $(ARGS)
 
 results-table: install
 	$(BIN)/python -m cifar_lightning.results_table

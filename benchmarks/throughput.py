@@ -1,0 +1,190 @@
+"""Training throughput, three ways, on the same data and network: the data pipeline alone, a
+minimal plain-PyTorch loop, and ``fit`` through the project (Lightning, the config's callbacks).
+
+    python -m benchmarks.throughput [--config configs/cnn.yaml] [--variant NAME "OVERRIDES"]... [--out results/bench.md]
+
+Each variant is the config plus CLI overrides (``--variant bf16 "--trainer.precision bf16-mixed"``);
+without ``--variant`` the config alone is measured. For every variant and repeat, the three
+measurements run in turn (so drift hits all three alike); each times ``--steps`` batches after
+``--warmup`` untimed ones. The report gives the median images/s of the repeats, their range,
+Lightning's overhead against the plain loop, and how many times the training rate the
+pipeline delivers. It writes the Markdown table and the provenance (command, commit, machine,
+data copy) to ``--out``.
+
+The plain loop does the same work per step as the project's ``training_step``: forward,
+cross-entropy (with the config's label smoothing), backward, the optimizer and OneCycle step,
+a torchmetrics accuracy update, and the EMA update when the config has EMAWeightAveraging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from torch.optim.lr_scheduler import OneCycleLR
+from torch.optim.swa_utils import AveragedModel
+from torchmetrics.classification import MulticlassAccuracy
+
+from cifar_lightning.callbacks import _cpu_model, _data_copy, _git
+from cifar_lightning.cli import build
+
+KINDS = ("pipeline", "plain", "fit")
+# settings that change speed on a 2-core CPU, each against the config (configs/cnn.yaml: fp32,
+# channels_last, batch 128, one loader worker); "naive" is PyTorch's defaults
+GRID = [
+    ("naive", "--model.channels_last false --data.num_workers 0"),
+    ("config", ""),
+    ("workers-0", "--data.num_workers 0"),
+    ("workers-2", "--data.num_workers 2"),
+    ("bf16", "--trainer.precision bf16-mixed"),
+    ("batch-256", "--data.batch_size 256"),
+    ("batch-512", "--data.batch_size 512"),
+    ("bf16-batch-512", "--trainer.precision bf16-mixed --data.batch_size 512"),
+]
+
+
+class StepTimer(Callback):
+    """Times batches ``warmup`` .. ``warmup + steps - 1`` of the first epoch, start to end."""
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps = warmup, steps
+        self.images = 0
+        self.started = self.ended = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx >= self.warmup:
+            self.images += len(batch[0])
+        if batch_idx == self.warmup + self.steps - 1:
+            self.ended = time.perf_counter()
+
+    def rate(self) -> float:
+        return self.images / (self.ended - self.started)
+
+
+def _timed_batches(loader, warmup: int, steps: int, work) -> float:
+    """Images per second over ``steps`` batches after ``warmup``, with ``work(batch)`` per batch."""
+    images, started = 0, None
+    for index, batch in enumerate(loader):
+        if index == warmup:
+            started = time.perf_counter()
+        work(batch)
+        if index >= warmup:
+            images += len(batch[0])
+        if index == warmup + steps - 1:
+            return images / (time.perf_counter() - started)
+    raise SystemExit(f"error: the loader ran out after {index + 1} batches: lower --warmup/--steps")
+
+
+def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: int, log_dir: str) -> float:
+    limits = [f"--trainer.limit_train_batches={warmup + steps}", "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
+              "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+              f"--trainer.logger.init_args.save_dir={log_dir}"]
+    cli = build(config, [*overrides, *limits])
+    model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
+    if kind == "fit":
+        timer = StepTimer(warmup, steps)
+        trainer.callbacks.append(timer)
+        trainer.fit(model, datamodule=datamodule)
+        return timer.rate()
+
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    if kind == "pipeline":
+        return _timed_batches(loader, warmup, steps, lambda batch: None)
+
+    # the plain loop: what training_step and Lightning's loop do, by hand
+    hp = model.hparams
+    model.train()
+    optimizer = model.optimizer_factory(model.parameters())
+    scheduler = OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=warmup + steps,
+                           pct_start=hp.pct_start, div_factor=hp.div_factor, final_div_factor=hp.final_div_factor)
+    accuracy = MulticlassAccuracy(hp.num_classes, average="micro")
+    ema = next((c for c in trainer.callbacks if isinstance(c, EMAWeightAveraging)), None)
+    # the callback's own AveragedModel arguments (its EMA function and buffer setting)
+    averaged = AveragedModel(model, use_buffers=ema._use_buffers, **ema._kwargs) if ema else None
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in str(trainer.precision) else nullcontext()
+
+    def step(batch) -> None:
+        images, labels = batch
+        with autocast:
+            logits = model(images)
+            loss = model.criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        accuracy.update(logits.detach(), labels)
+        if averaged is not None:
+            averaged.update_parameters(model)
+
+    return _timed_batches(loader, warmup, steps, step)
+
+
+def report(results: dict, args, overrides: dict, data: dict) -> str:
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+
+    lines = [
+        "# Training throughput: data pipeline, plain PyTorch loop, and fit through the project",
+        "",
+        f"Written by `{' '.join(['python -m benchmarks.throughput', *sys.argv[1:]])}`",
+        f"(commit {_git('rev-parse', '--short', 'HEAD')}{' + uncommitted changes' if _git('status', '--porcelain', '--untracked-files=no') else ''};"
+        f" torch {torch.__version__}, {torch.get_num_threads()} threads; CPU: {_cpu_model()};"
+        f" data: {Path(data.get('archive') or data.get('data_dir')).name}).",
+        f"Images per second over {args.steps} batches after {args.warmup} untimed ones; median of {args.repeats} repeats (range).",
+        "",
+        "| variant | overrides | data pipeline | plain loop | fit (project) | Lightning overhead vs plain | pipeline / fit |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in results.items():
+        pipe, plain, fit = (statistics.median(runs[k]) for k in KINDS)
+        lines.append(
+            f"| {name} | `{' '.join(overrides[name]) or '(config as is)'}` | {cell(runs['pipeline'])} | {cell(runs['plain'])} | "
+            f"{cell(runs['fit'])} | {100 * (plain / fit - 1):+.1f}% | {pipe / fit:.2f}x |"
+        )
+    lines += ["", "Overhead: how much longer a fit step takes than a plain-loop step (plain rate / fit rate - 1)."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/cnn.yaml")
+    parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=[])
+    parser.add_argument("--grid", action="store_true", help="the settings grid (GRID) instead of --variant")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed batches first")
+    parser.add_argument("--steps", type=int, default=60, help="timed batches")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="results/bench.md")
+    args, common = parser.parse_known_args()
+    chosen = GRID if args.grid else args.variant
+    variants = {name: [*common, *extra.split()] for name, extra in chosen} or {"config": common}
+    results = {name: {k: [] for k in KINDS} for name in variants}
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as log_dir:
+        for repeat in range(args.repeats):
+            for name, overrides in variants.items():
+                for kind in KINDS:
+                    rate = measure(kind, args.config, overrides, args.warmup, args.steps, log_dir)
+                    results[name][kind].append(rate)
+                    print(f"repeat {repeat + 1}/{args.repeats} {name:>12} {kind:>8}: {rate:8.0f} img/s", flush=True)
+        data = _data_copy(build(args.config, common).datamodule)
+    text = report(results, args, variants, data)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

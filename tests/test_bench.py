@@ -1,0 +1,27 @@
+"""The throughput benchmark runs end to end and writes its report (speed itself is not asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_writes_a_table_for_each_variant(tmp_path, real_data_dir, real_archive):
+    out = tmp_path / "bench.md"
+    command = [sys.executable, "-m", "benchmarks.throughput", "--steps", "6", "--warmup", "2", "--repeats", "1",
+               "--variant", "config", "", "--variant", "no-workers", "--data.num_workers 0", "--out", str(out),
+               f"--data.data_dir={real_data_dir}", f"--data.archive={real_archive}", "--data.batch_size=32"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| config") or line.startswith("| no-workers")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert all(float(c.split()[0].replace(",", "")) > 0 for c in cells[2:5])  # three measured rates
+        assert cells[5].endswith("%") and cells[6].endswith("x")

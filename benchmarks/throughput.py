@@ -165,8 +165,8 @@ def main() -> None:
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=[])
     parser.add_argument("--grid", action="store_true", help="the settings grid (GRID) instead of --variant")
     parser.add_argument("--warmup", type=int, default=10, help="untimed batches first")
-    parser.add_argument("--steps", type=int, default=60, help="timed batches")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=150, help="timed batches (fewer: the 2-core VM's own drift, about ±10%, dominates)")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="results/bench.md")
     args, common = parser.parse_known_args()
     chosen = GRID if args.grid else args.variant

@@ -87,7 +87,12 @@ def _timed_batches(loader, warmup: int, steps: int, work) -> float:
     raise SystemExit(f"error: the loader ran out after {index + 1} batches: lower --warmup/--steps")
 
 
+REFERENCE_BATCH = 128  # --steps and --warmup count batches of this size; other sizes time as many images
+
+
 def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: int, log_dir: str) -> float:
+    batch = build(config, overrides).datamodule.batch_size
+    warmup, steps = max(2, warmup * REFERENCE_BATCH // batch), max(5, steps * REFERENCE_BATCH // batch)
     limits = [f"--trainer.limit_train_batches={warmup + steps}", "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
               "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
               f"--trainer.logger.init_args.save_dir={log_dir}"]
@@ -144,7 +149,8 @@ def report(results: dict, args, overrides: dict, data: dict) -> str:
         f"(commit {_git('rev-parse', '--short', 'HEAD')}{' + uncommitted changes' if _git('status', '--porcelain', '--untracked-files=no') else ''};"
         f" torch {torch.__version__}, {torch.get_num_threads()} threads; CPU: {_cpu_model()};"
         f" data: {Path(data.get('archive') or data.get('data_dir')).name}).",
-        f"Images per second over {args.steps} batches after {args.warmup} untimed ones; median of {args.repeats} repeats (range).",
+        f"Images per second over {args.steps * REFERENCE_BATCH:,} images after {args.warmup * REFERENCE_BATCH:,} untimed ones "
+        f"(as batches of the variant's size); median of {args.repeats} repeats (range).",
         "",
         "| variant | overrides | data pipeline | plain loop | fit (project) | Lightning overhead vs plain | pipeline / fit |",
         "|---|---|---|---|---|---|---|",
@@ -165,7 +171,7 @@ def main() -> None:
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=[])
     parser.add_argument("--grid", action="store_true", help="the settings grid (GRID) instead of --variant")
     parser.add_argument("--warmup", type=int, default=10, help="untimed batches first")
-    parser.add_argument("--steps", type=int, default=150, help="timed batches (fewer: the 2-core VM's own drift, about ±10%, dominates)")
+    parser.add_argument("--steps", type=int, default=150, help="timed batches of 128 images (fewer: the 2-core VM's own drift, about ±10%%, dominates)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="results/bench.md")
     args, common = parser.parse_known_args()

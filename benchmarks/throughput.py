@@ -91,13 +91,14 @@ REFERENCE_BATCH = 128  # --steps and --warmup count batches of this size; other 
 
 
 def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: int, log_dir: str) -> float:
-    batch = build(config, overrides).datamodule.batch_size
-    warmup, steps = max(2, warmup * REFERENCE_BATCH // batch), max(5, steps * REFERENCE_BATCH // batch)
-    limits = [f"--trainer.limit_train_batches={warmup + steps}", "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
-              "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    limits = ["--trainer.max_epochs=1", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
               f"--trainer.logger.init_args.save_dir={log_dir}"]
     cli = build(config, [*overrides, *limits])
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
+    batch = datamodule.batch_size
+    warmup, steps = max(2, warmup * REFERENCE_BATCH // batch), max(5, steps * REFERENCE_BATCH // batch)
+    trainer.limit_train_batches = warmup + steps  # known only once the variant's batch size is
     if kind == "fit":
         timer = StepTimer(warmup, steps)
         trainer.callbacks.append(timer)

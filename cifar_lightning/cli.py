@@ -6,6 +6,7 @@ import os
 import pickle
 import sys
 from argparse import ArgumentError
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -223,12 +224,31 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
         sys.argv[1:] = argv
 
 
-def _fail(message: str, verbose: bool) -> None:
-    """One ``error:`` line and exit code 2, or the traceback when asked for."""
-    if verbose:
-        raise
-    print("error: " + " ".join(message.split()), file=sys.stderr)
-    sys.exit(2)
+@contextmanager
+def user_errors(verbose: bool, command: str):
+    """Turn a user's mistake into one ``error:`` line and exit code 2 (the traceback if ``verbose``).
+
+    Shared by every entry point (``python -m cifar_lightning``, ``.export``, ``.lr_find``);
+    ``command`` is named in the hint after a parse error.
+    """
+    verbose = verbose or bool(os.environ.get(VERBOSE_ENV))
+    try:
+        yield
+    except (ArgumentError, UserError, MisconfigurationException, pickle.UnpicklingError) as err:
+        if verbose:
+            raise
+        if isinstance(err, ArgumentError):  # a config typo, a wrong type or value (jsonargparse)
+            message = f"{err} ({command} --help lists the options)"
+        elif isinstance(err, pickle.UnpicklingError):  # torch.load(weights_only=True) met a non-tensor object
+            first = str(err).strip().splitlines()[0]
+            message = (
+                f"the checkpoint holds pickled objects that are not tensors or plain values, so it was refused "
+                f"unread ({first}); load only checkpoints you trust, and re-save them with this project"
+            )
+        else:  # ours, or Lightning's own "these settings conflict"
+            message = str(err)
+        print("error: " + " ".join(message.split()), file=sys.stderr)
+        sys.exit(2)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -238,24 +258,14 @@ def main(args: list[str] | None = None) -> None:
     traceback instead.
     """
     argv = sys.argv[1:] if args is None else args
-    verbose = "--verbose" in argv or bool(os.environ.get(VERBOSE_ENV))
-    if "--verbose" in argv:
+    verbose = "--verbose" in argv
+    if verbose:
         argv = [a for a in argv if a != "--verbose"]
         if args is None:
             sys.argv[1:] = argv  # LightningCLI reads sys.argv itself
+    subcommand = next((a for a in argv if not a.startswith("-")), "fit")
     try:
-        run_cli(args if args is None else argv)
-    except ArgumentError as err:  # a config typo, a wrong type or value (jsonargparse)
-        command = next((a for a in argv if not a.startswith("-")), "fit")
-        _fail(f"{err} (python -m cifar_lightning {command} --help lists the options)", verbose)
-    except (UserError, MisconfigurationException) as err:  # Lightning's own "these settings conflict"
-        _fail(str(err), verbose)
-    except pickle.UnpicklingError as err:  # torch.load(weights_only=True) met a non-tensor object
-        first = str(err).strip().splitlines()[0]
-        _fail(
-            f"the checkpoint holds pickled objects that are not tensors or plain values, so it was refused "
-            f"unread ({first}); load only checkpoints you trust, and re-save them with this project",
-            verbose,
-        )
+        with user_errors(verbose, f"python -m cifar_lightning {subcommand}"):
+            run_cli(args if args is None else argv)
     except SIGTERMException:  # ResumeHint has said how to resume
         sys.exit(128 + 15)  # the shell's convention for "terminated by SIGTERM"

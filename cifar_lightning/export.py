@@ -12,16 +12,13 @@ classes and the input. The checkpoint is read with ``weights_only=True``.
 from __future__ import annotations
 
 import argparse
-from argparse import ArgumentError
 import json
-import os
-import pickle
-import sys
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from cifar_lightning.cli import build, user_errors
 from cifar_lightning.errors import CheckpointError, UserError
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -42,8 +39,6 @@ class NormalizedNetwork(nn.Module):
 
 def load_for_export(config: str, ckpt_path: str, overrides: list[str]) -> tuple[NormalizedNetwork, list[str]]:
     """Build the config's model and data module, load the checkpoint's weights into the network."""
-    from cifar_lightning.cli import build
-
     if not Path(ckpt_path).is_file():
         raise UserError(f"checkpoint {ckpt_path} does not exist: check --ckpt_path")
     cli = build(config, overrides)
@@ -86,17 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     args, overrides = parser.parse_known_args(argv)
     out = Path(args.out) if args.out else Path(args.ckpt_path).resolve().parent.parent / "export"
-    try:
+    with user_errors(args.verbose, "python -m cifar_lightning.export"):
         model, classes = load_for_export(args.config, args.ckpt_path, overrides)
         paths = export(model, classes, out)
-    except (UserError, ArgumentError, pickle.UnpicklingError) as err:
-        if args.verbose or os.environ.get("CIFAR_LIGHTNING_VERBOSE"):
-            raise
-        message = " ".join(str(err).split())
-        if isinstance(err, pickle.UnpicklingError):
-            message = f"the checkpoint holds pickled objects that are not tensors or plain values, so it was refused unread ({message[:200]})"
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
     for kind, path in paths.items():
         print(f"{kind:>12}: {path}")
 

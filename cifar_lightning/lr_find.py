@@ -11,19 +11,15 @@ suggestion, the rate where the loss falls fastest, as the peak rate for OneCycle
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from argparse import ArgumentError
 from pathlib import Path
 
 from lightning.pytorch.tuner import Tuner
 
-from cifar_lightning.errors import UserError
+from cifar_lightning.cli import build, user_errors
 
 
 def find_lr(config: str, overrides: list[str], steps: int, min_lr: float, max_lr: float, out: Path) -> float | None:
-    from cifar_lightning.cli import build
-
     cli = build(config, overrides)
     # update_attr=False: the rate lives in the optimizer's config (model.optimizer.init_args.lr),
     # not in a model attribute, so the suggestion is printed for the config instead
@@ -47,13 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max_lr", type=float, default=10.0)
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     args, overrides = parser.parse_known_args(argv)
-    try:
+    with user_errors(args.verbose, "python -m cifar_lightning.lr_find"):
         suggestion = find_lr(args.config, overrides, args.steps, args.min_lr, args.max_lr, Path(args.out))
-    except (UserError, ArgumentError) as err:
-        if args.verbose or os.environ.get("CIFAR_LIGHTNING_VERBOSE"):
-            raise
-        print("error: " + " ".join(str(err).split()), file=sys.stderr)
-        sys.exit(2)
     print(f"plot: {args.out}")
     if suggestion is None:
         print("no suggestion: the loss did not fall over the sweep; widen --min_lr/--max_lr or raise --steps")

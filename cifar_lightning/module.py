@@ -33,6 +33,8 @@ class ImageClassifier(LightningModule):
         div_factor: the starting rate is ``lr / div_factor``.
         final_div_factor: the final rate is the starting rate divided by this.
         channels_last: NHWC memory layout; about 2x faster for this kind of network on CPU.
+        flip_tta: validation, test and predict average the logits of each image and its mirror
+            image (test-time augmentation, twice the evaluation cost); training is unchanged.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class ImageClassifier(LightningModule):
         div_factor: float = 25.0,
         final_div_factor: float = 1e4,
         channels_last: bool = True,
+        flip_tta: bool = False,
     ) -> None:
         super().__init__()
         # network and optimizer are objects: leaving them out keeps checkpoints loadable with
@@ -66,9 +69,16 @@ class ImageClassifier(LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.network(images)
 
+    def evaluate(self, images: Tensor) -> Tensor:
+        """Logits for evaluation: single view, or averaged with the mirror image (``flip_tta``)."""
+        logits = self(images)
+        if self.hparams.flip_tta:
+            logits = (logits + self(images.flip(3))) / 2  # dim 3: width
+        return logits
+
     def _step(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> tuple[Tensor, Tensor]:
         images, labels = batch
-        logits = self(images)
+        logits = self(images) if stage == "train" else self.evaluate(images)
         loss = self.criterion(logits, labels)
         accuracy(logits, labels)
         on_step = stage == "train"
@@ -109,7 +119,7 @@ class ImageClassifier(LightningModule):
                 f.writelines(f"{name}," + ",".join(str(int(v)) for v in row) + "\n" for name, row in zip(names, matrix))
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self(batch[0]).softmax(dim=1)
+        return self.evaluate(batch[0]).softmax(dim=1)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.parameters())

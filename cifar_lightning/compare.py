@@ -19,7 +19,7 @@ import yaml
 # the settings that shape training; callbacks, checkpoints and logging do not
 COMPARED = ("seed_everything", "trainer.", "model.", "data.")
 # ...except those that name a run or say where files are
-IGNORED = ("trainer.logger.", "trainer.enable_progress_bar", "data.archive", "data.data_dir")
+IGNORED = ("trainer.logger.", "trainer.enable_progress_bar", "trainer.enable_model_summary", "data.archive", "data.data_dir", "data.num_workers")
 
 
 def flatten(tree: object, prefix: str = "") -> dict[str, object]:

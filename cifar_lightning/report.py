@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 VAL_TARGET = 0.85  # the seed's headline: first epoch with validation accuracy at or above this
@@ -92,6 +94,17 @@ def read_confusion(run_dir: Path) -> dict | None:
     return {"classes": names, "matrix": matrix, "per_class_accuracy": per_class}
 
 
+def read_flip_tta(run_dir: Path) -> bool:
+    """Whether evaluation averaged each image with its mirror (``model.flip_tta`` in config.yaml)."""
+    path = run_dir / "config.yaml"
+    config = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return bool(((config or {}).get("model") or {}).get("flip_tta", False))
+
+
+def median_value(points: list[tuple[float, int, float]]) -> float | None:
+    return statistics.median(v for _, _, v in points) if points else None
+
+
 def read_run_info(run_dir: Path) -> dict:
     path = run_dir / "run.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -117,6 +130,9 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
         "first_epoch_val_acc_ge_85": crossed,
         "fit_wall_time_s": wall,
         "seconds_per_epoch": wall / len(rows) if rows and wall else None,
+        # training images/s while stepping (SpeedMonitor's ThroughputMonitor; median over the run)
+        "train_images_per_sec": median_value(scalars.get("train/device/samples_per_sec", [])),
+        "test_flip_tta": read_flip_tta(run_dir),  # False: single-view test accuracy
         "test_per_class": read_confusion(run_dir),
         "command": info.get("command"),
         "commit": info.get("commit"),

@@ -15,12 +15,13 @@ from pathlib import Path
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # The seed's own published results (../shared/seed-model.md), on the original lossless CIFAR-10.
 SEED_PUBLISHED = [
-    {"name": "seed (published)", "parameters": 150_738, "epochs": 37, "test_acc": 0.8519},
-    {"name": "seed (published)", "parameters": 150_738, "epochs": 50, "test_acc": 0.8731},
+    {"name": "seed (published)", "network": "SeedNet", "parameters": 150_738, "epochs": 37, "test_acc": 0.8519},
+    {"name": "seed (published)", "network": "SeedNet", "parameters": 150_738, "epochs": 50, "test_acc": 0.8731},
 ]
 HEADER = (
-    "| run | parameters | epochs | test acc | first epoch val ≥ 85% | fit wall time | s/epoch | data | machine |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "| run | network | parameters | epochs | test acc | first epoch val ≥ 85% | fit wall time | s/epoch "
+    "| train img/s | data | machine |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -33,17 +34,20 @@ def row_for(name: str, s: dict) -> str:
     where = f"{machine.get('cpu', '?')}, {machine.get('torch_threads', '?')} threads, {machine.get('precision', '?')}"
     archive = (s.get("data") or {}).get("archive") or "torchvision download"
     minutes = None if s.get("fit_wall_time_s") is None else s["fit_wall_time_s"] / 60
+    network = (s.get("network") or "?").rsplit(".", 1)[-1]
+    views = " (flip TTA)" if s.get("test_flip_tta") else ""
     return (
-        f"| [{name}](results/{name}/) | {s['parameters']:,} | {s['epochs']} | {_fmt(s.get('test_acc'), '.2%')} "
+        f"| [{name}](results/{name}/) | {network} | {s['parameters']:,} | {s['epochs']} | {_fmt(s.get('test_acc'), '.2%')}{views} "
         f"| {_fmt(s.get('first_epoch_val_acc_ge_85'), 'd', 'never')} | {_fmt(minutes, '.1f')} min "
-        f"| {_fmt(s.get('seconds_per_epoch'), '.1f')} | {Path(archive).name} | {where} |"
+        f"| {_fmt(s.get('seconds_per_epoch'), '.1f')} | {_fmt(s.get('train_images_per_sec'), ',.0f')} "
+        f"| {Path(archive).name} | {where} |"
     )
 
 
 def table(results: Path) -> str:
     rows = [row_for(p.parent.name, json.loads(p.read_text())) for p in sorted(results.glob("*/summary.json"))]
     rows += [
-        f"| {r['name']} | {r['parameters']:,} | {r['epochs']} | {r['test_acc']:.2%} | – | – | – "
+        f"| {r['name']} | {r['network']} | {r['parameters']:,} | {r['epochs']} | {r['test_acc']:.2%} | – | – | – | – "
         "| original CIFAR-10 (lossless) | not stated |"
         for r in SEED_PUBLISHED
     ]

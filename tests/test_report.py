@@ -50,6 +50,7 @@ def test_report_on_a_short_real_run(tmp_path, monkeypatch, real_data_dir, real_a
     assert summary["best_val_acc"] == max(float(r["val_acc"]) for r in rows)
     assert summary["commit"] and summary["torch"] and summary["lightning"]
     assert summary["data"]["archive"] == str(real_archive)
+    assert summary["train_images_per_sec"] > 0 and summary["test_flip_tta"] is False
     per_class = summary["test_per_class"]
     assert per_class["classes"][0] == "airplane" and len(per_class["matrix"]) == 10
     assert sum(map(sum, per_class["matrix"])) == 512  # two test batches of 256

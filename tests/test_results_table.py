@@ -15,6 +15,8 @@ def test_table_is_rebuilt_between_markers(tmp_path):
         "first_epoch_val_acc_ge_85": 30,
         "fit_wall_time_s": 1500.0,
         "seconds_per_epoch": 30.0,
+        "network": "cifar_lightning.models.seed.SeedNet",
+        "train_images_per_sec": 1712.4,
         "data": {"archive": "../shared/data/cifar10-jpeg.tar.gz"},
         "machine": {"cpu": "Some CPU", "torch_threads": 2, "precision": "32-true"},
     }
@@ -24,5 +26,16 @@ def test_table_is_rebuilt_between_markers(tmp_path):
     main(["--readme", str(readme), "--results", str(tmp_path / "results")])
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
-    assert "| [seed-cnn](results/seed-cnn/) | 150,738 | 50 | 88.12% | 30 | 25.0 min | 30.0 | cifar10-jpeg.tar.gz |" in text
-    assert "| seed (published) | 150,738 | 50 | 87.31% |" in text
+    assert "| [seed-cnn](results/seed-cnn/) | SeedNet | 150,738 | 50 | 88.12% | 30 | 25.0 min | 30.0 | 1,712 | cifar10-jpeg.tar.gz |" in text
+    assert "| seed (published) | SeedNet | 150,738 | 50 | 87.31% |" in text
+
+
+def test_flip_tta_test_accuracy_is_marked(tmp_path):
+    run = tmp_path / "results" / "best"
+    run.mkdir(parents=True)
+    summary = {"parameters": 194130, "epochs": 130, "test_acc": 0.9, "test_flip_tta": True, "network": "x.CompactNet"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n")
+    main(["--readme", str(readme), "--results", str(tmp_path / "results")])
+    assert "| [best](results/best/) | CompactNet | 194,130 | 130 | 90.00% (flip TTA) | never |" in readme.read_text()

@@ -1,0 +1,48 @@
+"""configs/fast.yaml and configs/best.yaml through the real entry point, and flip test-time augmentation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cifar_lightning.cli import run_cli
+from cifar_lightning.models import CompactNet
+from cifar_lightning.module import ImageClassifier
+
+from test_cli import REPO, TINY, data_args
+
+
+@pytest.mark.parametrize("recipe", ["fast", "best"])
+def test_recipe_fits_and_tests_with_compactnet_in_bf16(recipe, tmp_path, real_data_dir, real_archive, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs" / f"{recipe}.yaml")
+    result = run_cli(["fit", "--config", config, *data_args(real_data_dir, real_archive), *TINY])
+    assert isinstance(result.model.network, CompactNet)
+    assert result.trainer.precision == "bf16-mixed" and result.model.hparams.flip_tta
+    assert result.trainer.global_step == 3
+    tested = run_cli(["test", "--config", config, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", "last"])
+    assert 0.0 <= tested.trainer.callback_metrics["test/acc"] <= 1.0
+
+
+class LeftHalfNet(nn.Module):
+    """Scores depend on the left half of the image only, so a mirror image scores differently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3 * 32 * 16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x[..., :16].flatten(1))
+
+
+def test_flip_tta_averages_an_image_and_its_mirror():
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 32, 32)
+    single = ImageClassifier(LeftHalfNet(), channels_last=False)
+    tta = ImageClassifier(single.network, channels_last=False, flip_tta=True)
+    expected = (single(images) + single(images.flip(3))) / 2
+    torch.testing.assert_close(tta.evaluate(images), expected)
+    # the averaged prediction cannot tell an image from its mirror; the single view can
+    torch.testing.assert_close(tta.evaluate(images.flip(3)), tta.evaluate(images))
+    assert not torch.allclose(single.evaluate(images.flip(3)), single.evaluate(images))

@@ -17,6 +17,7 @@ SHORT = [
     "--trainer.limit_val_batches=2",
     "--trainer.limit_test_batches=2",
     "--trainer.log_every_n_steps=1",  # so the learning rate is logged within 8 steps
+    "--speed_monitor.window_size=4",  # so images/s is logged within 8 steps
     "--trainer.enable_progress_bar=false",
     "--data.batch_size=64",
     "--data.eval_batch_size=256",

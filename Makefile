@@ -9,7 +9,7 @@ ARCHIVE ?= ../shared/data/cifar10-jpeg.tar.gz
 DATA_ARGS := $(if $(wildcard $(ARCHIVE)),--data.archive $(ARCHIVE))
 ARGS ?=
 
-.PHONY: install train test tensorboard report results-table export lr-find bench bench-grid clean
+.PHONY: install train test tensorboard report results-table export lr-find bench bench-grid bench-overhead clean
 
 # Re-install only when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml
@@ -47,6 +47,11 @@ bench: install
 # the same for each setting of benchmarks/throughput.py's GRID -> results/bench-grid.md
 bench-grid: install
 	$(BIN)/python -m benchmarks.throughput --grid --config $(CONFIG) --out results/bench-grid.md $(DATA_ARGS) $(ARGS)
+
+# Lightning's share of a fit's training-loop time, sampled within one run -> results/bench-overhead.md
+bench-overhead: install
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m benchmarks.overhead_profile --config $(CONFIG) $(DATA_ARGS) $(ARGS)
 
 results-table: install
 	$(BIN)/python -m cifar_lightning.results_table

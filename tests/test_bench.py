@@ -25,3 +25,16 @@ def test_bench_writes_a_table_for_each_variant(tmp_path, real_data_dir, real_arc
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert all(float(c.split()[0].replace(",", "")) > 0 for c in cells[2:5])  # three measured rates
         assert cells[5].endswith("%") and cells[6].endswith("x")
+
+
+def test_overhead_profile_classes_each_sample_by_its_innermost_work_frame():
+    from benchmarks.overhead_profile import classify
+
+    loop = "main (cli.py:1);run (lightning/pytorch/loops/fit_loop.py:216);advance (lightning/pytorch/loops/training_epoch_loop.py:3)"
+    assert classify("main (cli.py:1);setup (lightning/pytorch/trainer/trainer.py:9)") is None  # outside the loop
+    assert classify(loop + ";forward (cifar_lightning/models/compact.py:60)") == "network forward"
+    assert classify(loop + ";forward (cifar_lightning/models/compact.py:60);backward (torch/autograd/__init__.py:5)") == "backward"
+    assert classify(loop + ";step (torch/optim/sgd.py:80)") == "optimizer and scheduler"
+    assert classify(loop + ";__getitem__ (cifar_lightning/data/dataset.py:20);apply (albumentations/core/composition.py:1)") == "data"
+    overhead = classify(loop + ";log (lightning/pytorch/core/module.py:400);on_train_batch_end (cifar_lightning/callbacks.py:265)")
+    assert overhead == "Lightning and callbacks (overhead)"

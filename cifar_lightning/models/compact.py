@@ -66,3 +66,37 @@ class CompactNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+class ResidualGroup(nn.Module):
+    """A ConvGroup's downsampling conv, then two more 3x3 convolutions added back (a residual)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.down = nn.Sequential(conv3x3(in_channels, out_channels), nn.MaxPool2d(2), nn.BatchNorm2d(out_channels), nn.GELU())
+        self.residual = nn.Sequential(ConvBNAct(out_channels, out_channels), ConvBNAct(out_channels, out_channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.down(x)
+        return x + self.residual(x)
+
+
+class ResidualCompactNet(nn.Module):
+    """CompactNet made deeper and narrower: 10 convolutions instead of 7, widths (32, 48, 64).
+
+    The same stem, pooling and head; each group adds a residual pair of convolutions. About the
+    multiply-adds per image as CompactNet (about 21M) for 184,226 parameters.
+    """
+
+    def __init__(self, num_classes: int = 10, stem_width: int = 24, widths: tuple[int, int, int] = (32, 48, 64)) -> None:
+        super().__init__()
+        channels = [stem_width, *widths]
+        self.features = nn.Sequential(
+            ConvBNAct(3, stem_width),
+            *(ResidualGroup(c_in, c_out) for c_in, c_out in zip(channels, channels[1:])),
+        )
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.classifier = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.pool(self.features(x)).flatten(1))

@@ -7,18 +7,18 @@ import torch
 from torch import nn
 
 from cifar_lightning.cli import run_cli
-from cifar_lightning.models import CompactNet
+from cifar_lightning.models import CompactNet, ResidualCompactNet
 from cifar_lightning.module import ImageClassifier
 
 from test_cli import REPO, TINY, data_args
 
 
-@pytest.mark.parametrize("recipe", ["fast", "best"])
-def test_recipe_fits_and_tests_with_compactnet_in_bf16(recipe, tmp_path, real_data_dir, real_archive, monkeypatch):
+@pytest.mark.parametrize(("recipe", "network_class"), [("fast", CompactNet), ("best", ResidualCompactNet)])
+def test_recipe_fits_and_tests_in_bf16_with_flip_tta(recipe, network_class, tmp_path, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = str(REPO / "configs" / f"{recipe}.yaml")
     result = run_cli(["fit", "--config", config, *data_args(real_data_dir, real_archive), *TINY])
-    assert isinstance(result.model.network, CompactNet)
+    assert type(result.model.network) is network_class
     assert result.trainer.precision == "bf16-mixed" and result.model.hparams.flip_tta
     assert result.trainer.global_step == 3
     tested = run_cli(["test", "--config", config, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", "last"])

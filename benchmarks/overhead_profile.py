@@ -60,8 +60,9 @@ def profile(config: str, batches: int, rate: int, overrides: list[str], work_dir
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
         f"--trainer.logger.init_args.save_dir={work_dir}", *overrides,
     ]  # fmt: skip
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists() and shutil.which(spy) is None:
+    beside_python = Path(sys.executable).with_name("py-spy")  # the venv's, when not on PATH
+    spy = shutil.which("py-spy") or (str(beside_python) if beside_python.exists() else None)
+    if spy is None:
         sys.exit("error: py-spy is not installed: pip install py-spy (or make bench-overhead, which installs it)")
     result = subprocess.run([spy, "record", "--rate", str(rate), "--format", "raw", "--output", str(raw), "--", *fit], capture_output=True, text=True)
     if result.returncode != 0 or not raw.is_file():

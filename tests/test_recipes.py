@@ -1,9 +1,12 @@
-"""configs/fast.yaml and configs/best.yaml through the real entry point, and flip test-time augmentation."""
+"""configs/fast.yaml and configs/best.yaml through the real entry point, and test-time augmentation."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from cifar_lightning.cli import run_cli
@@ -46,3 +49,18 @@ def test_flip_tta_averages_an_image_and_its_mirror():
     # the averaged prediction cannot tell an image from its mirror; the single view can
     torch.testing.assert_close(tta.evaluate(images.flip(3)), tta.evaluate(images))
     assert not torch.allclose(single.evaluate(images.flip(3)), single.evaluate(images))
+
+
+def test_tta_shift_adds_shifted_mirrored_pairs_outside_fit():
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, 32, 32)
+    model = ImageClassifier(LeftHalfNet(), channels_last=False, flip_tta=True, tta_shift=2)
+    pair = ImageClassifier(model.network, channels_last=False, flip_tta=True).evaluate
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2), mode="reflect")
+    shifted = (pair(padded[..., :32, :32]) + pair(padded[..., 4:, 4:])) / 2
+    torch.testing.assert_close(model.evaluate(images), (pair(images) + shifted) / 2)
+    # the per-epoch validation inside fit keeps to the mirrored pair (cost)
+    model._trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING))
+    torch.testing.assert_close(model.evaluate(images), pair(images))
+    model._trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.TESTING))
+    torch.testing.assert_close(model.evaluate(images), (pair(images) + shifted) / 2)

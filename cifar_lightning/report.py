@@ -94,11 +94,15 @@ def read_confusion(run_dir: Path) -> dict | None:
     return {"classes": names, "matrix": matrix, "per_class_accuracy": per_class}
 
 
-def read_flip_tta(run_dir: Path) -> bool:
-    """Whether evaluation averaged each image with its mirror (``model.flip_tta`` in config.yaml)."""
+def read_test_views(run_dir: Path) -> tuple[bool, int]:
+    """The test-time augmentation in config.yaml: (``model.flip_tta``, ``model.tta_shift`` in pixels).
+
+    The shift counts only with flip_tta, as in ``ImageClassifier.evaluate``."""
     path = run_dir / "config.yaml"
     config = yaml.safe_load(path.read_text()) if path.is_file() else None
-    return bool(((config or {}).get("model") or {}).get("flip_tta", False))
+    model = (config or {}).get("model") or {}
+    flip = bool(model.get("flip_tta", False))
+    return flip, int(model.get("tta_shift") or 0) if flip else 0
 
 
 def median_value(points: list[tuple[float, int, float]]) -> float | None:
@@ -118,6 +122,7 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
     crossed = next((r["epoch"] + 1 for r in val if r["val_acc"] >= VAL_TARGET), None)
     test = scalars.get("test/acc")
     wall = rows[-1]["wall_time_s"] if rows else None
+    flip_tta, tta_shift = read_test_views(run_dir)
     return {
         "run_dir": str(run_dir),
         "network": facts.get("network"),
@@ -132,7 +137,8 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
         "seconds_per_epoch": wall / len(rows) if rows and wall else None,
         # training images/s while stepping (SpeedMonitor's ThroughputMonitor; median over the run)
         "train_images_per_sec": median_value(scalars.get("train/device/samples_per_sec", [])),
-        "test_flip_tta": read_flip_tta(run_dir),  # False: single-view test accuracy
+        "test_flip_tta": flip_tta,  # False: single-view test accuracy
+        "test_tta_shift": tta_shift,  # > 0: also the mirrored pairs shifted this many pixels (6 views)
         "test_per_class": read_confusion(run_dir),
         "command": info.get("command"),
         "commit": info.get("commit"),

@@ -35,7 +35,7 @@ def row_for(name: str, s: dict) -> str:
     archive = (s.get("data") or {}).get("archive") or "torchvision download"
     minutes = None if s.get("fit_wall_time_s") is None else s["fit_wall_time_s"] / 60
     network = (s.get("network") or "?").rsplit(".", 1)[-1]
-    views = " (flip TTA)" if s.get("test_flip_tta") else ""
+    views = " (6-view TTA)" if s.get("test_tta_shift") else " (flip TTA)" if s.get("test_flip_tta") else ""
     return (
         f"| [{name}](results/{name}/) | {network} | {s['parameters']:,} | {s['epochs']} | {_fmt(s.get('test_acc'), '.2%')}{views} "
         f"| {_fmt(s.get('first_epoch_val_acc_ge_85'), 'd', 'never')} | {_fmt(minutes, '.1f')} min "

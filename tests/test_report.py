@@ -9,6 +9,7 @@ import pytest
 
 from cifar_lightning.cli import run_cli
 from cifar_lightning.report import main as report_main
+from cifar_lightning.report import read_test_views
 from test_cli import CONFIG, data_args
 
 SHORT = [
@@ -52,6 +53,7 @@ def test_report_on_a_short_real_run(tmp_path, monkeypatch, real_data_dir, real_a
     assert summary["commit"] and summary["torch"] and summary["lightning"]
     assert summary["data"]["archive"] == str(real_archive)
     assert summary["train_images_per_sec"] > 0 and summary["test_flip_tta"] is False
+    assert summary["test_tta_shift"] == 0
     per_class = summary["test_per_class"]
     assert per_class["classes"][0] == "airplane" and len(per_class["matrix"]) == 10
     assert sum(map(sum, per_class["matrix"])) == 512  # two test batches of 256
@@ -59,3 +61,13 @@ def test_report_on_a_short_real_run(tmp_path, monkeypatch, real_data_dir, real_a
     png = (out / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
     assert "test_acc" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("model", "views"),
+    [("flip_tta: true\n  tta_shift: 2", (True, 2)), ("flip_tta: true", (True, 0)), ("tta_shift: 2", (False, 0)), ("{}", (False, 0))],
+)
+def test_test_views_are_read_from_the_run_config(model, views, tmp_path):
+    # the shift views exist only on top of the mirrored pair (ImageClassifier.evaluate)
+    (tmp_path / "config.yaml").write_text(f"model:\n  {model}\n")
+    assert read_test_views(tmp_path) == views

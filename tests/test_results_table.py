@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from cifar_lightning.results_table import END, START, main
 
 
@@ -30,12 +32,16 @@ def test_table_is_rebuilt_between_markers(tmp_path):
     assert "| seed (published) | SeedNet | 150,738 | 50 | 87.31% |" in text
 
 
-def test_flip_tta_test_accuracy_is_marked(tmp_path):
+@pytest.mark.parametrize(
+    ("views", "mark"),
+    [({"test_flip_tta": True}, " (flip TTA)"), ({"test_flip_tta": True, "test_tta_shift": 2}, " (6-view TTA)"), ({}, "")],
+)
+def test_test_time_augmentation_is_marked(views, mark, tmp_path):
     run = tmp_path / "results" / "best"
     run.mkdir(parents=True)
-    summary = {"parameters": 194130, "epochs": 130, "test_acc": 0.9, "test_flip_tta": True, "network": "x.CompactNet"}
+    summary = {"parameters": 194130, "epochs": 130, "test_acc": 0.9, "network": "x.CompactNet", **views}
     (run / "summary.json").write_text(json.dumps(summary))
     readme = tmp_path / "README.md"
     readme.write_text(f"{START}\n{END}\n")
     main(["--readme", str(readme), "--results", str(tmp_path / "results")])
-    assert "| [best](results/best/) | CompactNet | 194,130 | 130 | 90.00% (flip TTA) | never |" in readme.read_text()
+    assert f"| [best](results/best/) | CompactNet | 194,130 | 130 | 90.00%{mark} | never |" in readme.read_text()

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from cifar_lightning.distillation import Distillation
 from cifar_lightning.errors import CheckpointError
 
 
@@ -42,6 +43,8 @@ class ImageClassifier(LightningModule):
             six views, the unshifted pair weighted as much as the two shifted ones together. 0 for
             none. Not used by the per-epoch validation inside ``fit``, where three times the
             evaluation cost would come out of the training budget.
+        distillation: train against a frozen teacher's soft targets as well as the labels
+            (``cifar_lightning.distillation.Distillation``); evaluation is unchanged.
     """
 
     def __init__(
@@ -57,13 +60,16 @@ class ImageClassifier(LightningModule):
         channels_last: bool = True,
         flip_tta: bool = False,
         tta_shift: int = 0,
+        distillation: Distillation | None = None,
     ) -> None:
         super().__init__()
         # network and optimizer are objects: leaving them out keeps checkpoints loadable with
         # weights_only=True; the run's config.yaml records them instead
-        self.save_hyperparameters(ignore=["network", "optimizer"])
+        self.save_hyperparameters(ignore=["network", "optimizer", "distillation"])
         self.network = network
         self.optimizer_factory = optimizer
+        # a plain attribute, not a submodule: the teacher stays out of parameters() and state_dict()
+        self.distillation = distillation
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -73,9 +79,10 @@ class ImageClassifier(LightningModule):
             self.network.to(memory_format=torch.channels_last)
 
     def forward(self, images: Tensor) -> Tensor:
-        if self.hparams.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.network(images)
+        return self.network(self._layout(images))
+
+    def _layout(self, images: Tensor) -> Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
 
     def evaluate(self, images: Tensor) -> Tensor:
         """Logits for evaluation: single view, averaged with the mirror image (``flip_tta``), and
@@ -99,6 +106,8 @@ class ImageClassifier(LightningModule):
         images, labels = batch
         logits = self(images) if stage == "train" else self.evaluate(images)
         loss = self.criterion(logits, labels)
+        if stage == "train" and self.distillation is not None:
+            loss = self.distillation.loss(logits, loss, self._layout(images))
         accuracy(logits, labels)
         on_step = stage == "train"
         # val/test loss is averaged over all DDP processes (accuracy is a torchmetrics metric,
@@ -152,6 +161,10 @@ class ImageClassifier(LightningModule):
             final_div_factor=self.hparams.final_div_factor,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+    def on_fit_start(self) -> None:
+        if self.distillation is not None:
+            self.distillation.load_teacher(self.device, self.hparams.channels_last)
 
     def on_train_start(self) -> None:
         # A resumed OneCycle keeps its saved length; a different max_epochs, batch size or split

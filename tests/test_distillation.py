@@ -1,0 +1,62 @@
+"""Knowledge distillation: the blended loss, and a fit through the real entry point with a real teacher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cifar_lightning.cli import run_cli
+from cifar_lightning.distillation import Distillation
+from cifar_lightning.errors import CheckpointError
+from test_cli import CONFIG, REPO, TINY, data_args
+
+TEACHER_CKPT = REPO / "results" / "best-140ep" / "last.ckpt"  # a committed ResidualCompactNet run
+TEACHER = {"class_path": "cifar_lightning.models.ResidualCompactNet", "init_args": {"widths": [32, 48, 64]}}
+
+
+def distillation_arg(teacher: dict = TEACHER, checkpoint=TEACHER_CKPT) -> str:
+    spec = {"class_path": "cifar_lightning.distillation.Distillation", "init_args": {"teacher": teacher, "checkpoint": str(checkpoint)}}
+    return f"--model.distillation={json.dumps(spec)}"
+
+
+def test_loss_blends_label_loss_with_the_teachers_softened_predictions():
+    torch.manual_seed(0)
+    teacher = nn.Linear(6, 10)
+    images = torch.randn(8, 6)
+    labels = torch.randint(0, 10, (8,))
+    distill = Distillation(teacher, "unused.ckpt", weight=0.75, temperature=2.0, bf16=False)
+    same = teacher(images).detach()
+    label_loss = F.cross_entropy(same, labels)
+    # a student that matches the teacher pays only its share of the label loss
+    torch.testing.assert_close(distill.loss(same, label_loss, images), 0.25 * label_loss)
+    other = same + torch.randn_like(same)
+    expected_kl = F.kl_div(F.log_softmax(other / 2, 1), F.softmax(same / 2, 1), reduction="batchmean")
+    torch.testing.assert_close(distill.loss(other, label_loss, images), 0.25 * label_loss + 0.75 * 4 * expected_kl)
+    with pytest.raises(ValueError, match="weight"):
+        Distillation(teacher, "unused.ckpt", weight=1.5)
+
+
+def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(tmp_path, real_data_dir, real_archive, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg()])
+    teacher = result.model.distillation.teacher
+    saved = torch.load(TEACHER_CKPT, map_location="cpu", weights_only=True)["state_dict"]
+    # loaded from the checkpoint, and neither trained nor its batch-norm statistics updated
+    for name, value in teacher.state_dict().items():
+        torch.testing.assert_close(value, saved[f"network.{name}"], msg=name)
+    assert not teacher.training and result.trainer.global_step == 3
+    student = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(key.startswith("network.") for key in student["state_dict"]) and student["network_class"].endswith("SeedNet")
+
+
+def test_a_teacher_checkpoint_of_another_network_is_refused(tmp_path, real_data_dir, real_archive, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    other = {"class_path": "cifar_lightning.models.CompactNet"}
+    with pytest.raises(CheckpointError, match="does not fit model.distillation.teacher"):
+        run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg(other)])
+    with pytest.raises(CheckpointError, match="does not exist"):
+        run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg(checkpoint=tmp_path / "no.ckpt")])

@@ -34,6 +34,7 @@ from cifar_lightning.module import ImageClassifier
 VERBOSE_ENV = "CIFAR_LIGHTNING_VERBOSE"  # set to 1 for tracebacks on user errors
 VERSION_ENV = "CIFAR_LIGHTNING_RUN_VERSION"  # the run folder, handed to DDP processes started later
 LAST_NAME = "last"  # checkpoints/last.ckpt, written after every epoch
+EVALUATION_KEYS = ("flip_tta", "tta_shift")  # ImageClassifier's test-time settings
 
 
 class SaveStageConfig(SaveConfigCallback):
@@ -87,6 +88,17 @@ class CifarLightningCLI(LightningCLI):
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(ModelSummary, "model_summary")
         parser.set_defaults({"model_summary.max_depth": 3})
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning applies a checkpoint's saved hyperparameters over the command line; for the
+        # test-time views that would silently ignore `test --ckpt_path X --model.tta_shift 0`.
+        # They change no weights, so the config and command line decide them.
+        subcommand = self.config.get("subcommand")
+        model = self.config[subcommand].get("model") if subcommand else None
+        chosen = {key: model.get(key) for key in EVALUATION_KEYS} if model is not None else {}
+        super()._parse_ckpt_path()
+        for key, value in chosen.items():
+            self.config[subcommand]["model"][key] = value
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         plugins = config.get("plugins") or []

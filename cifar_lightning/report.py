@@ -156,7 +156,9 @@ def plot(rows: list[dict], scalars: dict, path: Path, title: str) -> None:
     fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, key, label in ((loss_ax, "loss", "cross-entropy loss"), (acc_ax, "acc", "accuracy")):
         for split, style in (("train", "-"), ("val", "--")):
-            ax.plot(epochs, [r[f"{split}_{key}"] for r in rows], style, label=split)
+            points = [(e, r[f"{split}_{key}"]) for e, r in zip(epochs, rows) if r[f"{split}_{key}"] is not None]
+            if points:  # a run with data.val_size 0 has no validation curve
+                ax.plot(*zip(*points), style, label=split)
         ax.set(xlabel="epoch", ylabel=label, title=label)
         ax.grid(alpha=0.3)
         ax.legend()

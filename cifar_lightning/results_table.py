@@ -38,7 +38,7 @@ def row_for(name: str, s: dict) -> str:
     views = " (6-view TTA)" if s.get("test_tta_shift") else " (flip TTA)" if s.get("test_flip_tta") else ""
     return (
         f"| [{name}](results/{name}/) | {network} | {s['parameters']:,} | {s['epochs']} | {_fmt(s.get('test_acc'), '.2%')}{views} "
-        f"| {_fmt(s.get('first_epoch_val_acc_ge_85'), 'd', 'never')} | {_fmt(minutes, '.1f')} min "
+        f"| {_fmt(s.get('first_epoch_val_acc_ge_85'), 'd', 'never' if s.get('best_val_acc') is not None else 'no val')} | {_fmt(minutes, '.1f')} min "
         f"| {_fmt(s.get('seconds_per_epoch'), '.1f')} | {_fmt(s.get('train_images_per_sec'), ',.0f')} "
         f"| {Path(archive).name} | {where} |"
     )

@@ -161,3 +161,10 @@ def test_val_size_larger_than_the_training_set(image_folder):
     dm.prepare_data()
     with pytest.raises(DataError, match="val_size=60 leaves no training images"):
         dm.setup("fit")
+
+
+def test_val_size_zero_trains_on_every_image_without_validation(image_folder):
+    dm = CIFAR10DataModule(str(image_folder), download=False, val_size=0, num_workers=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.train_set) == 60 and dm.val_dataloader() == []  # 6 images of each of 10 classes

@@ -71,3 +71,17 @@ def test_test_views_are_read_from_the_run_config(model, views, tmp_path):
     # the shift views exist only on top of the mirrored pair (ImageClassifier.evaluate)
     (tmp_path / "config.yaml").write_text(f"model:\n  {model}\n")
     assert read_test_views(tmp_path) == views
+
+
+@pytest.mark.slow
+def test_report_on_a_run_without_validation(tmp_path, monkeypatch, real_data_dir, real_archive):
+    # data.val_size 0: the final fit of a chosen recipe on all 50,000 training images
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", CONFIG, *data_args(real_data_dir, real_archive), *SHORT, "--trainer.max_epochs=1", "--data.val_size=0"]
+    fitted = run_cli(["fit", *args])
+    assert fitted.trainer.num_training_batches == 8 and not any(k.startswith("val/") for k in fitted.trainer.callback_metrics)
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    report_main([str(run_dir), "--out", str(tmp_path / "report")])
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["best_val_acc"] is None and summary["first_epoch_val_acc_ge_85"] is None
+    assert (tmp_path / "report" / "curves.png").stat().st_size > 10_000

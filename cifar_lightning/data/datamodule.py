@@ -39,7 +39,8 @@ class CIFAR10DataModule(LightningDataModule):
         archive: a ``.tar.gz`` of ``cifar-10-python`` or of an image folder
             (``{train,test}/<class>/*``); unpacked into ``data_dir`` once.
         download: fall back to torchvision's download when ``data_dir`` holds no data.
-        val_size: images held out of the 50,000 training images for validation.
+        val_size: images held out of the 50,000 training images for validation. 0 trains on all
+            of them and skips validation: the final fit of a recipe already chosen on validation.
         split_seed: seed of the train/validation split (independent of the run's seed).
         batch_size: training batch size.
         eval_batch_size: batch size for validation, test and predict (no gradients, so larger).
@@ -54,7 +55,7 @@ class CIFAR10DataModule(LightningDataModule):
         data_dir: str = "data",
         archive: str | None = None,
         download: bool = True,
-        val_size: PositiveInt = 5000,
+        val_size: NonNegativeInt = 5000,
         split_seed: int = 0,
         batch_size: PositiveInt = 128,
         eval_batch_size: PositiveInt = 512,
@@ -65,8 +66,8 @@ class CIFAR10DataModule(LightningDataModule):
         super().__init__()
         if batch_size <= 0 or eval_batch_size <= 0:
             raise DataError(f"batch sizes must be positive, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
-        if val_size <= 0:
-            raise DataError(f"val_size must be positive, got {val_size}")
+        if val_size < 0:
+            raise DataError(f"val_size must be 0 (no validation) or positive, got {val_size}")
         self.data_dir = Path(data_dir)
         self.archive = Path(archive) if archive else None
         self.download = download
@@ -155,8 +156,9 @@ class CIFAR10DataModule(LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         self.shuffle_seed = state_dict.get("shuffle_seed")
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size)
+    def val_dataloader(self) -> DataLoader | list:
+        # no validation split: Lightning skips the validation loop for an empty list
+        return self._loader(self.val_set, self.eval_batch_size) if len(self.val_set) else []
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size)

@@ -95,11 +95,13 @@ def read_confusion(run_dir: Path) -> dict | None:
 
 
 def read_test_views(run_dir: Path) -> tuple[bool, int]:
-    """The test-time augmentation in config.yaml: (``model.flip_tta``, ``model.tta_shift`` in pixels).
+    """The test-time augmentation: (``model.flip_tta``, ``model.tta_shift`` in pixels).
 
-    The shift counts only with flip_tta, as in ``ImageClassifier.evaluate``."""
-    path = run_dir / "config.yaml"
-    config = yaml.safe_load(path.read_text()) if path.is_file() else None
+    From the config ``test`` ran with (``config-test.yaml``, which the command line may have
+    changed), else the fit's ``config.yaml``. The shift counts only with flip_tta, as in
+    ``ImageClassifier.evaluate``."""
+    path = next((p for p in (run_dir / "config-test.yaml", run_dir / "config.yaml") if p.is_file()), None)
+    config = yaml.safe_load(path.read_text()) if path is not None else None
     model = (config or {}).get("model") or {}
     flip = bool(model.get("flip_tta", False))
     return flip, int(model.get("tta_shift") or 0) if flip else 0

@@ -85,3 +85,9 @@ def test_report_on_a_run_without_validation(tmp_path, monkeypatch, real_data_dir
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["epochs"] == 1 and summary["best_val_acc"] is None and summary["first_epoch_val_acc_ge_85"] is None
     assert (tmp_path / "report" / "curves.png").stat().st_size > 10_000
+
+
+def test_test_views_follow_the_config_test_ran_with(tmp_path):
+    (tmp_path / "config.yaml").write_text("model:\n  flip_tta: true\n  tta_shift: 2\n")
+    (tmp_path / "config-test.yaml").write_text("model:\n  flip_tta: true\n  tta_shift: 0\n")  # test --model.tta_shift 0
+    assert read_test_views(tmp_path) == (True, 0)

@@ -39,9 +39,20 @@ def test_table_is_rebuilt_between_markers(tmp_path):
 def test_test_time_augmentation_is_marked(views, mark, tmp_path):
     run = tmp_path / "results" / "best"
     run.mkdir(parents=True)
-    summary = {"parameters": 194130, "epochs": 130, "test_acc": 0.9, "network": "x.CompactNet", **views}
+    summary = {"parameters": 194130, "epochs": 130, "test_acc": 0.9, "best_val_acc": 0.8, "network": "x.CompactNet", **views}
     (run / "summary.json").write_text(json.dumps(summary))
     readme = tmp_path / "README.md"
     readme.write_text(f"{START}\n{END}\n")
     main(["--readme", str(readme), "--results", str(tmp_path / "results")])
     assert f"| [best](results/best/) | CompactNet | 194,130 | 130 | 90.00%{mark} | never |" in readme.read_text()
+
+
+def test_a_run_without_validation_says_so(tmp_path):
+    run = tmp_path / "results" / "best"
+    run.mkdir(parents=True)
+    summary = {"parameters": 184226, "epochs": 130, "test_acc": 0.9, "best_val_acc": None, "network": "x.ResidualCompactNet"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n")
+    main(["--readme", str(readme), "--results", str(tmp_path / "results")])
+    assert "| 130 | 90.00% | no val |" in readme.read_text()

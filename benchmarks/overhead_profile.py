@@ -26,7 +26,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from cifar_lightning.callbacks import _cpu_model, _git
+from benchmarks.throughput import commit_label
+from cifar_lightning.callbacks import _cpu_model
 
 # (class, substrings of a frame "function (file:line)"): the first class whose pattern matches
 # any frame, searched from the leaf towards the root, takes the sample
@@ -85,7 +86,7 @@ def report(counts: Counter, command: str, data: str) -> str:
         "# Lightning's overhead inside one fit, by sampling",
         "",
         f"Written by `{command}`",
-        f"(commit {_git('rev-parse', '--short', 'HEAD')}{' + uncommitted changes' if _git('status', '--porcelain', '--untracked-files=no') else ''}; "
+        f"(commit {commit_label()}; "
         f"CPU: {_cpu_model()}; data: {data}).",
         "",
         "| where the training loop's time went | samples | share |",

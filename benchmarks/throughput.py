@@ -139,6 +139,12 @@ def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: in
     return _timed_batches(loader, warmup, steps, step)
 
 
+def commit_label() -> str:
+    """The short commit, and whether tracked files differ from it: the provenance line of a benchmark file."""
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return f"{_git('rev-parse', '--short', 'HEAD')}{' + uncommitted changes' if dirty else ''}"
+
+
 def report(results: dict, args, overrides: dict, data: dict) -> str:
     def cell(values: list[float]) -> str:
         return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
@@ -147,7 +153,7 @@ def report(results: dict, args, overrides: dict, data: dict) -> str:
         "# Training throughput: data pipeline, plain PyTorch loop, and fit through the project",
         "",
         f"Written by `{' '.join(['python -m benchmarks.throughput', *sys.argv[1:]])}`",
-        f"(commit {_git('rev-parse', '--short', 'HEAD')}{' + uncommitted changes' if _git('status', '--porcelain', '--untracked-files=no') else ''};"
+        f"(commit {commit_label()};"
         f" torch {torch.__version__}, {torch.get_num_threads()} threads; CPU: {_cpu_model()};"
         f" data: {Path(data.get('archive') or data.get('data_dir')).name}).",
         f"Images per second over {args.steps * REFERENCE_BATCH:,} images after {args.warmup * REFERENCE_BATCH:,} untimed ones "

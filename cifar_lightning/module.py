@@ -104,10 +104,11 @@ class ImageClassifier(LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> tuple[Tensor, Tensor]:
         images, labels = batch
+        images = self._layout(images)  # once: forward's own conversion is then a no-op, and the teacher shares it
         logits = self(images) if stage == "train" else self.evaluate(images)
         loss = self.criterion(logits, labels)
         if stage == "train" and self.distillation is not None:
-            loss = self.distillation.loss(logits, loss, self._layout(images))
+            loss = self.distillation.loss(logits, loss, images)
         accuracy(logits, labels)
         on_step = stage == "train"
         # val/test loss is averaged over all DDP processes (accuracy is a torchmetrics metric,

@@ -5,11 +5,16 @@ minimal plain-PyTorch loop, and ``fit`` through the project (Lightning, the conf
 
 Each variant is the config plus CLI overrides (``--variant bf16 "--trainer.precision bf16-mixed"``);
 without ``--variant`` the config alone is measured. For every variant and repeat, the three
-measurements run in turn (so drift hits all three alike); each times ``--steps`` batches after
-``--warmup`` untimed ones. The report gives the median images/s of the repeats, their range,
-Lightning's overhead against the plain loop, and how many times the training rate the
-pipeline delivers. It writes the Markdown table and the provenance (command, commit, machine,
-data copy) to ``--out``.
+measurements run back to back; each times ``--steps`` batches after ``--warmup`` untimed ones.
+The report gives the median images/s of the repeats, their range, Lightning's overhead against
+the plain loop, and how many times the training rate the pipeline delivers. It writes the
+Markdown table and the provenance (command, commit, machine, data copy) to ``--out``.
+
+The overhead is paired, because this 2-core VM drifts by about ±8% between runs minutes apart,
+more than the effect measured: each repeat times the plain loop and ``fit`` next to each other,
+in alternating order (plain, fit, then fit, plain: an ABBA design, so a steady drift or a
+second-in-line effect favours neither), and the overhead is the median over repeats of that
+repeat's own ratio, not a ratio of medians taken minutes apart.
 
 The plain loop does the same work per step as the project's ``training_step``: forward,
 cross-entropy (with the config's label smoothing), backward, the optimizer and OneCycle step,
@@ -139,6 +144,16 @@ def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: in
     return _timed_batches(loader, warmup, steps, step)
 
 
+def kinds_in_order(repeat: int) -> tuple[str, ...]:
+    """The measurements of one repeat: the pipeline, then plain and fit, swapped on every other repeat (ABBA)."""
+    return ("pipeline", "plain", "fit") if repeat % 2 == 0 else ("pipeline", "fit", "plain")
+
+
+def paired_overheads(plain: list[float], fit: list[float]) -> list[float]:
+    """Per repeat, how much longer a fit step took than a plain step timed beside it, in percent."""
+    return [100 * (p / f - 1) for p, f in zip(plain, fit, strict=True)]
+
+
 def commit_label() -> str:
     """The short commit, and whether tracked files differ from it: the provenance line of a benchmark file."""
     dirty = _git("status", "--porcelain", "--untracked-files=no")
@@ -159,16 +174,20 @@ def report(results: dict, args, overrides: dict, data: dict) -> str:
         f"Images per second over {args.steps * REFERENCE_BATCH:,} images after {args.warmup * REFERENCE_BATCH:,} untimed ones "
         f"(as batches of the variant's size); median of {args.repeats} repeats (range).",
         "",
-        "| variant | overrides | data pipeline | plain loop | fit (project) | Lightning overhead vs plain | pipeline / fit |",
+        "| variant | overrides | data pipeline | plain loop | fit (project) | Lightning overhead vs plain, paired | pipeline / fit |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
-        pipe, plain, fit = (statistics.median(runs[k]) for k in KINDS)
+        overheads = paired_overheads(runs["plain"], runs["fit"])
+        pipe, fit = statistics.median(runs["pipeline"]), statistics.median(runs["fit"])
         lines.append(
             f"| {name} | `{' '.join(overrides[name]) or '(config as is)'}` | {cell(runs['pipeline'])} | {cell(runs['plain'])} | "
-            f"{cell(runs['fit'])} | {100 * (plain / fit - 1):+.1f}% | {pipe / fit:.2f}x |"
+            f"{cell(runs['fit'])} | {statistics.median(overheads):+.1f}% ({min(overheads):+.1f}% to {max(overheads):+.1f}%; "
+            f"fit slower in {sum(o > 0 for o in overheads)} of {len(overheads)}) | {pipe / fit:.2f}x |"
         )
-    lines += ["", "Overhead: how much longer a fit step takes than a plain-loop step (plain rate / fit rate - 1)."]
+    lines += ["", "Overhead: how much longer a fit step takes than the plain-loop step timed beside it "
+              "(plain rate / fit rate - 1), per repeat; the median of the repeats (their range). Plain and fit "
+              "alternate which runs first (ABBA), so drift between the two cancels over the repeats."]
     return "\n".join(lines) + "\n"
 
 
@@ -179,7 +198,7 @@ def main() -> None:
     parser.add_argument("--grid", action="store_true", help="the settings grid (GRID) instead of --variant")
     parser.add_argument("--warmup", type=int, default=10, help="untimed batches first")
     parser.add_argument("--steps", type=int, default=150, help="timed batches of 128 images (fewer: the 2-core VM's own drift, about ±10%%, dominates)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=8, help="an even number balances the ABBA order")
     parser.add_argument("--out", default="results/bench.md")
     args, common = parser.parse_known_args()
     chosen = GRID if args.grid else args.variant
@@ -188,7 +207,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as log_dir:
         for repeat in range(args.repeats):
             for name, overrides in variants.items():
-                for kind in KINDS:
+                for kind in kinds_in_order(repeat):
                     rate = measure(kind, args.config, overrides, args.warmup, args.steps, log_dir)
                     results[name][kind].append(rate)
                     print(f"repeat {repeat + 1}/{args.repeats} {name:>12} {kind:>8}: {rate:8.0f} img/s", flush=True)

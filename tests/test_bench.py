@@ -24,7 +24,8 @@ def test_bench_writes_a_table_for_each_variant(tmp_path, real_data_dir, real_arc
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert all(float(c.split()[0].replace(",", "")) > 0 for c in cells[2:5])  # three measured rates
-        assert cells[5].endswith("%") and cells[6].endswith("x")
+        assert cells[5].split()[0].endswith("%") and "fit slower in" in cells[5]  # the paired overhead
+        assert cells[6].endswith("x")
 
 
 def test_overhead_profile_classes_each_sample_by_its_innermost_work_frame():
@@ -38,3 +39,15 @@ def test_overhead_profile_classes_each_sample_by_its_innermost_work_frame():
     assert classify(loop + ";__getitem__ (cifar_lightning/data/dataset.py:20);apply (albumentations/core/composition.py:1)") == "data"
     overhead = classify(loop + ";log (lightning/pytorch/core/module.py:400);on_train_batch_end (cifar_lightning/callbacks.py:265)")
     assert overhead == "Lightning and callbacks (overhead)"
+
+
+def test_plain_and_fit_alternate_which_runs_first_and_the_overhead_is_paired_per_repeat():
+    from benchmarks.throughput import kinds_in_order, paired_overheads
+
+    orders = [kinds_in_order(repeat) for repeat in range(4)]
+    assert all(order[0] == "pipeline" and sorted(order[1:]) == ["fit", "plain"] for order in orders)
+    assert [order[1] for order in orders] == ["plain", "fit", "plain", "fit"]  # ABBA: each first in half
+    # a 3% slower fit on a machine that drifts 25% between repeats reads 3% in every repeat
+    assert paired_overheads([1030.0, 1287.5], [1000.0, 1250.0]) == pytest.approx([3.0, 3.0])
+    with pytest.raises(ValueError):
+        paired_overheads([1.0, 2.0], [1.0])  # a lost measurement must not shift the pairs

@@ -42,7 +42,9 @@ def test_loss_blends_label_loss_with_the_teachers_softened_predictions():
 
 def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(tmp_path, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg()])
+    # the overlay config as the README runs it; only its relative checkpoint path is made absolute here
+    overlay = ["--config", str(REPO / "configs" / "distill.yaml"), f"--model.distillation.init_args.checkpoint={TEACHER_CKPT}"]
+    result = run_cli(["fit", "--config", CONFIG, *overlay, *data_args(real_data_dir, real_archive), *TINY])
     teacher = result.model.distillation.teacher
     saved = torch.load(TEACHER_CKPT, map_location="cpu", weights_only=True)["state_dict"]
     # loaded from the checkpoint, and neither trained nor its batch-norm statistics updated

@@ -43,12 +43,29 @@ def _short(value: object) -> str:
 
 def changes(config: dict, baseline: dict) -> str:
     ours, base = flatten(config), flatten(baseline)
-    diff = [
-        f"{key}={_short(ours[key])}"
-        for key in sorted(ours)
-        if key.startswith(COMPARED) and not key.startswith(IGNORED) and ours[key] != base.get(key)
-    ]
-    return ", ".join(diff) or "(baseline)"
+
+    def differs(key: str) -> bool:
+        # a section the baseline fills in but this run leaves empty (model.distillation: null) flattens
+        # to one key here and to its fields there, so it counts as a change too
+        return ours[key] != base.get(key) or any(other.startswith(f"{key}.") for other in base)
+
+    def absent_section(key: str) -> str | None:
+        # the shortest part of a baseline key this run's config has nothing under (an older run's
+        # config lacks settings added since): model.distillation, not each of its fields. None when
+        # this run has the key, a section under it, or a value above it: those show as themselves.
+        parts = key.split(".")
+        for end in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:end])
+            if prefix in ours:
+                return None
+            if not any(other.startswith(f"{prefix}.") for other in ours):
+                return prefix
+        return None
+
+    compared = [key for key in sorted({*ours, *base}) if key.startswith(COMPARED) and not key.startswith(IGNORED)]
+    diff = {f"{key}={_short(ours[key])}" for key in compared if key in ours and differs(key)}
+    diff |= {f"{section}=(not set)" for key in compared if (section := absent_section(key))}
+    return ", ".join(sorted(diff)) or "(baseline)"
 
 
 def row(report_dir: Path, baseline: dict) -> str:

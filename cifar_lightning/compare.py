@@ -41,30 +41,32 @@ def _short(value: object) -> str:
     return str(value)
 
 
+def _sections(flat: dict[str, object]) -> set[str]:
+    """Every dotted key that has keys under it: ``model``, ``model.optimizer``, ..."""
+    return {key.rsplit(".", depth)[0] for key in flat for depth in range(1, key.count(".") + 1)}
+
+
 def changes(config: dict, baseline: dict) -> str:
     ours, base = flatten(config), flatten(baseline)
-
-    def differs(key: str) -> bool:
-        # a section the baseline fills in but this run leaves empty (model.distillation: null) flattens
-        # to one key here and to its fields there, so it counts as a change too
-        return ours[key] != base.get(key) or any(other.startswith(f"{key}.") for other in base)
+    our_sections, base_sections = _sections(ours), _sections(base)
 
     def absent_section(key: str) -> str | None:
         # the shortest part of a baseline key this run's config has nothing under (an older run's
         # config lacks settings added since): model.distillation, not each of its fields. None when
-        # this run has the key, a section under it, or a value above it: those show as themselves.
+        # this run has the key or a value above it: that shows as itself.
         parts = key.split(".")
-        for end in range(1, len(parts) + 1):
-            prefix = ".".join(parts[:end])
+        for prefix in (".".join(parts[:end]) for end in range(1, len(parts) + 1)):
             if prefix in ours:
                 return None
-            if not any(other.startswith(f"{prefix}.") for other in ours):
+            if prefix not in our_sections:
                 return prefix
         return None
 
     compared = [key for key in sorted({*ours, *base}) if key.startswith(COMPARED) and not key.startswith(IGNORED)]
-    diff = {f"{key}={_short(ours[key])}" for key in compared if key in ours and differs(key)}
-    diff |= {f"{section}=(not set)" for key in compared if (section := absent_section(key))}
+    # a section the baseline fills in but this run leaves empty (model.distillation: null) flattens to
+    # one key here and to its fields there, so it counts as a change too
+    diff = {f"{key}={_short(ours[key])}" for key in compared if key in ours and (ours[key] != base.get(key) or key in base_sections)}
+    diff |= {f"{section}=(not set)" for key in compared if key not in ours and (section := absent_section(key))}
     return ", ".join(sorted(diff)) or "(baseline)"
 
 

@@ -37,22 +37,21 @@ def test_table_is_rebuilt_between_markers(tmp_path):
     [({"test_flip_tta": True}, " (flip TTA)"), ({"test_flip_tta": True, "test_tta_shift": 2}, " (6-view TTA)"), ({}, "")],
 )
 def test_test_time_augmentation_is_marked(views, mark, tmp_path):
-    run = tmp_path / "results" / "best"
-    run.mkdir(parents=True)
     summary = {"parameters": 194130, "epochs": 130, "test_acc": 0.9, "best_val_acc": 0.8, "network": "x.CompactNet", **views}
-    (run / "summary.json").write_text(json.dumps(summary))
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{START}\n{END}\n")
-    main(["--readme", str(readme), "--results", str(tmp_path / "results")])
-    assert f"| [best](results/best/) | CompactNet | 194,130 | 130 | 90.00%{mark} | never |" in readme.read_text()
+    assert f"| [best](results/best/) | CompactNet | 194,130 | 130 | 90.00%{mark} | never |" in table_of_one_run(tmp_path, summary)
 
 
 def test_a_run_without_validation_says_so(tmp_path):
+    summary = {"parameters": 184226, "epochs": 130, "test_acc": 0.9, "best_val_acc": None, "network": "x.ResidualCompactNet"}
+    assert "| 130 | 90.00% | no val |" in table_of_one_run(tmp_path, summary)
+
+
+def table_of_one_run(tmp_path, summary: dict) -> str:
+    """The README text after generating the table from one run, results/best, with this summary."""
     run = tmp_path / "results" / "best"
     run.mkdir(parents=True)
-    summary = {"parameters": 184226, "epochs": 130, "test_acc": 0.9, "best_val_acc": None, "network": "x.ResidualCompactNet"}
     (run / "summary.json").write_text(json.dumps(summary))
     readme = tmp_path / "README.md"
     readme.write_text(f"{START}\n{END}\n")
     main(["--readme", str(readme), "--results", str(tmp_path / "results")])
-    assert "| 130 | 90.00% | no val |" in readme.read_text()
+    return readme.read_text()

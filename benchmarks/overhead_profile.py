@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.throughput import commit_label
-from cifar_lightning.callbacks import _cpu_model
+from cifar_lightning.provenance import cpu_model
 
 # (class, substrings of a frame "function (file:line)"): the first class whose pattern matches
 # any frame, searched from the leaf towards the root, takes the sample
@@ -87,7 +87,7 @@ def report(counts: Counter, command: str, data: str) -> str:
         "",
         f"Written by `{command}`",
         f"(commit {commit_label()}; "
-        f"CPU: {_cpu_model()}; data: {data}).",
+        f"CPU: {cpu_model()}; data: {data}).",
         "",
         "| where the training loop's time went | samples | share |",
         "|---|---|---|",

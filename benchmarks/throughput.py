@@ -38,7 +38,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 from torch.optim.swa_utils import AveragedModel
 from torchmetrics.classification import MulticlassAccuracy
 
-from cifar_lightning.callbacks import _cpu_model, _data_copy, _git
+from cifar_lightning.provenance import commit_label, cpu_model, data_copy, gpu_model
 from cifar_lightning.cli import build
 
 KINDS = ("pipeline", "plain", "fit")
@@ -66,28 +66,38 @@ class StepTimer(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if batch_idx == self.warmup:
+            _synchronize(pl_module.device)
             self.started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch_idx >= self.warmup:
             self.images += len(batch[0])
         if batch_idx == self.warmup + self.steps - 1:
+            _synchronize(pl_module.device)
             self.ended = time.perf_counter()
 
     def rate(self) -> float:
         return self.images / (self.ended - self.started)
 
 
-def _timed_batches(loader, warmup: int, steps: int, work) -> float:
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a host clock reads finished steps."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_batches(loader, warmup: int, steps: int, work, device: torch.device = torch.device("cpu")) -> float:
     """Images per second over ``steps`` batches after ``warmup``, with ``work(batch)`` per batch."""
     images, started = 0, None
     for index, batch in enumerate(loader):
         if index == warmup:
+            _synchronize(device)
             started = time.perf_counter()
         work(batch)
         if index >= warmup:
             images += len(batch[0])
         if index == warmup + steps - 1:
+            _synchronize(device)
             return images / (time.perf_counter() - started)
     raise SystemExit(f"error: the loader ran out after {index + 1} batches: lower --warmup/--steps")
 
@@ -118,18 +128,19 @@ def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: in
 
     # the plain loop: what training_step and Lightning's loop do, by hand
     hp = model.hparams
-    model.train()
+    device = trainer.strategy.root_device  # the Trainer's choice of accelerator, e.g. cuda:0
+    model.to(device).train()
     optimizer = model.optimizer_factory(model.parameters())
     scheduler = OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=warmup + steps,
                            pct_start=hp.pct_start, div_factor=hp.div_factor, final_div_factor=hp.final_div_factor)
-    accuracy = MulticlassAccuracy(hp.num_classes, average="micro")
+    accuracy = MulticlassAccuracy(hp.num_classes, average="micro").to(device)
     ema = next((c for c in trainer.callbacks if isinstance(c, EMAWeightAveraging)), None)
     # the callback's own AveragedModel arguments (its EMA function and buffer setting)
     averaged = AveragedModel(model, use_buffers=ema._use_buffers, **ema._kwargs) if ema else None
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in str(trainer.precision) else nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in str(trainer.precision) else nullcontext()
 
     def step(batch) -> None:
-        images, labels = batch
+        images, labels = (tensor.to(device, non_blocking=True) for tensor in batch)
         with autocast:
             logits = model(images)
             loss = model.criterion(logits, labels)
@@ -141,7 +152,7 @@ def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: in
         if averaged is not None:
             averaged.update_parameters(model)
 
-    return _timed_batches(loader, warmup, steps, step)
+    return _timed_batches(loader, warmup, steps, step, device)
 
 
 def kinds_in_order(repeat: int) -> tuple[str, ...]:
@@ -154,12 +165,6 @@ def paired_overheads(plain: list[float], fit: list[float]) -> list[float]:
     return [100 * (p / f - 1) for p, f in zip(plain, fit, strict=True)]
 
 
-def commit_label() -> str:
-    """The short commit, and whether tracked files differ from it: the provenance line of a benchmark file."""
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return f"{_git('rev-parse', '--short', 'HEAD')}{' + uncommitted changes' if dirty else ''}"
-
-
 def report(results: dict, args, overrides: dict, data: dict) -> str:
     def cell(values: list[float]) -> str:
         return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
@@ -169,7 +174,7 @@ def report(results: dict, args, overrides: dict, data: dict) -> str:
         "",
         f"Written by `{' '.join(['python -m benchmarks.throughput', *sys.argv[1:]])}`",
         f"(commit {commit_label()};"
-        f" torch {torch.__version__}, {torch.get_num_threads()} threads; CPU: {_cpu_model()};"
+        f" torch {torch.__version__}, {torch.get_num_threads()} threads; CPU: {cpu_model()}; GPU: {gpu_model() or 'none'};"
         f" data: {Path(data.get('archive') or data.get('data_dir')).name}).",
         f"Images per second over {args.steps * REFERENCE_BATCH:,} images after {args.warmup * REFERENCE_BATCH:,} untimed ones "
         f"(as batches of the variant's size); median of {args.repeats} repeats (range).",
@@ -211,7 +216,7 @@ def main() -> None:
                     rate = measure(kind, args.config, overrides, args.warmup, args.steps, log_dir)
                     results[name][kind].append(rate)
                     print(f"repeat {repeat + 1}/{args.repeats} {name:>12} {kind:>8}: {rate:8.0f} img/s", flush=True)
-        data = _data_copy(build(args.config, common).datamodule)
+        data = data_copy(build(args.config, common).datamodule)
     text = report(results, args, variants, data)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

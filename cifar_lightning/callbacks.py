@@ -5,10 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import random
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,38 +19,11 @@ from lightning.pytorch.callbacks import BasePredictionWriter, ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from cifar_lightning import provenance
 from cifar_lightning.errors import UserError
 from cifar_lightning.figures import confusion_matrix_figure, misclassified_figure
 
 RUN_INFO = "run.json"
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _data_copy(datamodule) -> dict:
-    archive = getattr(datamodule, "archive", None)
-    info = {"data_dir": str(getattr(datamodule, "data_dir", "")), "archive": str(archive) if archive else None}
-    if archive is not None:
-        sidecar = Path(archive).with_name(Path(archive).name + ".sha256")
-        if sidecar.is_file():
-            info["archive_sha256"] = sidecar.read_text().split()[0]
-    return info
 
 
 def last_checkpoint_path(trainer: Trainer) -> str:
@@ -75,23 +46,17 @@ class RunInfo(Callback):
             return
         path = Path(log_dir) / RUN_INFO
         previous = json.loads(path.read_text()) if path.is_file() else {}
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
         start = {
             "started": time.time(),  # seconds since the epoch; the report's clock starts here
             "command": " ".join(["python -m cifar_lightning", *sys.argv[1:]]),
-            "commit": _git("rev-parse", "HEAD"),
-            "commit_dirty": bool(dirty) if dirty is not None else None,
+            **provenance.commit(),
             "torch": torch.__version__,
             "lightning": lightning.__version__,
-            "data": _data_copy(trainer.datamodule),
+            "data": provenance.data_copy(trainer.datamodule),
             "machine": {
-                "cpu": _cpu_model(),
-                "cpu_count": os.cpu_count(),
-                "torch_threads": torch.get_num_threads(),
+                **provenance.machine(),
                 "accelerator": type(trainer.accelerator).__name__,
-                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                 "precision": str(trainer.precision),
-                "platform": platform.platform(),
             },
             "parameters": sum(p.numel() for p in pl_module.parameters()),
         }

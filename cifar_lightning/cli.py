@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import pickle
 import sys
-from argparse import ArgumentError
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cifar_lightning.callbacks import (
     FiniteLossGuard,
@@ -28,10 +25,9 @@ from cifar_lightning.callbacks import (
 )
 from cifar_lightning.checkpoint_io import AtomicCheckpointIO
 from cifar_lightning.data import CIFAR10DataModule
-from cifar_lightning.errors import UserError
+from cifar_lightning.errors import UserError, user_errors
 from cifar_lightning.module import ImageClassifier
 
-VERBOSE_ENV = "CIFAR_LIGHTNING_VERBOSE"  # set to 1 for tracebacks on user errors
 VERSION_ENV = "CIFAR_LIGHTNING_RUN_VERSION"  # the run folder, handed to DDP processes started later
 LAST_NAME = "last"  # checkpoints/last.ckpt, written after every epoch
 EVALUATION_KEYS = ("flip_tta", "tta_shift")  # ImageClassifier's test-time settings
@@ -234,33 +230,6 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
         )
     finally:
         sys.argv[1:] = argv
-
-
-@contextmanager
-def user_errors(verbose: bool, command: str):
-    """Turn a user's mistake into one ``error:`` line and exit code 2 (the traceback if ``verbose``).
-
-    Shared by every entry point (``python -m cifar_lightning``, ``.export``, ``.lr_find``);
-    ``command`` is named in the hint after a parse error.
-    """
-    verbose = verbose or bool(os.environ.get(VERBOSE_ENV))
-    try:
-        yield
-    except (ArgumentError, UserError, MisconfigurationException, pickle.UnpicklingError) as err:
-        if verbose:
-            raise
-        if isinstance(err, ArgumentError):  # a config typo, a wrong type or value (jsonargparse)
-            message = f"{err} ({command} --help lists the options)"
-        elif isinstance(err, pickle.UnpicklingError):  # torch.load(weights_only=True) met a non-tensor object
-            first = str(err).strip().splitlines()[0]
-            message = (
-                f"the checkpoint holds pickled objects that are not tensors or plain values, so it was refused "
-                f"unread ({first}); load only checkpoints you trust, and re-save them with this project"
-            )
-        else:  # ours, or Lightning's own "these settings conflict"
-            message = str(err)
-        print("error: " + " ".join(message.split()), file=sys.stderr)
-        sys.exit(2)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,11 +1,26 @@
-"""Errors that reach the user as one line: what went wrong and how to fix it."""
+"""Errors that reach the user as one line, what went wrong and how to fix it, and the printing of them."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import sys
+from argparse import ArgumentError
+from contextlib import contextmanager
+
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+VERBOSE_ENV = "CIFAR_LIGHTNING_VERBOSE"  # set to 1 for tracebacks on user errors
+USER_ERROR_EXIT = 2  # argparse's code for "you asked for something wrong"
+FAILURE_EXIT = 1  # anything else: a bug, or a fault outside the user's settings
 
 
 class UserError(Exception):
     """A problem with the user's input (data, config, checkpoint), not a bug.
 
-    The CLI prints these as a single ``error: ...`` line and exits with status 2;
-    set ``CIFAR_LIGHTNING_VERBOSE=1`` to see the traceback as well.
+    The entry points print these as a single ``error: ...`` line and exit with status 2;
+    set ``CIFAR_LIGHTNING_VERBOSE=1`` (or pass ``--verbose``) to see the traceback as well.
     """
 
 
@@ -14,4 +29,73 @@ class DataError(UserError):
 
 
 class CheckpointError(UserError):
-    """A checkpoint cannot be used with the configured model."""
+    """A checkpoint cannot be used: not a complete checkpoint, or not of the configured model."""
+
+
+class ConfigError(UserError):
+    """A setting is out of its allowed range; the message names the key and the range."""
+
+
+# torch re-raises a loader worker's exception in the main process as the same type, with the
+# worker's whole traceback as its message: "Caught X in DataLoader worker process N.\nOriginal
+# Traceback ...\nmodule.X: the message"
+_WORKER_MESSAGE = re.compile(r"^Caught (\w+) in DataLoader worker process (\d+)\.")
+
+
+def worker_failure(err: BaseException) -> tuple[str, str] | None:
+    """(the exception's type name, its own message) when ``err`` is a re-raised loader-worker error."""
+    text = str(err)
+    found = _WORKER_MESSAGE.match(text)
+    if found is None:
+        return None
+    last = text.strip().splitlines()[-1]
+    message = last.split(": ", 1)[1] if ": " in last else last
+    return found.group(1), message
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def describe(err: BaseException, command: str) -> str:
+    """The one line for a user error."""
+    worker = worker_failure(err)
+    if worker is not None:
+        return worker[1]
+    if isinstance(err, ArgumentError):  # a config typo, a wrong type or value (jsonargparse)
+        return f"{err} ({command} --help lists the options)"
+    if isinstance(err, pickle.UnpicklingError):  # torch.load(weights_only=True) met a non-tensor object
+        first = str(err).strip().splitlines()[0]
+        return (
+            f"the checkpoint holds pickled objects that are not tensors or plain values, so it was refused "
+            f"unread ({first}); load only checkpoints you trust, and re-save them with this project"
+        )
+    return str(err)  # ours, or Lightning's own "these settings conflict"
+
+
+def fail(message: str, code: int) -> None:
+    print("error: " + one_line(message), file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+@contextmanager
+def user_errors(verbose: bool, command: str):
+    """Turn a failure into one ``error:`` line (the traceback too if ``verbose``) and an exit code.
+
+    A user's mistake exits with 2. An exception raised in a DataLoader worker (a transform
+    that fails, a bug) exits with 1, naming the cause; the worker's traceback is behind
+    ``--verbose``. Shared by every entry point; ``command`` is named in the hint after a parse error.
+    """
+    verbose = verbose or bool(os.environ.get(VERBOSE_ENV))
+    try:
+        yield
+    except (ArgumentError, UserError, MisconfigurationException, pickle.UnpicklingError) as err:
+        if verbose:
+            raise
+        fail(describe(err, command), USER_ERROR_EXIT)
+    except Exception as err:  # noqa: BLE001 - only loader-worker failures are rewritten; the rest propagate
+        worker = worker_failure(err)
+        if worker is None or verbose:
+            raise
+        name, message = worker
+        fail(f"a data loader worker failed with {name}: {message} (rerun with --verbose for its traceback)", FAILURE_EXIT)

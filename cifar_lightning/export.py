@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from cifar_lightning.cli import build, user_errors
+from cifar_lightning.cli import build
+from cifar_lightning.errors import user_errors
 from cifar_lightning.errors import CheckpointError, UserError
 
 IMAGE_SHAPE = (3, 32, 32)

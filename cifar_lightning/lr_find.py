@@ -16,7 +16,8 @@ from pathlib import Path
 
 from lightning.pytorch.tuner import Tuner
 
-from cifar_lightning.cli import build, user_errors
+from cifar_lightning.cli import build
+from cifar_lightning.errors import user_errors
 
 
 def find_lr(config: str, overrides: list[str], steps: int, min_lr: float, max_lr: float, out: Path) -> float | None:

@@ -127,3 +127,30 @@ class RecordLocalAccuracy(Callback):
         os.makedirs(self.folder, exist_ok=True)
         with open(os.path.join(self.folder, f"rank{trainer.global_rank}.json"), "w") as f:
             json.dump({"correct": self.correct, "total": self.total, "first_labels": self.first_labels}, f)
+
+
+class FailingTransform:
+    """An albumentations-style callable that raises on its ``at``-th call in a process."""
+
+    def __init__(self, transform, at: int) -> None:
+        self.transform, self.at, self.calls = transform, at, 0
+
+    def __call__(self, **data):
+        self.calls += 1
+        if self.calls >= self.at:
+            raise ValueError(f"planted failure on call {self.calls}")
+        return self.transform(**data)
+
+    def set_random_seed(self, seed: int) -> None:
+        self.transform.set_random_seed(seed)
+
+
+class FailInLoaderAt(Callback):
+    """Make the training set's transform raise on its ``at``-th image (in each loader worker)."""
+
+    def __init__(self, at: int = 40) -> None:
+        self.at = at
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        dataset = trainer.datamodule.train_set
+        dataset.transform = FailingTransform(dataset.transform, self.at)

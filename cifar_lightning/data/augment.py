@@ -1,29 +1,59 @@
-"""The seed's augmentation in albumentations 2.0.8, plus the worker seeding it needs."""
+"""The seed's augmentation in albumentations 2.0.8, its checks, and the seeding it needs."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 from dataclasses import dataclass
 
 import albumentations as A
 import cv2
+import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 from lightning.fabric.utilities.seed import pl_worker_init_function
+from pydantic import ValidationError
+
+from cifar_lightning.errors import ConfigError
+
+IMAGE_SIZE = 32  # pixels, both sides of a CIFAR-10 image
 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training-time augmentation; each ``*_p`` is the probability that the step runs."""
+    """Training-time augmentation; each ``*_p`` is the probability that the step runs.
+
+    Checked when built (``ConfigError`` names the key and its allowed range), so a bad value
+    stops the command before any data is unpacked.
+    """
 
     hflip_p: float = 0.5
     affine_p: float = 0.5
-    shift: float = 0.1  # fraction of the image side, each way
+    # whole pixels each way, drawn uniformly from -shift_px..shift_px on each axis. A fraction of
+    # the side (albumentations' translate_percent) is truncated toward zero: 0.0625 x 32 gave
+    # only -1, 0 and +1, so a fraction would not mean what it says.
+    shift_px: int = 3
     scale: float = 0.1  # relative zoom, each way (0.9x to 1.1x)
     rotate: float = 15.0  # degrees, each way
     cutout_p: float = 0.5
     cutout_size: int = 16  # pixels; one square hole filled with the training mean
+
+    def __post_init__(self) -> None:
+        ranges = {
+            "hflip_p": (self.hflip_p, 0, 1, "a probability in [0, 1]"),
+            "affine_p": (self.affine_p, 0, 1, "a probability in [0, 1]"),
+            "cutout_p": (self.cutout_p, 0, 1, "a probability in [0, 1]"),
+            "shift_px": (self.shift_px, 0, IMAGE_SIZE - 1, f"whole pixels in [0, {IMAGE_SIZE - 1}]"),
+            "scale": (self.scale, 0, 0.99, "a relative zoom in [0, 0.99] (0.1: 0.9x to 1.1x)"),
+            "rotate": (self.rotate, 0, 180, "degrees in [0, 180]"),
+            "cutout_size": (self.cutout_size, 0, IMAGE_SIZE, f"pixels in [0, {IMAGE_SIZE}], the image side at most"),
+        }
+        for key, (value, low, high, meaning) in ranges.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigError(f"data.augmentation.{key} = {value!r} is out of range: it must be {meaning}")
+        if not float(self.shift_px).is_integer():
+            raise ConfigError(f"data.augmentation.shift_px = {self.shift_px!r} must be a whole number of pixels")
 
 
 def _normalize(mean: tuple[float, ...], std: tuple[float, ...]) -> list[A.BasicTransform]:
@@ -32,47 +62,57 @@ def _normalize(mean: tuple[float, ...], std: tuple[float, ...]) -> list[A.BasicT
 
 
 def train_transform(aug: Augmentation, mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:
-    """Flip, shift/scale/rotate, cutout, normalize. ``mean``/``std`` are in [0, 1] per channel."""
+    """Flip, shift/scale/rotate, cutout, normalize. ``mean``/``std`` are in [0, 1] per channel.
+
+    Raises ``ConfigError`` when albumentations itself refuses a value.
+    """
     steps: list[A.BasicTransform] = []
-    if aug.hflip_p > 0:
-        steps.append(A.HorizontalFlip(p=aug.hflip_p))
-    if aug.affine_p > 0:
-        steps.append(
-            A.Affine(
-                translate_percent=(-aug.shift, aug.shift),
-                scale=(1 - aug.scale, 1 + aug.scale),
-                rotate=(-aug.rotate, aug.rotate),
-                # the seed used ShiftScaleRotate, whose border default was reflect-101 (Affine's is black)
-                border_mode=cv2.BORDER_REFLECT_101,
-                p=aug.affine_p,
+    try:
+        if aug.hflip_p > 0:
+            steps.append(A.HorizontalFlip(p=aug.hflip_p))
+        if aug.affine_p > 0:
+            steps.append(
+                A.Affine(
+                    translate_px=(-int(aug.shift_px), int(aug.shift_px)),
+                    scale=(1 - aug.scale, 1 + aug.scale),
+                    rotate=(-aug.rotate, aug.rotate),
+                    # the seed used ShiftScaleRotate, whose border default was reflect-101 (Affine's is black)
+                    border_mode=cv2.BORDER_REFLECT_101,
+                    p=aug.affine_p,
+                )
             )
-        )
-    if aug.cutout_p > 0 and aug.cutout_size > 0:
-        size = (aug.cutout_size, aug.cutout_size)
-        steps.append(
-            A.CoarseDropout(
-                num_holes_range=(1, 1),
-                hole_height_range=size,
-                hole_width_range=size,
-                fill=tuple(255.0 * m for m in mean),  # before Normalize, so in 0-255 units
-                p=aug.cutout_p,
+        if aug.cutout_p > 0 and aug.cutout_size > 0:
+            size = (aug.cutout_size, aug.cutout_size)
+            steps.append(
+                A.CoarseDropout(
+                    num_holes_range=(1, 1),
+                    hole_height_range=size,
+                    hole_width_range=size,
+                    fill=tuple(255.0 * m for m in mean),  # before Normalize, so in 0-255 units
+                    p=aug.cutout_p,
+                )
             )
-        )
-    # strict: a misspelled or pre-2.0 argument name is an error, not a silently ignored warning
-    return A.Compose(steps + _normalize(mean, std), strict=True)
+        # strict: a misspelled or pre-2.0 argument name is an error, not a silently ignored warning
+        return A.Compose(steps + _normalize(mean, std), strict=True)
+    except (ValidationError, ValueError) as err:
+        first = str(err).strip().splitlines()
+        raise ConfigError(f"albumentations refused data.augmentation ({' '.join(first[:3])}): check its values") from None
 
 
 def eval_transform(mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:
     return A.Compose(_normalize(mean, std), strict=True)
 
 
-def seed_augmentation(transform: A.Compose) -> None:
-    """Seed an albumentations pipeline from the (already seeded) Python RNG.
+def seed_augmentation(transform: A.Compose, seed: int) -> None:
+    """Give the pipeline and each of its transforms an independent stream derived from ``seed``.
 
-    ``Compose`` keeps an RNG of its own that ``seed_everything`` does not reach; seeding it
-    from the process RNG makes a fixed seed reproduce the augmentation stream.
+    ``Compose.set_random_seed`` hands every transform the *same* seed, and each transform draws
+    ``random() < p`` first: flip, affine and cutout would then fire together or not at all.
     """
-    transform.set_random_seed(random.getrandbits(32))
+    children = np.random.SeedSequence(seed).spawn(len(transform.transforms) + 1)
+    transform.set_random_seed(int(children[0].generate_state(1)[0]))  # the Compose's own draws
+    for step, child in zip(transform.transforms, children[1:]):
+        step.set_random_seed(int(child.generate_state(1)[0]))
 
 
 def seed_worker(worker_id: int) -> None:
@@ -82,13 +122,20 @@ def seed_worker(worker_id: int) -> None:
     applies the same augmentation sequence (albumentations #2473). Lightning's seeding
     mixes the loader's per-epoch base seed, the worker id and the global rank.
 
-    Workers ignore SIGTERM: a ``kill`` of the whole process group (``timeout``, a batch
-    scheduler) must stop the main process, which saves and shuts its workers down, rather
-    than kill the workers under it and end in a "DataLoader worker killed" traceback.
+    Each worker leaves the terminal's process group. A ``kill`` of the whole group
+    (``timeout``, a batch scheduler, Ctrl-C) then reaches only the main process, which saves
+    and shuts its workers down, rather than killing the workers under it ("DataLoader worker
+    killed" traceback). Signals the main process sends its own workers still reach them: a
+    worker that ignored SIGTERM instead would hang the exit after any error (the loader stops
+    workers with SIGTERM, and the exit handler waits for them for ever). SIGTERM is held off
+    only while the worker moves to its own group.
     """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(os, "setpgid"):
+        os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, previous)
     pl_worker_init_function(worker_id)
     info = torch.utils.data.get_worker_info()
     transform = getattr(info.dataset, "transform", None) if info is not None else None
     if isinstance(transform, A.Compose):
-        seed_augmentation(transform)
+        seed_augmentation(transform, random.getrandbits(32))  # random: just seeded by Lightning

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from cifar_lightning.data import sources
-from cifar_lightning.data.augment import Augmentation, eval_transform, seed_worker, train_transform
+from cifar_lightning.data.augment import Augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
 from cifar_lightning.data.dataset import ImageArrayDataset
 from cifar_lightning.data.sampling import EpochSeededSampler
 from cifar_lightning.errors import DataError
@@ -44,7 +47,11 @@ class CIFAR10DataModule(LightningDataModule):
         split_seed: seed of the train/validation split (independent of the run's seed).
         batch_size: training batch size.
         eval_batch_size: batch size for validation, test and predict (no gradients, so larger).
-        num_workers: DataLoader worker processes for augmentation.
+        num_workers: DataLoader worker processes for augmentation; ``auto`` takes one per usable
+            CPU core, less one for the main process, shared among this machine's devices
+            (a GPU run: ``configs/gpu.yaml``).
+        pin_memory: page-locked batches for faster copies to a GPU; ``null`` turns it on when
+            the Trainer runs on CUDA.
         augmentation: the training augmentation (validation and test are never augmented).
         predict_dir: a folder of your own images (any size, any format PIL reads) for ``predict``;
             without it, ``predict`` runs on the test split.
@@ -59,7 +66,8 @@ class CIFAR10DataModule(LightningDataModule):
         split_seed: int = 0,
         batch_size: PositiveInt = 128,
         eval_batch_size: PositiveInt = 512,
-        num_workers: NonNegativeInt = 1,
+        num_workers: NonNegativeInt | Literal["auto"] = 1,
+        pin_memory: bool | None = None,
         augmentation: Augmentation = Augmentation(),
         predict_dir: str | None = None,
     ) -> None:
@@ -75,8 +83,11 @@ class CIFAR10DataModule(LightningDataModule):
         self.split_seed = split_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
+        self.workers_setting = num_workers
+        self.pin_memory = pin_memory
         self.augmentation = augmentation
+        # albumentations' own checks run now, before any data is unpacked (ConfigError)
+        train_transform(augmentation, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.predict_paths: list[str] = []
         self.classes = sources.CLASSES
@@ -114,13 +125,24 @@ class CIFAR10DataModule(LightningDataModule):
         self.val_set = ImageArrayDataset(arrays.train_images[val_idx], arrays.train_labels[val_idx], evaluate)
         self.test_set = ImageArrayDataset(arrays.test_images, arrays.test_labels, evaluate)
 
+    @property
+    def num_workers(self) -> int:
+        if self.workers_setting != "auto":
+            return int(self.workers_setting)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        devices = self.trainer.num_devices if self.trainer is not None else 1
+        return max(0, cores // max(devices, 1) - 1)  # one core stays with each device's main process
+
     def _loader(self, dataset: ImageArrayDataset, batch_size: int, **kwargs) -> DataLoader:
+        pin = self.pin_memory
+        if pin is None:
+            pin = self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
             worker_init_fn=seed_worker,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=pin,
             **kwargs,
         )
 
@@ -137,7 +159,8 @@ class CIFAR10DataModule(LightningDataModule):
             # from an end-of-epoch checkpoint); it is what Lightning passes to set_epoch
             epoch=trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0,
             loader_generator=loader_generator,
-            reseed_in_process=None if self.num_workers else self.train_set.transform.set_random_seed,
+            reseed_in_process=None if self.num_workers else self._reseed_in_process,
+            rank=trainer.global_rank if trainer is not None else 0,
         )
         # Workers are not persistent: each epoch's workers start from that epoch's seed, which
         # is what makes a resumed epoch identical (a fork per epoch costs well under a second).
@@ -149,6 +172,9 @@ class CIFAR10DataModule(LightningDataModule):
             # a ragged last batch would give BatchNorm a noisy small-batch estimate
             drop_last=True,
         )
+
+    def _reseed_in_process(self, seed: int) -> None:
+        seed_augmentation(self.train_set.transform, seed)
 
     def state_dict(self) -> dict:
         return {"shuffle_seed": self.shuffle_seed}

@@ -18,9 +18,10 @@ from torch.utils.data import Sampler
 ORDER, LOADER, IN_PROCESS_AUGMENTATION = range(3)
 
 
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """A 32-bit seed for one stream of one epoch; SeedSequence keeps nearby inputs uncorrelated."""
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+def epoch_seed(seed: int, epoch: int, stream: int, *more: int) -> int:
+    """A 32-bit seed for one stream of one epoch (and ``more`` keys, e.g. the process's rank);
+    SeedSequence keeps nearby inputs uncorrelated."""
+    return int(np.random.SeedSequence([seed, epoch, stream, *more]).generate_state(1)[0])
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -30,7 +31,8 @@ class EpochSeededSampler(Sampler[int]):
     base seed from it when an epoch's iterator is created, so it is reseeded for each epoch
     too (workers are then seeded by ``seed_worker`` from that base seed).
     ``reseed_in_process`` reseeds the augmentation when batches are made in the main
-    process (``num_workers=0``), where no ``worker_init_fn`` runs.
+    process (``num_workers=0``), where no ``worker_init_fn`` runs; its seed mixes in ``rank``,
+    so that DDP processes augment their k-th images differently.
 
     ``epoch`` at construction is the epoch about to run: the project reloads the train loader
     every epoch (``reload_dataloaders_every_n_epochs=1``, set by the CLI), because Lightning
@@ -44,7 +46,9 @@ class EpochSeededSampler(Sampler[int]):
         epoch: int = 0,
         loader_generator: torch.Generator | None = None,
         reseed_in_process: Callable[[int], None] | None = None,
+        rank: int = 0,
     ) -> None:
+        self.rank = rank
         self.size = size
         self.seed = seed
         self.loader_generator = loader_generator
@@ -62,5 +66,5 @@ class EpochSeededSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         order = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, ORDER))
         if self.reseed_in_process is not None:
-            self.reseed_in_process(epoch_seed(self.seed, self.epoch, IN_PROCESS_AUGMENTATION))
+            self.reseed_in_process(epoch_seed(self.seed, self.epoch, IN_PROCESS_AUGMENTATION, self.rank))
         yield from torch.randperm(self.size, generator=order).tolist()

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from cifar_lightning.errors import CheckpointError
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write beside the target, flush to disk, then rename over it.
@@ -24,10 +26,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):  # remote storage: Lightning's fsspec path
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")  # hidden, and overwritten by the next try
-        with open(partial, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(partial, path)
+        partial = path.with_name(f".{path.name}.partial")  # hidden; a kill leaves it for the next save to replace
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # a folder removed mid-run comes back
+            with open(partial, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+            os.replace(partial, path)
+        except (OSError, RuntimeError) as err:  # a full disk reaches torch's zip writer as a RuntimeError
+            partial.unlink(missing_ok=True)
+            cause = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())[:160]
+            raise CheckpointError(
+                f"cannot write checkpoint {path} ({cause}); the previous {path.name} is untouched: free disk space "
+                "or make the folder writable, then resume with --ckpt_path last"
+            ) from None

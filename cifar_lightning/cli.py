@@ -1,4 +1,8 @@
-"""The command line: LightningCLI wiring of model, data, trainer and callbacks, nothing more."""
+"""The command line: LightningCLI wiring of model, data, trainer and callbacks, nothing more.
+
+The CLI is shaped only through LightningCLI's public hooks; what the wiring needs to decide
+(run folders, checkpoint checks, error lines) lives in its own module.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ from pathlib import Path
 
 import yaml
 from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from cifar_lightning import run_folders
 from cifar_lightning.callbacks import (
     FiniteLossGuard,
     FitSummary,
@@ -24,21 +29,27 @@ from cifar_lightning.callbacks import (
     TestFigures,
 )
 from cifar_lightning.checkpoint_io import AtomicCheckpointIO
-from cifar_lightning.data import CIFAR10DataModule
-from cifar_lightning.errors import UserError, user_errors
+from cifar_lightning.checkpoints import RunFinished, check_resume, read_checkpoint
+from cifar_lightning.data import Augmentation, CIFAR10DataModule
+from cifar_lightning.data.augment import check_augmentation
+from cifar_lightning.errors import ConfigError, user_errors
 from cifar_lightning.module import ImageClassifier
 
-VERSION_ENV = "CIFAR_LIGHTNING_RUN_VERSION"  # the run folder, handed to DDP processes started later
-LAST_NAME = "last"  # checkpoints/last.ckpt, written after every epoch
-EVALUATION_KEYS = ("flip_tta", "tta_shift")  # ImageClassifier's test-time settings
+COMMAND = "python -m cifar_lightning"
 
 
 class SaveStageConfig(SaveConfigCallback):
-    """``config.yaml`` for fit; ``config-test.yaml`` etc. for an evaluation logged into a fit's folder."""
+    """``config.yaml`` for a new fit; ``config-test.yaml`` etc. for an evaluation logged into a fit's folder.
+
+    A resumed fit keeps the run's own config.yaml: its training settings were checked to be the
+    same (``checkpoints.check_resume``), and the file is the record of how the run was trained.
+    """
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn enum
         self.config_filename = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
+        if stage == "fit" and trainer.log_dir is not None and (Path(trainer.log_dir) / "config.yaml").is_file():
+            self.already_saved = True
         super().setup(trainer, pl_module, stage)
 
 
@@ -70,7 +81,7 @@ class CifarLightningCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
-                "last_checkpoint.filename": LAST_NAME,
+                "last_checkpoint.filename": run_folders.LAST_NAME,
                 "last_checkpoint.monitor": None,
                 "last_checkpoint.save_top_k": 1,
                 "last_checkpoint.enable_version_counter": False,
@@ -85,26 +96,36 @@ class CifarLightningCLI(LightningCLI):
         parser.add_lightning_class_args(ModelSummary, "model_summary")
         parser.set_defaults({"model_summary.max_depth": 3})
 
-    def _parse_ckpt_path(self) -> None:
-        # Lightning applies a checkpoint's saved hyperparameters over the command line; for the
-        # test-time views that would silently ignore `test --ckpt_path X --model.tta_shift 0`.
-        # They change no weights, so the config and command line decide them.
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        model = self.config[subcommand].get("model") if subcommand else None
-        chosen = {key: model.get(key) for key in EVALUATION_KEYS} if model is not None else {}
-        super()._parse_ckpt_path()
-        for key, value in chosen.items():
-            self.config[subcommand]["model"][key] = value
+        if subcommand is None:
+            return
+        config = self.config[subcommand]
+        augmentation = config.get("data", {}).get("augmentation")
+        if augmentation is not None:  # checked now, before a run folder or the data exist
+            check_augmentation(Augmentation(**augmentation.as_dict()))
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path is None:
+            return
+        if ckpt_path == "last":
+            ckpt_path = str(run_folders.find_last_checkpoint(config))
+            config["ckpt_path"] = ckpt_path
+        # refused here, before Lightning reads its hyperparameters or anything is built
+        checkpoint = read_checkpoint(ckpt_path)
+        run_dir = run_folders.run_of_checkpoint(ckpt_path)
+        if subcommand == "fit" and run_dir is not None:
+            settings = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))[subcommand]
+            check_resume(run_dir, settings, checkpoint, COMMAND)
 
-    def _instantiate_trainer(self, config: dict, callbacks: list):
-        plugins = config.get("plugins") or []
+    def instantiate_trainer(self, **kwargs):
+        settings = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        plugins = settings["trainer"].get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
-            config["plugins"] = [*plugins, AtomicCheckpointIO()]
-        chosen = [*(config.get("callbacks") or []), *callbacks]
-        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in chosen):
-            callbacks = [*callbacks, _progress_bar()]
-        return super()._instantiate_trainer(config, callbacks)
+            # never a half-written checkpoint, and a failed write ends the fit in one line
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None:  # run=False (export, lr_find): objects only, no run folder
@@ -114,84 +135,16 @@ class CifarLightningCLI(LightningCLI):
             # checkpoints are data, not code: refuse pickled objects unless asked otherwise
             config["weights_only"] = True
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path == "last":
-            ckpt_path = str(find_last_checkpoint(config))
-            config["ckpt_path"] = ckpt_path
-        elif ckpt_path and not Path(ckpt_path).is_file():
-            raise UserError(f"checkpoint {ckpt_path} does not exist: check --ckpt_path, or use --ckpt_path last")
-        version = _run_version(config, ckpt_path) if ckpt_path else None
+        version = run_folders.run_version(config, ckpt_path) if ckpt_path else None
         if version is not None:
             # a resumed fit continues its curves, and an evaluation lands beside the run it evaluates
             config["trainer"]["logger"]["init_args"]["version"] = version
-        elif _logger_dir(config) is not None and config["trainer"]["logger"]["init_args"].get("version") is None:
-            # Lightning picks max(version_N) + 1 without claiming it, so two runs started at once
-            # would share a folder; mkdir claims one atomically. DDP processes that Lightning
-            # starts later re-read the command line and must join the launcher's folder.
-            if _is_first_process():
-                os.environ[VERSION_ENV] = claim_version(_logger_dir(config))
-            config["trainer"]["logger"]["init_args"]["version"] = os.environ.get(VERSION_ENV)
-
-
-def _progress_bar() -> ProgressBar:
-    """Rich's bar (epochs, batches, loss, accuracy, img/s) when rich is installed, else tqdm's."""
-    try:
-        return RichProgressBar()
-    except ModuleNotFoundError:
-        return TQDMProgressBar()
-
-
-def _logger_dir(config) -> Path | None:
-    """``save_dir/name`` of the configured TensorBoardLogger, or None for another logger."""
-    logger = config["trainer"].get("logger")
-    if not logger or isinstance(logger, (bool, list)) or "TensorBoardLogger" not in str(logger.get("class_path")):
-        return None
-    args = logger["init_args"]
-    return Path(args.get("save_dir") or ".") / (args.get("name") or "lightning_logs")
-
-
-def _run_version(config, ckpt_path: str) -> str | None:
-    """``version_N`` when the checkpoint lives in ``<logger dir>/version_N/checkpoints/``."""
-    logger_dir = _logger_dir(config)
-    path = Path(ckpt_path).resolve()
-    if logger_dir is None or config["last_checkpoint"].get("dirpath") or path.parent.name != "checkpoints":
-        return None
-    return path.parent.parent.name if path.parent.parent.parent == logger_dir.resolve() else None
-
-
-def _is_first_process() -> bool:
-    """Not a process that a distributed launcher (Lightning's, torchrun, SLURM) started as rank > 0."""
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
-
-
-def claim_version(logger_dir: Path) -> str:
-    """Create and return the next free ``version_N`` folder under ``logger_dir``."""
-    logger_dir.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name.split("_")[1]) for p in logger_dir.glob("version_*") if p.name.split("_")[1].isdigit()]
-    number = max(taken, default=-1) + 1
-    while True:
-        try:
-            (logger_dir / f"version_{number}").mkdir()
-            return f"version_{number}"
-        except FileExistsError:  # another run claimed it first
-            number += 1
-
-
-def find_last_checkpoint(config) -> Path:
-    """Resolve ``--ckpt_path last`` across runs: Lightning alone looks only in the new run's folder."""
-    dirpath = config["last_checkpoint"].get("dirpath")
-    logger_dir = _logger_dir(config)
-    name = f"{LAST_NAME}.ckpt"
-    if dirpath:
-        found = [Path(dirpath) / name]
-    elif logger_dir is not None:
-        found = list(logger_dir.glob(f"*/checkpoints/{name}"))
-    else:
-        found = list(Path(config["trainer"].get("default_root_dir") or ".").glob(f"**/checkpoints/{name}"))
-    found = [p for p in found if p.is_file()]
-    if not found:
-        where = dirpath or logger_dir or "the default root dir"
-        raise UserError(f"--ckpt_path last: no last.ckpt under {where}; pass a checkpoint file, or fit without it")
-    return max(found, key=lambda p: p.stat().st_mtime)
+        elif run_folders.logger_dir(config) is not None and config["trainer"]["logger"]["init_args"].get("version") is None:
+            # DDP processes that Lightning starts later re-read the command line and must join
+            # the launcher's folder
+            if run_folders.is_first_process():
+                os.environ[run_folders.VERSION_ENV] = run_folders.claim_version(run_folders.logger_dir(config))
+            config["trainer"]["logger"]["init_args"]["version"] = os.environ.get(run_folders.VERSION_ENV)
 
 
 def run_cli(args: list[str] | None = None) -> CifarLightningCLI:
@@ -202,6 +155,9 @@ def run_cli(args: list[str] | None = None) -> CifarLightningCLI:
         # a resumed run logs into its old folder, where config.yaml already is
         save_config_callback=SaveStageConfig,
         save_config_kwargs={"overwrite": True},
+        # the module owns its optimizer and OneCycle schedule: no --optimizer/--lr_scheduler that
+        # would silently replace them (model.optimizer chooses the optimizer)
+        auto_configure_optimizers=False,
         # parse errors raise (main() prints one line) instead of printing the whole usage
         parser_kwargs={"exit_on_error": False},
         args=args,
@@ -214,7 +170,7 @@ RUN_ONLY_KEYS = ("ckpt_path", "weights_only")  # a fit's config.yaml holds these
 def build(config: str, overrides: list[str]) -> CifarLightningCLI:
     """Model, data module and trainer from a config file, without running anything (export, lr_find)."""
     if not Path(config).is_file():
-        raise UserError(f"config {config} does not exist: pass a run's config.yaml or one in configs/")
+        raise ConfigError(f"config {config} does not exist: pass a run's config.yaml or one in configs/")
     settings = yaml.safe_load(Path(config).read_text()) or {}
     for key in RUN_ONLY_KEYS:
         settings.pop(key, None)
@@ -224,6 +180,7 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
             ImageClassifier,
             CIFAR10DataModule,
             save_config_callback=None,
+            auto_configure_optimizers=False,
             parser_kwargs={"exit_on_error": False},
             args=["--config", yaml.safe_dump(settings), *overrides],  # a YAML string is a config too
             run=False,
@@ -246,7 +203,9 @@ def main(args: list[str] | None = None) -> None:
             sys.argv[1:] = argv  # LightningCLI reads sys.argv itself
     subcommand = next((a for a in argv if not a.startswith("-")), "fit")
     try:
-        with user_errors(verbose, f"python -m cifar_lightning {subcommand}"):
+        with user_errors(verbose, f"{COMMAND} {subcommand}"):
             run_cli(args if args is None else argv)
+    except RunFinished as done:
+        print(str(done), file=sys.stderr)
     except SIGTERMException:  # ResumeHint has said how to resume
         sys.exit(128 + 15)  # the shell's convention for "terminated by SIGTERM"

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from cifar_lightning.checkpoints import read_checkpoint
 from cifar_lightning.errors import CheckpointError
 
 NETWORK_PREFIX = "network."  # ImageClassifier keeps its network under this state_dict prefix
@@ -48,7 +49,7 @@ class Distillation:
         path = Path(self.checkpoint)
         if not path.is_file():
             raise CheckpointError(f"teacher checkpoint {path} does not exist: train the teacher first, or fix model.distillation.checkpoint")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = read_checkpoint(path)
         weights = {k[len(NETWORK_PREFIX) :]: v for k, v in saved.get("state_dict", {}).items() if k.startswith(NETWORK_PREFIX)}
         try:
             self.teacher.load_state_dict(weights)

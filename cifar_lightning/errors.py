@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import re
@@ -87,15 +88,22 @@ def user_errors(verbose: bool, command: str):
     ``--verbose``. Shared by every entry point; ``command`` is named in the hint after a parse error.
     """
     verbose = verbose or bool(os.environ.get(VERBOSE_ENV))
+    failure: tuple[str, int] | None = None
     try:
         yield
     except (ArgumentError, UserError, MisconfigurationException, pickle.UnpicklingError) as err:
         if verbose:
             raise
-        fail(describe(err, command), USER_ERROR_EXIT)
+        failure = describe(err, command), USER_ERROR_EXIT
     except Exception as err:  # noqa: BLE001 - only loader-worker failures are rewritten; the rest propagate
         worker = worker_failure(err)
         if worker is None or verbose:
             raise
         name, message = worker
-        fail(f"a data loader worker failed with {name}: {message} (rerun with --verbose for its traceback)", FAILURE_EXIT)
+        failure = f"a data loader worker failed with {name}: {message} (rerun with --verbose for its traceback)", FAILURE_EXIT
+    if failure is not None:
+        # The exception, and with it the frames that hold a DataLoader iterator, is released by
+        # now; collecting it shuts the loader's workers down the orderly way (a sentinel, then a
+        # join). Left to the exit handler instead, they would be killed and reported with a traceback.
+        gc.collect()
+        fail(*failure)

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from cifar_lightning.cli import build
 from cifar_lightning.errors import user_errors
-from cifar_lightning.errors import CheckpointError, UserError
+from cifar_lightning.checkpoints import read_checkpoint
+from cifar_lightning.errors import CheckpointError
 
 IMAGE_SHAPE = (3, 32, 32)
 
@@ -40,19 +41,20 @@ class NormalizedNetwork(nn.Module):
 
 def load_for_export(config: str, ckpt_path: str, overrides: list[str]) -> tuple[NormalizedNetwork, list[str]]:
     """Build the config's model and data module, load the checkpoint's weights into the network."""
-    if not Path(ckpt_path).is_file():
-        raise UserError(f"checkpoint {ckpt_path} does not exist: check --ckpt_path")
+    checkpoint = read_checkpoint(ckpt_path)  # refused before anything is built
     cli = build(config, overrides)
     model, datamodule = cli.model, cli.datamodule
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model.on_load_checkpoint(checkpoint)  # refuses another architecture by name
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"{ckpt_path} does not fit the config's network ({str(err).splitlines()[0]})") from None
-    datamodule.prepare_data()
-    datamodule.setup("fit")  # the training split's mean and std, which the network was trained behind
     network = model.network.to(memory_format=torch.contiguous_format).eval()
+    preprocessing = checkpoint.get("preprocessing")
+    if preprocessing:  # the statistics the network was trained behind, whatever data is present now
+        return NormalizedNetwork(network, preprocessing["mean"], preprocessing["std"]).eval(), list(preprocessing["class_names"])
+    datamodule.prepare_data()  # a checkpoint from before 2026-11-26: the training split's statistics again
+    datamodule.setup("fit")
     return NormalizedNetwork(network, datamodule.mean, datamodule.std).eval(), list(datamodule.classes)
 
 

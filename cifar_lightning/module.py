@@ -63,9 +63,17 @@ class ImageClassifier(LightningModule):
         distillation: Distillation | None = None,
     ) -> None:
         super().__init__()
-        # network and optimizer are objects: leaving them out keeps checkpoints loadable with
-        # weights_only=True; the run's config.yaml records them instead
-        self.save_hyperparameters(ignore=["network", "optimizer", "distillation"])
+        # The test-time views are an evaluation setting, chosen by the command that evaluates:
+        # they are not saved with the weights. Built through the CLI, network, optimizer and
+        # distillation arrive here as their class_path/init_args (plain data), which is what lets
+        # load_from_checkpoint rebuild them with weights_only loading; built in Python they are
+        # objects, which a weights_only checkpoint cannot hold, so they are left out then.
+        self.save_hyperparameters(ignore=["flip_tta", "tta_shift"])
+        for key in ("network", "optimizer", "distillation"):
+            if not isinstance(self.hparams.get(key), (dict, type(None))):
+                del self.hparams[key]
+        self.flip_tta = flip_tta
+        self.tta_shift = tta_shift
         self.network = network
         self.optimizer_factory = optimizer
         # a plain attribute, not a submodule: the teacher stays out of parameters() and state_dict()
@@ -87,10 +95,10 @@ class ImageClassifier(LightningModule):
     def evaluate(self, images: Tensor) -> Tensor:
         """Logits for evaluation: single view, averaged with the mirror image (``flip_tta``), and
         with shifted copies (``tta_shift``) outside ``fit``."""
-        if not self.hparams.flip_tta:
+        if not self.flip_tta:
             return self(images)
         logits = self._mirrored_pair(images)
-        shift = self.hparams.tta_shift
+        shift = self.tta_shift
         if shift and not (self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING):
             padded = F.pad(images, (shift,) * 4, mode="reflect")
             height, width = images.shape[-2:]
@@ -182,6 +190,11 @@ class ImageClassifier(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["network_class"] = qualified_name(self.network)
         checkpoint["network_parameters"] = sum(p.numel() for p in self.network.parameters())
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        preprocessing = getattr(datamodule, "preprocessing", None)
+        if preprocessing:
+            # what an image must go through before the network: a loaded model needs no data set
+            checkpoint["preprocessing"] = dict(preprocessing)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("network_class")

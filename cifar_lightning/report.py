@@ -24,6 +24,9 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from cifar_lightning.checkpoints import read_checkpoint  # noqa: E402
+from cifar_lightning.errors import user_errors  # noqa: E402
+
 VAL_TARGET = 0.85  # the seed's headline: first epoch with validation accuracy at or above this
 COLUMNS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "wall_time_s", "epoch_time_s"]
 
@@ -76,7 +79,7 @@ def checkpoint_facts(run_dir: Path) -> dict:
     ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"))
     facts: dict = {"checkpoints": [str(p) for p in ckpts]}
     for path in ckpts:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(path)
         facts.setdefault("parameters", checkpoint.get("network_parameters"))
         facts.setdefault("network", checkpoint.get("network_class"))
     return facts
@@ -200,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         sys.exit(f"error: {args.run_dir} is not a folder: pass a lightning_logs/version_N folder")
-    summary = write_report(args.run_dir, args.out)
+    with user_errors(False, "python -m cifar_lightning.report"):
+        summary = write_report(args.run_dir, args.out)
     keys = ("parameters", "epochs", "best_val_acc", "best_val_epoch", "test_acc", "first_epoch_val_acc_ge_85", "fit_wall_time_s")
     for key in keys:
         print(f"{key:>28}: {summary[key]}")

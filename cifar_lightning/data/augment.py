@@ -99,6 +99,11 @@ def train_transform(aug: Augmentation, mean: tuple[float, ...], std: tuple[float
         raise ConfigError(f"albumentations refused data.augmentation ({' '.join(first[:3])}): check its values") from None
 
 
+def check_augmentation(aug: Augmentation) -> None:
+    """Raise ``ConfigError`` now if albumentations would refuse ``aug`` when the data is set up."""
+    train_transform(aug, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
 def eval_transform(mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:
     return A.Compose(_normalize(mean, std), strict=True)
 

@@ -14,7 +14,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from cifar_lightning.data import sources
-from cifar_lightning.data.augment import Augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
+from cifar_lightning.data.augment import IMAGE_SIZE, Augmentation, check_augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
 from cifar_lightning.data.dataset import ImageArrayDataset
 from cifar_lightning.data.sampling import EpochSeededSampler
 from cifar_lightning.errors import DataError
@@ -32,6 +32,15 @@ def channel_stats(images: np.ndarray, chunk: int = 5000) -> tuple[tuple[float, .
     mean = total / count
     std = np.sqrt(squares / count - mean**2)
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def split_indices(n: int, val_size: int, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, training) indices of ``n`` training images, a function of ``split_seed`` alone.
+
+    Random order, so a prefix (limit_val_batches) is a fair sample of all classes.
+    """
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed)).numpy()
+    return order[:val_size], order[val_size:]
 
 
 class CIFAR10DataModule(LightningDataModule):
@@ -86,8 +95,7 @@ class CIFAR10DataModule(LightningDataModule):
         self.workers_setting = num_workers
         self.pin_memory = pin_memory
         self.augmentation = augmentation
-        # albumentations' own checks run now, before any data is unpacked (ConfigError)
-        train_transform(augmentation, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+        check_augmentation(augmentation)  # albumentations' own checks, before any data is unpacked
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.predict_paths: list[str] = []
         self.classes = sources.CLASSES
@@ -112,18 +120,29 @@ class CIFAR10DataModule(LightningDataModule):
         n = len(arrays.train_images)
         if self.val_size >= n:
             raise DataError(f"val_size={self.val_size} leaves no training images (the training set has {n}): lower it")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).numpy()
-        # random order, so a prefix (limit_val_batches) is a fair sample of all classes
-        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+        val_idx, train_idx = split_indices(n, self.val_size, self.split_seed)
         train_images = arrays.train_images[train_idx]
-        # statistics of the training split only, so nothing leaks from validation or test
-        self.mean, self.std = channel_stats(train_images)
+        if not self.mean:  # a checkpoint's statistics (load_state_dict) win over the data present
+            # statistics of the training split only, so nothing leaks from validation or test
+            self.mean, self.std = channel_stats(train_images)
+        self.train_set = ImageArrayDataset(train_images, arrays.train_labels[train_idx], None)
+        self.val_set = ImageArrayDataset(arrays.train_images[val_idx], arrays.train_labels[val_idx], None)
+        self.test_set = ImageArrayDataset(arrays.test_images, arrays.test_labels, None)
+        self._build_transforms()
+
+    def _build_transforms(self) -> None:
         evaluate = eval_transform(self.mean, self.std)
-        self.train_set = ImageArrayDataset(
-            train_images, arrays.train_labels[train_idx], train_transform(self.augmentation, self.mean, self.std)
-        )
-        self.val_set = ImageArrayDataset(arrays.train_images[val_idx], arrays.train_labels[val_idx], evaluate)
-        self.test_set = ImageArrayDataset(arrays.test_images, arrays.test_labels, evaluate)
+        self.train_set.transform = train_transform(self.augmentation, self.mean, self.std)
+        self.val_set.transform = evaluate
+        self.test_set.transform = evaluate
+
+    @property
+    def preprocessing(self) -> dict:
+        """What the network expects: the training split's mean and std (RGB in [0, 1]), the class
+        names and the input size. Saved in every checkpoint; a model loaded from one uses these."""
+        if not self.mean:
+            return {}
+        return {"mean": list(self.mean), "std": list(self.std), "class_names": list(self.classes), "input_size": [IMAGE_SIZE, IMAGE_SIZE]}
 
     @property
     def num_workers(self) -> int:
@@ -177,10 +196,14 @@ class CIFAR10DataModule(LightningDataModule):
         seed_augmentation(self.train_set.transform, seed)
 
     def state_dict(self) -> dict:
-        return {"shuffle_seed": self.shuffle_seed}
+        return {"shuffle_seed": self.shuffle_seed, "mean": list(self.mean), "std": list(self.std)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.shuffle_seed = state_dict.get("shuffle_seed")
+        if state_dict.get("mean"):  # checkpoints before 2026-11-26 carry none: the data's own then
+            self.mean, self.std = tuple(state_dict["mean"]), tuple(state_dict["std"])
+            if hasattr(self, "train_set"):
+                self._build_transforms()
 
     def val_dataloader(self) -> DataLoader | list:
         # no validation split: Lightning skips the validation loop for an empty list

@@ -286,7 +286,19 @@ def prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
         return _prepare(data_dir, archive, download_ok)
 
 
+def remove_leftovers(data_dir: Path) -> list[Path]:
+    """Delete what a killed run left half-made: unpacking folders and unfinished cache files.
+
+    Called with the data folder's lock held, so no other run can be writing them now.
+    """
+    found = [*data_dir.glob(".extract-*"), *data_dir.glob(".cache-*.npz")]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return found
+
+
 def _prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
+    remove_leftovers(data_dir)
     cache = data_dir / CACHE_NAME
     if archive is not None:
         if not archive.is_file():

@@ -1,0 +1,113 @@
+"""A trained model in plain Python: ``cifar_lightning.load(path).predict(images)``.
+
+    >>> import cifar_lightning
+    >>> model = cifar_lightning.load("results/fast/last.ckpt")
+    >>> model.predict(["cat.png", "ship.jpg"])          # paths, PIL images or uint8 arrays
+    [Prediction(label='cat', probability=0.91, ...), ...]
+
+The checkpoint is read with ``weights_only=True``; the network is rebuilt from the class_path
+and init_args it recorded, and the normalization and class names come from the checkpoint,
+not from whatever data is present.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from cifar_lightning.checkpoints import read_checkpoint
+from cifar_lightning.errors import CheckpointError, DataError
+
+ImageLike = Union[str, Path, Image.Image, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str  # the most probable class
+    probability: float  # its probability
+    probabilities: dict[str, float]  # every class's probability
+
+
+class TrainedClassifier(nn.Module):
+    """A trained network behind its own preprocessing: RGB in [0, 1] (N x 3 x H x W) in, logits out."""
+
+    def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float], class_names: Sequence[str],
+                 input_size: Sequence[int] = (32, 32)) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
+        self.class_names = list(class_names)
+        self.input_size = tuple(input_size)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.network((images - self.mean) / self.std)
+
+    def to_tensor(self, images: ImageLike | Sequence[ImageLike]) -> Tensor:
+        """One image or a list of them as an N x 3 x H x W float batch in [0, 1], resized to the input size."""
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)
+        elif not isinstance(images, (list, tuple)):
+            images = [images]
+        return torch.stack([self._one(image) for image in images])
+
+    def _one(self, image: ImageLike) -> Tensor:
+        if isinstance(image, (str, Path)):
+            try:
+                with Image.open(image) as opened:
+                    image = opened.convert("RGB")
+            except OSError as err:
+                raise DataError(f"cannot read image {image} ({err}): pass an image file PIL reads") from None
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise DataError(f"an array image must be H x W x 3 uint8 RGB, got {image.dtype} {image.shape}")
+            image = Image.fromarray(image)
+        image = image.convert("RGB")
+        height, width = self.input_size
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+    @torch.no_grad()
+    def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[Prediction]:
+        """Class and probabilities for each image (file paths, PIL images or H x W x 3 uint8 arrays)."""
+        was_training = self.training
+        self.eval()
+        device = self.mean.device
+        probabilities = self(self.to_tensor(images).to(device)).float().softmax(dim=1).cpu()
+        self.train(was_training)
+        return [
+            Prediction(
+                label=self.class_names[int(row.argmax())],
+                probability=float(row.max()),
+                probabilities={name: float(p) for name, p in zip(self.class_names, row)},
+            )
+            for row in probabilities
+        ]
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> TrainedClassifier:
+    """The trained model in a checkpoint this project wrote, ready for ``predict``, in eval mode."""
+    from cifar_lightning.module import ImageClassifier
+
+    checkpoint = read_checkpoint(path)
+    preprocessing = checkpoint.get("preprocessing")
+    if not preprocessing or "network" not in checkpoint.get("hyper_parameters", {}):
+        raise CheckpointError(
+            f"{path} was written before checkpoints carried their network and preprocessing (2026-11-26): "
+            "re-save it with scripts/upgrade_checkpoint.py, or retrain it"
+        )
+    with warnings.catch_warnings():  # Lightning's advice to ignore the network applies to hand-built modules
+        warnings.filterwarnings("ignore", message="Attribute 'network' is an instance of `nn.Module`")
+        module = ImageClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    model = TrainedClassifier(module.network, preprocessing["mean"], preprocessing["std"],
+                              preprocessing["class_names"], preprocessing.get("input_size", (32, 32)))
+    return model.to(map_location).eval()

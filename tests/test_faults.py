@@ -1,0 +1,234 @@
+"""Faults end in one line, never a hang, and lose nothing (issue 13): loader workers, settings,
+broken checkpoint files, failed checkpoint writes, leftovers of killed runs, resuming."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_lightning.data import Augmentation, sources
+from cifar_lightning.data.augment import train_transform
+from cifar_lightning.errors import ConfigError
+from test_cli import CONFIG, TINY, cli, data_args, one_line_error
+
+TESTS = str(Path(__file__).parent)
+
+
+def helpers_env() -> dict:
+    return {"PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+
+
+def processes_mentioning(marker: str) -> list[int]:
+    """PIDs whose command line contains ``marker`` (loader workers are forks: same command line)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, real_data_dir, real_archive) -> Path:
+    """A finished two-epoch fit; returns its working directory (lightning_logs/version_0 in it)."""
+    work = tmp_path_factory.mktemp("faults")
+    args = [a for a in TINY if "max_epochs" not in a]
+    result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=2", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+# ------------------------------------------------------------------ a failing loader worker
+
+
+def test_an_error_in_a_loader_worker_ends_the_command(tmp_path, real_data_dir, real_archive):
+    marker = str(tmp_path / "worker-error")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY,
+         "--data.num_workers=2", "--trainer.limit_train_batches=20", "--trainer.callbacks+=helpers.FailInLoaderAt",
+         "--trainer.callbacks.at=40", f"--trainer.default_root_dir={marker}"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **helpers_env()}, timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    stderr = one_line_error(result)
+    assert "planted failure on call 40" in stderr and "failed in the data pipeline" in stderr
+    assert elapsed < 60, f"took {elapsed:.0f} s to exit"
+    time.sleep(1)
+    assert processes_mentioning(marker) == [], "a loader worker outlived the command"
+
+
+# ------------------------------------------------------------------ settings
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("hflip_p", 1.5), ("affine_p", -0.1), ("cutout_p", 2.0), ("cutout_size", 64), ("cutout_size", -1), ("shift_px", -1),
+     ("shift_px", 32), ("shift_px", 1.5), ("scale", 1.0), ("scale", -0.1), ("rotate", 181.0), ("rotate", -5.0)],
+)
+def test_an_augmentation_value_out_of_range_names_key_and_range(key, value):
+    with pytest.raises(ConfigError, match=rf"data\.augmentation\.{key} = {value!r} .*(in \[|whole)"):
+        Augmentation(**{key: value})
+
+
+def test_albumentations_own_refusal_is_one_line():
+    aug = Augmentation()
+    object.__setattr__(aug, "hflip_p", 3.0)  # past our check, so albumentations' own validation meets it
+    with pytest.raises(ConfigError, match="albumentations refused data.augmentation"):
+        train_transform(aug, (0.5,) * 3, (0.25,) * 3)
+
+
+@pytest.mark.parametrize("setting", ["--data.augmentation.hflip_p=1.5", "--data.augmentation.cutout_size=64"])
+def test_a_bad_setting_stops_before_any_work(tmp_path, setting):
+    stderr = one_line_error(cli("fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'data'}", setting, cwd=tmp_path))
+    assert setting.split("=")[0].removeprefix("--") in stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "lightning_logs").exists()
+
+
+def test_the_cli_cannot_replace_the_modules_optimizer_and_schedule(tmp_path):
+    stderr = one_line_error(cli("fit", "--config", CONFIG, "--optimizer", "torch.optim.Adam", cwd=tmp_path))
+    assert "--optimizer" in stderr
+
+
+# ------------------------------------------------------------------ checkpoint files that are not whole
+
+
+def broken_checkpoints(good: Path, folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = good.read_bytes()
+    files = {"truncated": data[: len(data) // 2], "empty": b"", "text": b"not a checkpoint\n"}
+    paths = {}
+    for kind, content in files.items():
+        paths[kind] = folder / f"{kind}.ckpt"
+        paths[kind].write_bytes(content)
+    paths["other-torch-file"] = folder / "tensor.ckpt"
+    torch.save({"weights": torch.zeros(3)}, paths["other-torch-file"])
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text", "other-torch-file"])
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_a_broken_checkpoint_is_refused_by_every_subcommand(subcommand, kind, tiny_run, tmp_path):
+    path = broken_checkpoints(tiny_run / "lightning_logs/version_0/checkpoints/last.ckpt", tmp_path)[kind]
+    stderr = one_line_error(cli(subcommand, "--config", CONFIG, f"--ckpt_path={path}", cwd=tmp_path))
+    assert f"{path} is not a complete checkpoint" in stderr
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text", "other-torch-file"])
+def test_a_broken_checkpoint_is_refused_by_export_load_and_the_teacher(kind, tiny_run, tmp_path):
+    import cifar_lightning
+    from cifar_lightning.checkpoints import read_checkpoint
+    from cifar_lightning.distillation import Distillation
+    from cifar_lightning.errors import CheckpointError
+    from cifar_lightning.models import SeedNet
+
+    path = broken_checkpoints(tiny_run / "lightning_logs/version_0/checkpoints/last.ckpt", tmp_path)[kind]
+    result = subprocess.run([sys.executable, "-m", "cifar_lightning.export", "--config", CONFIG, "--ckpt_path", str(path)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert f"{path} is not a complete checkpoint" in one_line_error(result)
+    for load in (read_checkpoint, cifar_lightning.load, lambda p: Distillation(SeedNet(), str(p)).load_teacher(torch.device("cpu"), True)):
+        with pytest.raises(CheckpointError, match="is not a complete checkpoint"):
+            load(path)
+
+
+def test_report_refuses_a_broken_checkpoint_in_the_run(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "lightning_logs/version_0", run)
+    (run / "checkpoints/last.ckpt").write_bytes((run / "checkpoints/last.ckpt").read_bytes()[:1000])
+    result = subprocess.run([sys.executable, "-m", "cifar_lightning.report", str(run)], capture_output=True, text=True, timeout=300)
+    assert "is not a complete checkpoint" in one_line_error(result)
+
+
+# ------------------------------------------------------------------ a checkpoint write that fails
+
+
+def test_a_failed_checkpoint_write_ends_the_fit_and_keeps_the_last_one(tmp_path, real_data_dir, real_archive):
+    args = [a for a in TINY if "max_epochs" not in a]
+    result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=3",
+                 "--trainer.callbacks+=helpers.FailSavesFrom", "--trainer.callbacks.epoch=1", cwd=tmp_path, env=helpers_env())
+    stderr = one_line_error(result)
+    checkpoints = tmp_path / "lightning_logs/version_0/checkpoints"
+    assert "cannot write checkpoint" in stderr and "lightning_logs/version_0/checkpoints/" in stderr and "No space left on device" in stderr
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0  # epoch 0's, whole
+    assert not list(checkpoints.glob(".*partial"))
+
+
+# ------------------------------------------------------------------ leftovers of a killed run
+
+
+def test_a_rerun_removes_what_a_killed_unpacking_left(image_folder, tmp_path):
+    data_dir = tmp_path / "data"
+    (data_dir / ".extract-killed").mkdir(parents=True)
+    (data_dir / ".extract-killed" / "big.bin").write_bytes(b"x" * 1000)
+    (data_dir / ".cache-killed.npz").write_bytes(b"half")
+    sources.prepare(data_dir, None, download_ok=False)
+    assert not list(data_dir.glob(".extract-*")) and not list(data_dir.glob(".cache-*"))
+    assert (data_dir / sources.CACHE_NAME).is_file()
+
+
+# ------------------------------------------------------------------ resuming
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_resume_with_other_training_settings_is_refused_and_the_record_kept(tiny_run, real_data_dir, real_archive):
+    record = tiny_run / "lightning_logs/version_0/config.yaml"
+    before = digest(record)
+    args = [a for a in TINY if "max_epochs" not in a]
+    result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=2",
+                 "--model.optimizer.init_args.lr=0.003", "--data.augmentation.cutout_p=0", "--ckpt_path=last", cwd=tiny_run)
+    stderr = one_line_error(result)
+    assert "data.augmentation.cutout_p, model.optimizer.init_args.lr" in stderr
+    assert "Start a new run without --ckpt_path" in stderr and "version_0/config.yaml --ckpt_path last" in stderr
+    assert digest(record) == before
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_run, real_data_dir, real_archive):
+    record = tiny_run / "lightning_logs/version_0/config.yaml"
+    before = digest(record)
+    result = cli("fit", "--config", str(record), *data_args(real_data_dir, real_archive), "--ckpt_path=last", cwd=tiny_run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "already finished its 2 epochs: nothing to resume" in result.stderr.strip().splitlines()[-1]
+    assert digest(record) == before
+    assert [p.name for p in (tiny_run / "lightning_logs").iterdir()] == ["version_0"]
+
+
+def test_resume_ignores_settings_that_do_not_change_training(tiny_run, real_data_dir, real_archive):
+    from cifar_lightning.checkpoints import training_differences
+
+    assert training_differences(
+        {"trainer": {"enable_progress_bar": True, "devices": 1, "max_epochs": 2}, "data": {"num_workers": 1, "batch_size": 32}},
+        {"trainer": {"enable_progress_bar": False, "devices": 2, "max_epochs": 2}, "data": {"num_workers": 0, "batch_size": 32}},
+    ) == []
+
+
+# ------------------------------------------------------------------ DDP
+
+
+@pytest.mark.slow
+def test_a_loss_gone_non_finite_on_one_ddp_process_stops_both(tmp_path, real_data_dir, real_archive):
+    ddp = str(Path(CONFIG).with_name("ddp.yaml"))
+    command = [
+        sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, "--config", ddp, "--trainer.accelerator=cpu",
+        "--trainer.devices=2", "--trainer.sync_batchnorm=false", *data_args(real_data_dir, real_archive), *TINY,
+        "--trainer.callbacks+=helpers.PoisonBatchOnRank", "--trainer.callbacks.rank=1",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, env={**os.environ, **helpers_env()}, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: the training loss became")]
+    # both processes stop at the same step, each with the one line (the healthy one says the other diverged)
+    assert len(errors) == 2 and all("at epoch 0, step 2:" in line for line in errors), result.stderr[-3000:]
+    assert any("non-finite on another DDP process" in line for line in errors)

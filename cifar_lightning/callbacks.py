@@ -24,6 +24,7 @@ from cifar_lightning.errors import UserError
 from cifar_lightning.figures import confusion_matrix_figure, misclassified_figure
 
 RUN_INFO = "run.json"
+HELD_OUT = "validation_images.txt"  # train/<class>/<NNNN>, one a line
 
 
 def last_checkpoint_path(trainer: Trainer) -> str:
@@ -64,6 +65,9 @@ class RunInfo(Callback):
         starts = previous.get("starts", []) + [start]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**start, "starts": starts}, indent=2) + "\n")
+        held_out = getattr(trainer.datamodule, "held_out", None)
+        if held_out:  # which images validation used, by identity: comparable across sources
+            (path.parent / HELD_OUT).write_text("\n".join(held_out) + "\n")
 
 
 class RandomState(Callback):
@@ -200,10 +204,19 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions, batch_indices) -> None:
         log_dir = trainer.log_dir  # every rank: under DDP it is a broadcast from rank 0
+        probabilities = torch.cat(predictions).float()
+        indices = torch.tensor([i for batch in _flat_batches(batch_indices) for i in batch], device=probabilities.device)
+        if trainer.world_size > 1:  # every process predicted its own share: gather them by index
+            probabilities = pl_module.all_gather(probabilities).flatten(0, 1)
+            indices = pl_module.all_gather(indices).flatten()
         if not trainer.is_global_zero:
             return
-        probabilities = torch.cat(predictions).float()
-        paths = trainer.datamodule.predict_paths
+        # DistributedSampler pads the shares to one length with repeats: keep each index once, in order
+        order = {int(i): row for row, i in enumerate(indices.tolist())}
+        rows = [order[i] for i in sorted(order)]
+        probabilities = probabilities[rows].cpu()
+        dataset = trainer.predict_dataloaders.dataset
+        paths = [dataset.name(i) for i in sorted(order)]
         names = pl_module.hparams.class_names or [str(i) for i in range(probabilities.shape[1])]
         output = Path(self.output or Path(log_dir or ".") / "predictions.csv")
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -211,10 +224,17 @@ class PredictionWriter(BasePredictionWriter):
         with output.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "class", "probability", "top3"])
-            for path, values, indices in zip(paths, top.values.tolist(), top.indices.tolist()):
-                top3 = " ".join(f"{names[i]}:{v:.4f}" for i, v in zip(indices, values))
-                writer.writerow([path, names[indices[0]], f"{values[0]:.4f}", top3])
+            for path, values, top_indices in zip(paths, top.values.tolist(), top.indices.tolist()):
+                top3 = " ".join(f"{names[i]}:{v:.4f}" for i, v in zip(top_indices, values))
+                writer.writerow([path, names[top_indices[0]], f"{values[0]:.4f}", top3])
         rank_zero_info(f"wrote {len(paths)} predictions to {output}")
+
+
+def _flat_batches(batch_indices) -> list[list[int]]:
+    """Lightning gives one list of batches per dataloader; this project predicts with one."""
+    if batch_indices and batch_indices[0] and isinstance(batch_indices[0][0], (list, tuple)):
+        return [batch for loader in batch_indices for batch in loader]
+    return list(batch_indices)
 
 
 def _batch_size(batch) -> int:

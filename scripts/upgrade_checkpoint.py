@@ -30,7 +30,7 @@ def upgrade(ckpt: Path, config: Path, archive: Path, data_dir: Path) -> dict:
     model, data = settings["model"], settings["data"]
     sources.prepare(data_dir, archive, download_ok=False)
     arrays = sources.read_cache(data_dir / sources.CACHE_NAME)
-    _, train_idx = split_indices(len(arrays.train_images), data["val_size"], data["split_seed"])
+    _, train_idx = split_indices(arrays.train_labels, data["val_size"], data["split_seed"])
     mean, std = channel_stats(arrays.train_images[train_idx])
     hparams = checkpoint.setdefault("hyper_parameters", {})
     for key in ("network", "optimizer", "distillation"):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cifar_lightning.cli import run_cli
+from conftest import real_data_args
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "cnn.yaml")
@@ -29,7 +30,7 @@ TINY = [  # a few batches: seconds, not minutes
 
 
 def data_args(real_data_dir: Path, real_archive: Path) -> list[str]:
-    return [f"--data.data_dir={real_data_dir}", f"--data.archive={real_archive}"]
+    return real_data_args(real_data_dir, real_archive)
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

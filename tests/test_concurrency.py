@@ -12,7 +12,7 @@ from test_cli import CONFIG, TINY
 
 
 @pytest.mark.slow
-def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive):
+def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive, full_copy):
     data_dir = tmp_path / "data"  # fresh: both runs want to unpack and decode the archive
     command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, f"--data.data_dir={data_dir}",
                f"--data.archive={real_archive}", *TINY]
@@ -20,7 +20,7 @@ def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive):
     for run in runs:
         _, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr[-3000:]
-    cache = sources.read_cache(data_dir / sources.CACHE_NAME, sources._source_key(real_archive))
+    cache = sources.read_cache(data_dir / sources.CACHE_NAME, sources.archive_key(real_archive))
     assert cache is not None and len(cache.train_images) == 50_000
     # each run has its own folder, config and checkpoint
     versions = sorted(p.name for p in (tmp_path / "lightning_logs").iterdir())

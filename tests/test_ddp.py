@@ -43,3 +43,22 @@ def test_ddp_on_two_cpu_processes(tmp_path, real_data_dir, real_archive):
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir())[-1] == "last.ckpt"
     assert len(list((run_dir / "checkpoints").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_ddp_predict_writes_every_image_once_in_index_order(tmp_path, real_data_dir, real_archive):
+    out = tmp_path / "predictions.csv"
+    command = [
+        sys.executable, "-m", "cifar_lightning", "predict", "--config", CONFIG, "--config", DDP_CONFIG,
+        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.sync_batchnorm=false",
+        *data_args(real_data_dir, real_archive), "--trainer.limit_predict_batches=2", "--trainer.enable_progress_bar=false",
+        "--data.num_workers=0", "--data.eval_batch_size=64", f"--prediction_writer.output={out}",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import csv
+
+    with out.open() as f:
+        paths = [row["path"] for row in csv.DictReader(f)]
+    # two processes, two batches of 64 each: the first 256 test images, each once, in order
+    assert paths == [f"test[{i}]" for i in range(256)]

@@ -12,13 +12,22 @@ from torch.nn import functional as F
 from cifar_lightning.cli import run_cli
 from cifar_lightning.distillation import Distillation
 from cifar_lightning.errors import CheckpointError
-from test_cli import CONFIG, REPO, TINY, data_args
+from test_cli import CONFIG, REPO, TINY, cli, data_args
 
-TEACHER_CKPT = REPO / "results" / "best-140ep" / "last.ckpt"  # a committed ResidualCompactNet run
 TEACHER = {"class_path": "cifar_lightning.models.ResidualCompactNet", "init_args": {"widths": [32, 48, 64]}}
 
 
-def distillation_arg(teacher: dict = TEACHER, checkpoint=TEACHER_CKPT) -> str:
+@pytest.fixture(scope="session")
+def teacher_ckpt(tmp_path_factory, real_data_dir, real_archive):
+    """A ResidualCompactNet trained for three batches here: a teacher of the right shape, nothing more."""
+    work = tmp_path_factory.mktemp("teacher")
+    best = str(REPO / "configs" / "best.yaml")
+    result = cli("fit", "--config", best, *data_args(real_data_dir, real_archive), *TINY, "--trainer.precision=32-true", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def distillation_arg(checkpoint, teacher: dict = TEACHER) -> str:
     spec = {"class_path": "cifar_lightning.distillation.Distillation", "init_args": {"teacher": teacher, "checkpoint": str(checkpoint)}}
     return f"--model.distillation={json.dumps(spec)}"
 
@@ -40,13 +49,13 @@ def test_loss_blends_label_loss_with_the_teachers_softened_predictions():
         Distillation(teacher, "unused.ckpt", weight=1.5)
 
 
-def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(tmp_path, real_data_dir, real_archive, monkeypatch):
+def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(tmp_path, real_data_dir, real_archive, monkeypatch, teacher_ckpt):
     monkeypatch.chdir(tmp_path)
-    # the overlay config as the README runs it; only its relative checkpoint path is made absolute here
-    overlay = ["--config", str(REPO / "configs" / "distill.yaml"), f"--model.distillation.init_args.checkpoint={TEACHER_CKPT}"]
+    # the overlay config as the README runs it, the teacher named on the command line
+    overlay = ["--config", str(REPO / "configs" / "distill.yaml"), f"--model.distillation.init_args.checkpoint={teacher_ckpt}"]
     result = run_cli(["fit", "--config", CONFIG, *overlay, *data_args(real_data_dir, real_archive), *TINY])
     teacher = result.model.distillation.teacher
-    saved = torch.load(TEACHER_CKPT, map_location="cpu", weights_only=True)["state_dict"]
+    saved = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)["state_dict"]
     # loaded from the checkpoint, and neither trained nor its batch-norm statistics updated
     for name, value in teacher.state_dict().items():
         torch.testing.assert_close(value, saved[f"network.{name}"], msg=name)
@@ -55,10 +64,17 @@ def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(tmp_path, 
     assert all(key.startswith("network.") for key in student["state_dict"]) and student["network_class"].endswith("SeedNet")
 
 
-def test_a_teacher_checkpoint_of_another_network_is_refused(tmp_path, real_data_dir, real_archive, monkeypatch):
+def test_a_teacher_checkpoint_of_another_network_is_refused(tmp_path, real_data_dir, real_archive, monkeypatch, teacher_ckpt):
     monkeypatch.chdir(tmp_path)
     other = {"class_path": "cifar_lightning.models.CompactNet"}
     with pytest.raises(CheckpointError, match="does not fit model.distillation.teacher"):
-        run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg(other)])
+        run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg(teacher_ckpt, other)])
     with pytest.raises(CheckpointError, match="does not exist"):
-        run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg(checkpoint=tmp_path / "no.ckpt")])
+        run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg(tmp_path / "no.ckpt")])
+
+
+def test_distill_yaml_asks_for_the_teacher_on_the_command_line(tmp_path):
+    from test_cli import one_line_error
+
+    stderr = one_line_error(cli("fit", "--config", CONFIG, "--config", str(REPO / "configs" / "distill.yaml"), cwd=tmp_path))
+    assert "checkpoint" in stderr

@@ -15,7 +15,7 @@ MIN_VAL_ACC = 0.25
 
 
 @pytest.mark.slow
-def test_one_short_epoch_learns(tmp_path, monkeypatch, real_data_dir, real_archive):
+def test_one_short_epoch_learns(tmp_path, monkeypatch, real_data_dir, real_archive, full_copy):
     monkeypatch.chdir(tmp_path)
     result = run_cli(
         [

@@ -14,7 +14,7 @@ from cifar_lightning.data import sources
 from test_cli import CONFIG, cli, data_args
 
 REPO = Path(__file__).resolve().parents[1]
-RUN = REPO / "results" / "seed-cnn"  # a committed, trained checkpoint and its config
+RUN = REPO / "results" / "seed-cnn"  # a committed headline checkpoint: its predictions are checked against the truth
 
 
 def test_lr_find_saves_the_plot_and_suggests_a_peak_rate(tmp_path, real_data_dir, real_archive):
@@ -37,7 +37,7 @@ def test_predict_on_saved_test_images_of_known_class(tmp_path, real_data_dir, re
         Image.fromarray(arrays.test_images[i]).resize((96, 96), Image.BICUBIC).save(folder / name, quality=95)
         truth[name] = sources.CLASSES[arrays.test_labels[i]]
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
-    result = cli("predict", "--config", str(RUN / "config.yaml"), "--ckpt_path", str(RUN / "last.ckpt"),
+    result = cli("predict", "--config", CONFIG, "--ckpt_path", str(RUN / "last.ckpt"),
                  *data_args(real_data_dir, real_archive), f"--data.predict_dir={folder}",
                  f"--prediction_writer.output={tmp_path / 'predictions.csv'}", "--trainer.enable_progress_bar=false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

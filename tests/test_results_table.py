@@ -28,28 +28,36 @@ def test_table_is_rebuilt_between_markers(tmp_path):
     main(["--readme", str(readme), "--results", str(tmp_path / "results")])
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
-    assert "| [seed-cnn](results/seed-cnn/) | SeedNet | 150,738 | 50 | 88.12% | 30 | 25.0 min | 30.0 | 1,712 | cifar10-jpeg.tar.gz |" in text
+    assert "| [seed-cnn](results/seed-cnn/) | SeedNet | 150,738 | 50 | 88.12% (1 view) | 88.12% | 30 | 25.0 min | 1,712 | cifar10-jpeg.tar.gz | 32-true |" in text
     assert "| seed (published) | SeedNet | 150,738 | 50 | 87.31% |" in text
 
 
 @pytest.mark.parametrize(
     ("views", "mark"),
-    [({"test_flip_tta": True}, " (flip TTA)"), ({"test_flip_tta": True, "test_tta_shift": 2}, " (6-view TTA)"), ({}, "")],
+    [({"test_flip_tta": True}, " (2 views: flip) | not measured"), ({"test_flip_tta": True, "test_tta_shift": 2}, " (6 views) | not measured"),
+     ({}, " (1 view) | 90.00%")],
 )
-def test_test_time_augmentation_is_marked(views, mark, tmp_path):
+def test_test_time_augmentation_is_marked_beside_the_single_view(views, mark, tmp_path):
     summary = {"parameters": 194130, "epochs": 130, "test_acc": 0.9, "best_val_acc": 0.8, "network": "x.CompactNet", **views}
     assert f"| [best](results/best/) | CompactNet | 194,130 | 130 | 90.00%{mark} | never |" in table_of_one_run(tmp_path, summary)
 
 
+def test_the_single_view_figure_comes_from_the_runs_retest(tmp_path):
+    summary = {"parameters": 194130, "epochs": 15, "test_acc": 0.863, "best_val_acc": 0.86, "network": "x.CompactNet", "test_flip_tta": True}
+    (tmp_path / "results" / "best").mkdir(parents=True)
+    (tmp_path / "results" / "best" / "retest.json").write_text(json.dumps({"test_acc_single_view": 0.8514}))
+    assert "| 86.30% (2 views: flip) | 85.14% |" in table_of_one_run(tmp_path, summary)
+
+
 def test_a_run_without_validation_says_so(tmp_path):
     summary = {"parameters": 184226, "epochs": 130, "test_acc": 0.9, "best_val_acc": None, "network": "x.ResidualCompactNet"}
-    assert "| 130 | 90.00% | no val |" in table_of_one_run(tmp_path, summary)
+    assert "| 130 | 90.00% (1 view) | 90.00% | no val |" in table_of_one_run(tmp_path, summary)
 
 
 def table_of_one_run(tmp_path, summary: dict) -> str:
     """The README text after generating the table from one run, results/best, with this summary."""
     run = tmp_path / "results" / "best"
-    run.mkdir(parents=True)
+    run.mkdir(parents=True, exist_ok=True)
     (run / "summary.json").write_text(json.dumps(summary))
     readme = tmp_path / "README.md"
     readme.write_text(f"{START}\n{END}\n")

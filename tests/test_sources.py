@@ -133,3 +133,62 @@ def test_corrupt_python_batches(tmp_path):
     archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz")  # md5 sums do not match
     with pytest.raises(DataError, match="incomplete or corrupt"):
         sources.prepare(tmp_path / "data", archive, download_ok=False)
+
+
+def trust_miniature_batches(monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
+
+
+def test_an_archive_wins_over_a_stale_image_folder(tmp_path, image_folder, monkeypatch):
+    trust_miniature_batches(monkeypatch)
+    archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz")
+    arrays = sources.read_cache(sources.prepare(image_folder, archive, download_ok=False))
+    # the archive's 20 training images, not the folder's 60, and the record names the batches' folder
+    assert arrays.train_labels.tolist() == [0, 1, 2, 3] * 5
+    assert arrays.origin == str(image_folder.resolve())
+
+
+def image_folder_from(arrays: sources.Arrays, root: Path) -> Path:
+    """The same images as an image folder: class by class, NNNN.png in the order the source listed them."""
+    from PIL import Image
+
+    for split, images, labels in (("train", arrays.train_images, arrays.train_labels), ("test", arrays.test_images, arrays.test_labels)):
+        for label, name in enumerate(sources.CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for ordinal, index in enumerate(np.flatnonzero(labels == label)):
+                Image.fromarray(images[index]).save(folder / f"{ordinal:04d}.png")
+    return root
+
+
+def test_the_split_holds_the_same_images_whatever_the_source(tmp_path, monkeypatch):
+    from cifar_lightning.data.datamodule import split_indices
+
+    trust_miniature_batches(monkeypatch)
+    archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz", per_batch=10)
+    batches = sources.read_cache(sources.prepare(tmp_path / "batches", archive, download_ok=False))
+    folder = sources.read_cache(sources.prepare(image_folder_from(batches, tmp_path / "folder"), None, download_ok=False))
+    assert not np.array_equal(batches.train_labels, folder.train_labels)  # listed in different orders
+    held_out = []
+    for arrays in (batches, folder):
+        val, _ = split_indices(arrays.train_labels, 20, split_seed=0)
+        held_out.append(sorted(arrays.train_images[i].tobytes() for i in val))
+    assert held_out[0] == held_out[1]
+
+
+def test_a_second_run_does_not_decode_and_an_edited_image_does(image_folder, monkeypatch):
+    from PIL import Image
+
+    sources.prepare(image_folder, None, download_ok=False)
+    calls = []
+    real = sources.decode_image_folder
+    monkeypatch.setattr(sources, "decode_image_folder", lambda root: calls.append(root) or real(root))
+    sources.prepare(image_folder, None, download_ok=False)
+    assert calls == []  # writing the cache beside the source did not invalidate it
+    edited = next(image_folder.rglob("train/cat/0000.png"))
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(edited)
+    arrays = sources.read_cache(sources.prepare(image_folder, None, download_ok=False))
+    assert len(calls) == 1 and (arrays.train_images == 0).all(axis=(1, 2, 3)).any()

@@ -34,13 +34,27 @@ def channel_stats(images: np.ndarray, chunk: int = 5000) -> tuple[tuple[float, .
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def split_indices(n: int, val_size: int, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(validation, training) indices of ``n`` training images, a function of ``split_seed`` alone.
+def split_indices(labels: np.ndarray, val_size: int, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, training) indices into ``labels``, a function of ``split_seed`` and the images' identities.
 
-    Random order, so a prefix (limit_val_batches) is a fair sample of all classes.
+    An image's identity is its class and its place among that class's images in the official
+    order, which every source keeps within a class (the image folder's NNNN.jpg numbers them;
+    torchvision's batches list them in that order, classes interleaved). Ordering by identity
+    first makes the split the same whatever order a source lists its images in. The draw is in
+    random order, so a prefix (limit_val_batches) is a fair sample of all classes.
     """
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed)).numpy()
-    return order[:val_size], order[val_size:]
+    canonical = np.argsort(labels, kind="stable")  # class by class, each class in official order
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed)).numpy()
+    return canonical[order[:val_size]], canonical[order[val_size:]]
+
+
+def image_ids(labels: np.ndarray, indices: np.ndarray, classes: tuple[str, ...]) -> list[str]:
+    """``train/<class>/<NNNN>`` for each index: its class and place in that class's official order."""
+    ordinal = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        ordinal[members] = np.arange(len(members))
+    return [f"train/{classes[labels[i]]}/{ordinal[i]:04d}" for i in indices]
 
 
 class CIFAR10DataModule(LightningDataModule):
@@ -97,7 +111,8 @@ class CIFAR10DataModule(LightningDataModule):
         self.augmentation = augmentation
         check_augmentation(augmentation)  # albumentations' own checks, before any data is unpacked
         self.predict_dir = Path(predict_dir) if predict_dir else None
-        self.predict_paths: list[str] = []
+        self.held_out: list[str] = []  # identities of the validation images, after setup
+        self.source = ""  # the folder the images were decoded from, after setup
         self.classes = sources.CLASSES
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
@@ -120,7 +135,9 @@ class CIFAR10DataModule(LightningDataModule):
         n = len(arrays.train_images)
         if self.val_size >= n:
             raise DataError(f"val_size={self.val_size} leaves no training images (the training set has {n}): lower it")
-        val_idx, train_idx = split_indices(n, self.val_size, self.split_seed)
+        val_idx, train_idx = split_indices(arrays.train_labels, self.val_size, self.split_seed)
+        self.held_out = image_ids(arrays.train_labels, np.sort(val_idx), self.classes)  # recorded with the run
+        self.source = arrays.origin
         train_images = arrays.train_images[train_idx]
         if not self.mean:  # a checkpoint's statistics (load_state_dict) win over the data present
             # statistics of the training split only, so nothing leaks from validation or test
@@ -213,10 +230,10 @@ class CIFAR10DataModule(LightningDataModule):
         return self._loader(self.test_set, self.eval_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
-        if self.predict_dir is None:
-            self.predict_paths = [f"test/{self.classes[label]}/{i:04d}" for i, label in enumerate(self.test_set.labels)]
-            return self._loader(self.test_set, self.eval_batch_size)
-        images, self.predict_paths = sources.decode_folder(self.predict_dir)
+        if self.predict_dir is None:  # the built-in test split, each item named by split and index
+            names = [f"test[{i}]" for i in range(len(self.test_set))]
+            dataset = ImageArrayDataset(self.test_set.images, self.test_set.labels, self.test_set.transform, names)
+            return self._loader(dataset, self.eval_batch_size)
+        images, paths = sources.decode_folder(self.predict_dir)
         labels = np.full(len(images), -1, dtype=np.int64)  # unknown
-        dataset = ImageArrayDataset(images, labels, self.test_set.transform)
-        return self._loader(dataset, self.eval_batch_size)
+        return self._loader(ImageArrayDataset(images, labels, self.test_set.transform, paths), self.eval_batch_size)

@@ -6,6 +6,7 @@ labels as N), cached in ``data_dir`` so a second run starts in seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -31,7 +32,7 @@ except ImportError:  # Windows: concurrent runs on one data_dir are not guarded
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SIZE = 32  # pixels, both sides; other sizes are resized on decode
 CACHE_NAME = "cifar10-uint8.npz"
-CACHE_FORMAT = 1  # bump when the cache's layout changes, so old caches are rebuilt
+CACHE_FORMAT = 2  # bump when the cache's layout changes, so old caches are rebuilt
 PYTHON_BATCHES = "cifar-10-batches-py"  # folder name of the official python pickles
 
 
@@ -41,6 +42,7 @@ class Arrays:
     train_labels: np.ndarray  # int64, N
     test_images: np.ndarray
     test_labels: np.ndarray
+    origin: str = ""  # the folder the images were decoded from
 
 
 # ---------------------------------------------------------------- archive
@@ -63,8 +65,11 @@ def verify_checksum(archive: Path) -> None:
         )
 
 
-def extract_archive(archive: Path, data_dir: Path) -> None:
-    """Unpack ``archive`` into ``data_dir``; atomic per top-level entry, so concurrent runs are safe."""
+def extract_archive(archive: Path, data_dir: Path) -> list[Path]:
+    """Unpack ``archive`` into ``data_dir``; atomic per top-level entry, so concurrent runs are safe.
+
+    Returns the top-level entries it unpacked.
+    """
     if not archive.is_file():
         raise DataError(f"archive {archive} does not exist: check --data.archive (or the Makefile's ARCHIVE)")
     verify_checksum(archive)
@@ -77,11 +82,14 @@ def extract_archive(archive: Path, data_dir: Path) -> None:
             raise DataError(
                 f"archive {archive} cannot be unpacked ({err}): it is truncated or not a .tar.gz; fetch it again"
             ) from None
+        unpacked = []
         for entry in Path(tmp).iterdir():
             target = data_dir / entry.name
             if target.exists():  # an earlier or concurrent extraction left a complete copy
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
             os.replace(entry, target)
+            unpacked.append(target)
+    return unpacked
 
 
 # ---------------------------------------------------------------- locating a source
@@ -225,10 +233,33 @@ def download(data_dir: Path) -> Path:
 # ---------------------------------------------------------------- the cache
 
 
-def _source_key(path: Path) -> str:
-    """Identifies a source's content cheaply: its path, size and modification time."""
-    stat = path.stat()
-    return f"v{CACHE_FORMAT}:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def archive_key(archive: Path) -> str:
+    """A cache key from the archive's bytes: the same copy anywhere hits, an edited one misses."""
+    return f"v{CACHE_FORMAT}:archive:{archive.stat().st_size}:{file_digest(archive)}"
+
+
+def folder_key(folder: Path) -> str:
+    """A cache key from a manifest of every file under ``folder``: name, size and modification time.
+
+    Editing, adding or removing any image changes it; writing the cache beside the source does not
+    (the cache and hidden files are not part of the source).
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or path.name == CACHE_NAME:
+            continue
+        stat = path.stat()
+        digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return f"v{CACHE_FORMAT}:folder:{digest.hexdigest()}"
 
 
 def read_cache(cache: Path, key: str | None = None) -> Arrays | None:
@@ -239,7 +270,8 @@ def read_cache(cache: Path, key: str | None = None) -> Arrays | None:
         with np.load(cache, allow_pickle=False) as npz:  # load each array once (npz[key] re-reads)
             if key is not None and str(npz["source"]) != key:
                 return None
-            arrays = Arrays(*(npz[name] for name in ("train_images", "train_labels", "test_images", "test_labels")))
+            arrays = Arrays(*(npz[name] for name in ("train_images", "train_labels", "test_images", "test_labels")),
+                            origin=str(npz["origin"]) if "origin" in npz.files else "")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # corrupt or from an older format: rebuild rather than trust it
     if arrays.train_images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3) or len(arrays.train_images) != len(
@@ -254,7 +286,8 @@ def write_cache(cache: Path, arrays: Arrays, key: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".cache-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, source=np.asarray(key), **arrays.__dict__)
+            fields = {k: v for k, v in arrays.__dict__.items() if k != "origin"}
+            np.savez(f, source=np.asarray(key), origin=np.asarray(arrays.origin), **fields)
         os.replace(tmp, cache)
     finally:
         if os.path.exists(tmp):
@@ -298,30 +331,49 @@ def remove_leftovers(data_dir: Path) -> list[Path]:
 
 
 def _prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
+    """Source precedence: (1) ``archive``, when given: exactly what it unpacks, whatever else
+    ``data_dir`` holds; (2) an image folder in ``data_dir``; (3) the python batches in
+    ``data_dir``; (4) torchvision's download, when allowed."""
     remove_leftovers(data_dir)
     cache = data_dir / CACHE_NAME
     if archive is not None:
         if not archive.is_file():
             raise DataError(f"archive {archive} does not exist: check --data.archive (or the Makefile's ARCHIVE)")
-        key = _source_key(archive)
+        key = archive_key(archive)
         if read_cache(cache, key) is not None:
             return cache
-        extract_archive(archive, data_dir)
-    source = find_image_folder(data_dir) or find_python_batches(data_dir)
-    if source is None:
-        if not download_ok:
-            raise DataError(
-                f"no CIFAR-10 in {data_dir} and downloading is off: pass --data.archive PATH, "
-                f"put an image folder {{train,test}}/<class>/* in {data_dir}, or set --data.download true"
-            )
-        source = download(data_dir)
-    if archive is None:
-        key = _source_key(source)
-        if read_cache(cache, key) is not None:
-            return cache
-    if (source / PYTHON_BATCHES).is_dir() and not ((source / "train").is_dir() or (source / "test").is_dir()):
-        arrays = decode_python_batches(source)
+        source, batches = source_in(extract_archive(archive, data_dir), data_dir, archive)
     else:
-        arrays = decode_image_folder(source)
-    write_cache(cache, arrays, key)
+        folder = find_image_folder(data_dir)
+        source, batches = (folder, False) if folder is not None else (find_python_batches(data_dir), True)
+        if source is None:
+            if not download_ok:
+                raise DataError(
+                    f"no CIFAR-10 in {data_dir} and downloading is off: pass --data.archive PATH, "
+                    f"put an image folder {{train,test}}/<class>/* in {data_dir}, or set --data.download true"
+                )
+            source, batches = download(data_dir), True
+        key = folder_key(source / PYTHON_BATCHES if batches else source)
+        if read_cache(cache, key) is not None:
+            return cache
+    arrays = decode_python_batches(source) if batches else decode_image_folder(source)
+    write_cache(cache, dataclasses.replace(arrays, origin=str(source.resolve())), key)
     return cache
+
+
+def source_in(unpacked: list[Path], data_dir: Path, archive: Path) -> tuple[Path, bool]:
+    """The data set among the entries an archive unpacked, and whether it is the python batches."""
+    names = {entry.name for entry in unpacked}
+    if PYTHON_BATCHES in names:  # cifar-10-python.tar.gz: the batches' folder at its top level
+        return data_dir, True
+    if {"train", "test"} & names:  # an image folder at the archive's top level
+        return data_dir, False
+    for entry in unpacked:
+        if entry.is_dir() and (entry / "train").is_dir():
+            return entry, False
+        if entry.is_dir() and (entry / PYTHON_BATCHES).is_dir():
+            return entry, True
+    raise DataError(
+        f"archive {archive} holds neither an image folder ({{train,test}}/<class>/*) nor {PYTHON_BATCHES}, "
+        "at its top level or one folder down: pass a CIFAR-10 archive"
+    )

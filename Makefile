@@ -9,7 +9,7 @@ ARCHIVE ?= ../shared/data/cifar10-jpeg.tar.gz
 DATA_ARGS := $(if $(wildcard $(ARCHIVE)),--data.archive $(ARCHIVE))
 ARGS ?=
 
-.PHONY: install train test tensorboard report results-table export lr-find bench bench-grid bench-overhead clean
+.PHONY: install train test test-fast retest tensorboard report results-table export lr-find bench bench-grid bench-overhead clean
 
 # Re-install only when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml
@@ -24,6 +24,10 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest $(ARGS)
+
+# while editing: the tests not marked slow, stopping at the first failure (`make test` is the whole suite)
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" -x -q $(ARGS)
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir lightning_logs
@@ -55,6 +59,11 @@ bench-overhead: install
 
 results-table: install
 	$(BIN)/python -m cifar_lightning.results_table
+	$(BIN)/python -m cifar_lightning.frontier
+
+# make retest RUN=results/fast: single-view test accuracy of the run's last.ckpt -> RUN/retest.json
+retest: install
+	$(BIN)/python -m cifar_lightning.retest $(RUN) $(if $(wildcard $(ARCHIVE)),--archive $(ARCHIVE))
 
 clean:
 	rm -rf .cache .pytest_cache

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
-from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch.optim.lr_scheduler import OneCycleLR
 from torch.optim.swa_utils import AveragedModel
 from torchmetrics.classification import MulticlassAccuracy
 
+from cifar_lightning.averaging import EMAWithWarmup, WarmupEMA
 from cifar_lightning.provenance import commit_label, cpu_model, data_copy, gpu_model
 from cifar_lightning.cli import build
 
@@ -134,9 +134,9 @@ def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: in
     scheduler = OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=warmup + steps,
                            pct_start=hp.pct_start, div_factor=hp.div_factor, final_div_factor=hp.final_div_factor)
     accuracy = MulticlassAccuracy(hp.num_classes, average="micro").to(device)
-    ema = next((c for c in trainer.callbacks if isinstance(c, EMAWeightAveraging)), None)
-    # the callback's own AveragedModel arguments (its EMA function and buffer setting)
-    averaged = AveragedModel(model, use_buffers=ema._use_buffers, **ema._kwargs) if ema else None
+    ema = next((c for c in trainer.callbacks if isinstance(c, EMAWithWarmup)), None)
+    # the same average the callback keeps: every step, buffers included, the warmed-up decay
+    averaged = AveragedModel(model, use_buffers=True, avg_fn=WarmupEMA(ema.decay)) if ema else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in str(trainer.precision) else nullcontext()
 
     def step(batch) -> None:

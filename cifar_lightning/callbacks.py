@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import re
 import sys
@@ -16,12 +15,14 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ThroughputMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cifar_lightning import provenance
 from cifar_lightning.errors import UserError
-from cifar_lightning.figures import confusion_matrix_figure, misclassified_figure
+from cifar_lightning.reference_rate import train_step_rate
+from cifar_lightning.figures import misclassified_figure
 
 RUN_INFO = "run.json"
 HELD_OUT = "validation_images.txt"  # train/<class>/<NNNN>, one a line
@@ -36,10 +37,17 @@ def last_checkpoint_path(trainer: Trainer) -> str:
 
 
 class RunInfo(Callback):
-    """Writes ``run.json`` beside the run's logs: command, commit, versions, data copy, machine.
+    """Writes ``run.json`` beside the run's logs: command, commit, versions, data copy, machine, and
+    a reference rate of this machine measured now (``reference_rate.py``).
 
     Results are only as good as their provenance; the report reads this file.
+
+    Args:
+        reference_seconds: how long to time the reference work when the fit starts; 0 skips it.
     """
+
+    def __init__(self, reference_seconds: float = 3.0) -> None:
+        self.reference_seconds = reference_seconds
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = trainer.log_dir  # every rank: under DDP it is a broadcast from rank 0
@@ -60,6 +68,15 @@ class RunInfo(Callback):
                 "precision": str(trainer.precision),
             },
             "parameters": sum(p.numel() for p in pl_module.parameters()),
+            "data_preparation_s": getattr(trainer.datamodule, "preparation_seconds", None),
+            "reference": {
+                "images_per_s": train_step_rate(
+                    pl_module.network, trainer.datamodule.batch_size, "bf16" in str(trainer.precision),
+                    bool(pl_module.hparams.get("channels_last")), pl_module.device, self.reference_seconds,
+                ),
+                "work": "plain SGD training steps of the run's network on synthetic 3x32x32 images, "
+                        "the run's batch size, precision and layout (cifar_lightning/reference_rate.py)",
+            },
         }
         # a resumed run appends its own start, so the record shows every command that wrote the run
         starts = previous.get("starts", []) + [start]
@@ -292,17 +309,14 @@ class HParamsSummary(Callback):
     """
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        from torch.utils.tensorboard.summary import hparams
-
         config_file = Path(trainer.log_dir or ".") / "config.yaml"  # every rank: log_dir is a broadcast
-        writer = getattr(trainer.logger, "experiment", None)
-        if not trainer.is_global_zero or not hasattr(writer, "_get_file_writer") or not config_file.is_file():
+        if not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger) or not config_file.is_file():
             return
         import yaml
 
         params = _flatten(yaml.safe_load(config_file.read_text()) or {})
-        for summary in hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0)):
-            writer._get_file_writer().add_summary(summary)
+        # with metrics, the logger writes the HPARAMS tab's experiment and session records
+        trainer.logger.log_hyperparams(params, metrics=dict.fromkeys(HPARAM_METRICS, 0.0))
 
     @rank_zero_only
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -323,7 +337,9 @@ class HParamsSummary(Callback):
 
 
 class TestFigures(Callback):
-    """At ``test``: a confusion-matrix figure and a grid of misclassified test images in TensorBoard.
+    """At ``test``: the per-class table on the terminal, ``test_confusion_matrix.csv`` in the run
+    folder, and in TensorBoard the confusion matrix (torchmetrics' own plot) and a grid of
+    misclassified test images.
 
     Args:
         max_images: how many misclassified images the grid shows (the first ones met).
@@ -343,15 +359,25 @@ class TestFigures(Callback):
         for i in (predicted != labels).nonzero().flatten().tolist()[: self.max_images - len(self.wrong)]:
             self.wrong.append((images[i].float().cpu(), int(labels[i]), int(predicted[i])))
 
-    @rank_zero_only
-    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        matrix = pl_module.test_confusion.compute().cpu()  # every rank: the metric syncs across processes
+        if not trainer.is_global_zero:
+            return
+        names = pl_module.hparams.class_names or [str(i) for i in range(len(matrix))]
+        per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
+        lines = [f"{'class':>12} {'accuracy':>8}  confusion row (predicted " + " ".join(n[:4] for n in names) + ")"]
+        lines += [f"{name:>12} {acc:8.2%}  " + " ".join(f"{int(v):4d}" for v in row) for name, acc, row in zip(names, per_class, matrix)]
+        rank_zero_info("\n".join(lines))
+        if trainer.log_dir is not None:
+            with open(Path(trainer.log_dir) / "test_confusion_matrix.csv", "w") as f:
+                f.write("true\\predicted," + ",".join(names) + "\n")
+                f.writelines(f"{name}," + ",".join(str(int(v)) for v in row) + "\n" for name, row in zip(names, matrix))
         writer = getattr(trainer.logger, "experiment", None)
         if not hasattr(writer, "add_figure"):
             return
-        names = pl_module.hparams.class_names or [str(i) for i in range(pl_module.hparams.num_classes)]
         step = trainer.global_step
-        if getattr(pl_module, "test_confusion_result", None) is not None:
-            writer.add_figure("test/confusion_matrix", confusion_matrix_figure(pl_module.test_confusion_result, names), step)
+        figure, _ = pl_module.test_confusion.plot(val=matrix, labels=names, add_text=True)
+        writer.add_figure("test/confusion_matrix", figure, step)
         if self.wrong:
             mean = torch.tensor(trainer.datamodule.mean).view(3, 1, 1)
             std = torch.tensor(trainer.datamodule.std).view(3, 1, 1)

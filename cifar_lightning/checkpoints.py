@@ -61,6 +61,21 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def check_network(checkpoint: dict, wanted: Any) -> None:
+    """Refuse a checkpoint of another network than the config asks for, naming both.
+
+    Lightning would otherwise build the checkpoint's own network over the command line's choice.
+    """
+    saved = (checkpoint.get("hyper_parameters") or {}).get("network")
+    saved_path = saved.get("class_path") if isinstance(saved, dict) else checkpoint.get("network_class")
+    wanted_path = getattr(wanted, "class_path", None) or (wanted.get("class_path") if isinstance(wanted, dict) else None)
+    if saved_path and wanted_path and saved_path.rsplit(".", 1)[-1] != wanted_path.rsplit(".", 1)[-1]:
+        raise CheckpointError(
+            f"the checkpoint holds a {saved_path} but the config builds a {wanted_path}: use the config.yaml saved "
+            "with the checkpoint (--config), or a checkpoint of this network"
+        )
+
+
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists of class_path dicts are kept whole."""
     if not isinstance(config, dict):
@@ -78,9 +93,24 @@ def counts_for_training(key: str) -> bool:
     return under(key, TRAINING_KEYS) and not under(key, NOT_TRAINING_KEYS)
 
 
+# Callbacks of these packages can change what is trained or evaluated (the weight average); a
+# user's own callbacks (logging, stopping, a test's fault injection) are the user's business.
+TRAINING_CALLBACK_PACKAGES = ("lightning.", "pytorch_lightning.", "cifar_lightning.")
+
+
+def _training_callbacks(callbacks: Any) -> Any:
+    if not isinstance(callbacks, list):
+        return callbacks
+    kept = [c for c in callbacks if not isinstance(c, dict) or str(c.get("class_path", "")).startswith(TRAINING_CALLBACK_PACKAGES)]
+    return kept or None
+
+
 def training_differences(run_config: dict, new_config: dict) -> list[str]:
     """The training keys whose values differ between a run's config.yaml and a new fit's settings."""
     old, new = flatten(run_config), flatten(new_config)
+    for flat in (old, new):
+        if "trainer.callbacks" in flat:
+            flat["trainer.callbacks"] = _training_callbacks(flat["trainer.callbacks"])
     keys = sorted(k for k in set(old) | set(new) if counts_for_training(k))
     return [k for k in keys if old.get(k) != new.get(k)]
 

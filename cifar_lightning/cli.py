@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -29,8 +30,9 @@ from cifar_lightning.callbacks import (
     TestFigures,
 )
 from cifar_lightning.checkpoint_io import AtomicCheckpointIO
-from cifar_lightning.checkpoints import RunFinished, check_resume, read_checkpoint
+from cifar_lightning.checkpoints import RunFinished, check_network, check_resume, read_checkpoint
 from cifar_lightning.data import Augmentation, CIFAR10DataModule
+from cifar_lightning.precision_advice import PrecisionAdvice
 from cifar_lightning.data.augment import check_augmentation
 from cifar_lightning.errors import ConfigError, user_errors
 from cifar_lightning.module import ImageClassifier
@@ -65,6 +67,7 @@ class CifarLightningCLI(LightningCLI):
         parser.add_lightning_class_args(SpeedMonitor, "speed_monitor")
         parser.add_lightning_class_args(HParamsSummary, "hparams_summary")
         parser.add_lightning_class_args(TestFigures, "test_figures")
+        parser.add_lightning_class_args(PrecisionAdvice, "precision_advice")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -113,6 +116,7 @@ class CifarLightningCLI(LightningCLI):
             config["ckpt_path"] = ckpt_path
         # refused here, before Lightning reads its hyperparameters or anything is built
         checkpoint = read_checkpoint(ckpt_path)
+        check_network(checkpoint, config.get("model", {}).get("network"))
         run_dir = run_folders.run_of_checkpoint(ckpt_path)
         if subcommand == "fit" and run_dir is not None:
             settings = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))[subcommand]
@@ -174,8 +178,9 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
     settings = yaml.safe_load(Path(config).read_text()) or {}
     for key in RUN_ONLY_KEYS:
         settings.pop(key, None)
-    argv, sys.argv[1:] = sys.argv[1:], []  # LightningCLI warns when args and a command line both exist
-    try:
+    with warnings.catch_warnings():
+        # the tool's own command line is not LightningCLI's: `args` is the whole input here
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
         return CifarLightningCLI(
             ImageClassifier,
             CIFAR10DataModule,
@@ -185,8 +190,6 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
             args=["--config", yaml.safe_dump(settings), *overrides],  # a YAML string is a config too
             run=False,
         )
-    finally:
-        sys.argv[1:] = argv
 
 
 def main(args: list[str] | None = None) -> None:

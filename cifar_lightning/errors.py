@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import pickle
+import signal
 import re
 import sys
 from argparse import ArgumentError
@@ -102,8 +104,28 @@ def user_errors(verbose: bool, command: str):
         name, message = worker
         failure = f"a data loader worker failed with {name}: {message} (rerun with --verbose for its traceback)", FAILURE_EXIT
     if failure is not None:
-        # The exception, and with it the frames that hold a DataLoader iterator, is released by
-        # now; collecting it shuts the loader's workers down the orderly way (a sentinel, then a
-        # join). Left to the exit handler instead, they would be killed and reported with a traceback.
-        gc.collect()
+        stop_loader_workers()
         fail(*failure)
+
+
+def stop_loader_workers(timeout: float = 10.0) -> None:
+    """End any DataLoader worker still running, before the exit handler meets it.
+
+    The exception, and the frames that held a loader iterator, are released by now; collecting
+    them usually shuts the workers down the orderly way. Whatever is left is stopped here, with
+    torch's SIGCHLD check (which would report each as "killed by signal" with a traceback) put
+    back to the default first: an error must end in its one line, and leave no process behind.
+    """
+    gc.collect()
+    children = multiprocessing.active_children()
+    if not children:
+        return
+    if hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout)

@@ -1,4 +1,4 @@
-"""Figures for TensorBoard and reports: a confusion matrix and a grid of misclassified images."""
+"""A figure torchmetrics does not draw: a grid of misclassified images. (The confusion matrix is\ntorchmetrics' own ``MulticlassConfusionMatrix.plot``.)"""
 
 from __future__ import annotations
 
@@ -7,23 +7,6 @@ import matplotlib
 matplotlib.use("Agg")  # files and TensorBoard only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-
-def confusion_matrix_figure(matrix: torch.Tensor, names: list[str], title: str = "confusion matrix") -> plt.Figure:
-    """Rows: true class; columns: predicted class; each cell its count, shaded by the row's share."""
-    counts = matrix.cpu().numpy().astype(np.int64)
-    shares = counts / np.clip(counts.sum(1, keepdims=True), 1, None)
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
-    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted", ylabel="true", title=title)
-    ax.set_xticklabels(names, rotation=45, ha="right")
-    ax.set_yticklabels(names)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7, color="white" if shares[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    return fig
 
 
 def misclassified_figure(images: np.ndarray, true: list[str], predicted: list[str], columns: int = 8) -> plt.Figure:

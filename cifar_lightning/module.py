@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -136,24 +135,23 @@ class ImageClassifier(LightningModule):
         self.test_confusion(logits, batch[1])
         return logits  # for callbacks (TestFigures)
 
-    def on_test_epoch_end(self) -> None:
-        """Per-class accuracy (logged as ``test/acc_class/<name>``) and the confusion matrix."""
-        matrix = self.test_confusion.compute()  # rows: true class, columns: predicted class
+    def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
-        self.test_confusion_result = matrix  # for callbacks (TestFigures)
+
+    def on_test_epoch_end(self) -> None:
+        """Per-class accuracy, logged as ``test/acc_class/<name>``; callbacks read ``test_confusion`` for files and figures."""
+        matrix = self.test_confusion.compute()  # rows: true class, columns: predicted class
         names = self.hparams.class_names or [str(i) for i in range(len(matrix))]
-        per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
-        for name, accuracy in zip(names, per_class):
+        for name, accuracy in zip(names, matrix.diag() / matrix.sum(1).clamp(min=1)):
             self.log(f"test/acc_class/{name}", accuracy)
-        lines = [f"{'class':>12} {'accuracy':>8}  confusion row (predicted " + " ".join(n[:4] for n in names) + ")"]
-        lines += [
-            f"{name:>12} {acc:8.2%}  " + " ".join(f"{int(v):4d}" for v in row) for name, acc, row in zip(names, per_class, matrix)
-        ]
-        rank_zero_info("\n".join(lines))
-        if self.trainer.log_dir is not None and self.trainer.is_global_zero:
-            with open(f"{self.trainer.log_dir}/test_confusion_matrix.csv", "w") as f:
-                f.write("true\\predicted," + ",".join(names) + "\n")
-                f.writelines(f"{name}," + ",".join(str(int(v)) for v in row) + "\n" for name, row in zip(names, matrix))
+        # the evaluation records its own test-time views beside its accuracy
+        self.log("test/views", float(self.views))
+        self.log("test/tta_shift_px", float(self.tta_shift if self.flip_tta else 0))
+
+    @property
+    def views(self) -> int:
+        """How many views ``evaluate`` averages outside fit: 1, 2 (mirror) or 6 (mirrored pairs, shifted)."""
+        return 1 if not self.flip_tta else 6 if self.tta_shift else 2
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.evaluate(batch[0]).softmax(dim=1)

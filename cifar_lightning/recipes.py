@@ -15,7 +15,7 @@ def config_dir() -> Path:
     """The folder of the shipped configs: the checkout's configs/, else the installed package's copy."""
     if CHECKOUT_CONFIGS.is_dir():
         return CHECKOUT_CONFIGS
-    return Path(str(resources.files("cifar_lightning.configs")))
+    return Path(str(resources.files("cifar_lightning") / "configs"))
 
 
 def config_path(name: str) -> Path:

@@ -20,7 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+
 import yaml  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
@@ -97,12 +97,15 @@ def read_confusion(run_dir: Path) -> dict | None:
     return {"classes": names, "matrix": matrix, "per_class_accuracy": per_class}
 
 
-def read_test_views(run_dir: Path) -> tuple[bool, int]:
-    """The test-time augmentation: (``model.flip_tta``, ``model.tta_shift`` in pixels).
+def read_test_views(run_dir: Path, scalars: dict) -> tuple[bool, int]:
+    """The test-time augmentation ``test`` ran with: (mirror image used, shift in pixels).
 
-    From the config ``test`` ran with (``config-test.yaml``, which the command line may have
-    changed), else the fit's ``config.yaml``. The shift counts only with flip_tta, as in
-    ``ImageClassifier.evaluate``."""
+    From what the test logged (``test/views``, ``test/tta_shift_px``). Runs tested before
+    2026-11-26 logged neither: for them, the config ``test`` ran with (``config-test.yaml``), else
+    the fit's ``config.yaml``."""
+    if "test/views" in scalars:
+        views = int(scalars["test/views"][-1][2])
+        return views > 1, int(scalars.get("test/tta_shift_px", [(0, 0, 0)])[-1][2])
     path = next((p for p in (run_dir / "config-test.yaml", run_dir / "config.yaml") if p.is_file()), None)
     config = yaml.safe_load(path.read_text()) if path is not None else None
     model = (config or {}).get("model") or {}
@@ -127,7 +130,7 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
     crossed = next((r["epoch"] + 1 for r in val if r["val_acc"] >= VAL_TARGET), None)
     test = scalars.get("test/acc")
     wall = rows[-1]["wall_time_s"] if rows else None
-    flip_tta, tta_shift = read_test_views(run_dir)
+    flip_tta, tta_shift = read_test_views(run_dir, scalars)
     return {
         "run_dir": str(run_dir),
         "network": facts.get("network"),
@@ -152,6 +155,10 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
         "lightning": info.get("lightning"),
         "data": info.get("data"),
         "machine": info.get("machine"),
+        # unpacking, decoding and the split, before the fit's clock starts (not in fit_wall_time_s)
+        "data_preparation_s": info.get("data_preparation_s"),
+        # a fixed piece of work timed on the same machine as the fit started: scales minutes across machines
+        "reference_images_per_s": (info.get("reference") or {}).get("images_per_s"),
         "checkpoints": facts["checkpoints"],
     }
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny synthetic image folder and the real JPEG archive, decoded once."""
+"""Shared fixtures: the test data (decoded once), a tiny synthetic image folder, one tiny fitted run."""
 
 from __future__ import annotations
 
@@ -11,24 +11,7 @@ from PIL import Image
 
 from cifar_lightning.data import sources
 
-REPO = Path(__file__).resolve().parents[1]
-# The whole CIFAR-10 JPEG copy; CI has ../shared beside the clone. CIFAR10_ARCHIVE points elsewhere.
-FULL_ARCHIVE = Path(os.environ.get("CIFAR10_ARCHIVE", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
-# Without it, a real subset the repository ships: 400 training and 100 test images a class of the
-# same copy, same layout (tests/data/make_subset.sh; its README names the origin).
-SUBSET_ARCHIVE = REPO / "tests" / "data" / "cifar10-subset.tar.gz"
-HAVE_FULL_COPY = FULL_ARCHIVE.is_file()
-REAL_ARCHIVE = FULL_ARCHIVE if HAVE_FULL_COPY else SUBSET_ARCHIVE
-# Decoded once and kept between test sessions (ignored by git), like a user's data/ folder.
-REAL_DATA_DIR = REPO / ".cache" / ("test-data" if HAVE_FULL_COPY else "test-data-subset")
-# the subset's 4,000 training images hold out 500 for validation (the recipes' 5,000 would leave none)
-SUBSET_VAL_SIZE = 500
-
-
-def real_data_args(data_dir: Path = REAL_DATA_DIR, archive: Path = REAL_ARCHIVE) -> list[str]:
-    """Command-line settings that point a run at the test data (the whole copy or the subset)."""
-    args = [f"--data.data_dir={data_dir}", f"--data.archive={archive}"]
-    return args if HAVE_FULL_COPY else [*args, f"--data.val_size={SUBSET_VAL_SIZE}"]
+from harness import FULL_ARCHIVE, HAVE_FULL_COPY, REAL_ARCHIVE, REAL_DATA_DIR, cli, data_args, tiny_run
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +61,14 @@ def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("CIFAR_LIGHTNING_NO_SKIPS") == "1" and skipped and exitstatus == 0:
         reporter.write_line(f"error: {skipped} test(s) skipped, and CI runs every test (CIFAR_LIGHTNING_NO_SKIPS=1)", red=True)
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def fitted_run(tmp_path_factory, real_data_dir, real_archive) -> Path:
+    """One tiny fit through ``python -m cifar_lightning``; returns its working directory."""
+    work = tmp_path_factory.mktemp("fit")
+    result = cli("fit", "--config", str(Path(__file__).resolve().parents[1] / "configs" / "cnn.yaml"),
+                 *data_args(real_data_dir, real_archive), *tiny_run(), cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (work / "fit.log").write_text(result.stdout + result.stderr)
+    return work

@@ -4,55 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from cifar_lightning.cli import run_cli
-from conftest import real_data_args
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "configs" / "cnn.yaml")
-TINY = [  # a few batches: seconds, not minutes
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=3",
-    "--trainer.limit_val_batches=2",  # "1" would parse as 1.0: the whole set
-    "--trainer.limit_test_batches=2",
-    "--trainer.limit_predict_batches=2",
-    "--trainer.enable_progress_bar=false",
-    "--data.num_workers=0",
-    "--data.batch_size=32",
-    "--data.eval_batch_size=64",
-]
-
-
-def data_args(real_data_dir: Path, real_archive: Path) -> list[str]:
-    return real_data_args(real_data_dir, real_archive)
-
-
-def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cifar_lightning", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
-
-
-@pytest.fixture(scope="module")
-def fitted_run(tmp_path_factory, real_data_dir, real_archive) -> Path:
-    """One tiny fit through ``python -m cifar_lightning``; returns its working directory."""
-    work = tmp_path_factory.mktemp("fit")
-    result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, cwd=work)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (work / "fit.log").write_text(result.stdout + result.stderr)
-    return work
-
+from harness import CONFIG, REPO, TINY, cli, data_args, one_line_error
 
 def test_fit_writes_config_checkpoints_and_events(fitted_run):
     run_dir = fitted_run / "lightning_logs" / "version_0"
@@ -116,15 +74,6 @@ def test_print_config(tmp_path):
     assert result.returncode == 0
     assert "class_path: cifar_lightning.models.SeedNet" in result.stdout
     assert "monitor: val/acc" in result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """Exit code 2, no traceback, no usage dump: the output ends in the one ``error:`` line."""
-    assert result.returncode == 2, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
-    assert "Traceback" not in result.stderr and "usage:" not in result.stderr
-    assert [line for line in lines if line.startswith("error:")] == [lines[-1]]
-    return result.stderr
 
 
 def test_offline_with_no_data_is_one_clear_line(tmp_path):

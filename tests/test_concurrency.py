@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from cifar_lightning.data import sources
-from test_cli import CONFIG, TINY
+from harness import CONFIG, TINY
 
 
 @pytest.mark.slow

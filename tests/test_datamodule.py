@@ -126,7 +126,7 @@ def test_an_epoch_depends_on_seed_and_epoch_alone(image_folder, num_workers):
 
 @pytest.fixture(scope="module")
 def real_dm(real_data_dir, real_archive) -> CIFAR10DataModule:
-    from conftest import HAVE_FULL_COPY, SUBSET_VAL_SIZE
+    from harness import HAVE_FULL_COPY, SUBSET_VAL_SIZE
 
     val_size = 5000 if HAVE_FULL_COPY else SUBSET_VAL_SIZE
     return fitted(CIFAR10DataModule(str(real_data_dir), archive=str(real_archive), num_workers=0, batch_size=64, val_size=val_size))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cifar_lightning.report import read_scalars
-from test_cli import CONFIG, data_args
+from harness import CONFIG, data_args, with_helpers
 
 DDP_CONFIG = str(Path(CONFIG).with_name("ddp.yaml"))
 
@@ -26,7 +25,7 @@ def test_ddp_on_two_cpu_processes(tmp_path, real_data_dir, real_archive):
         "--trainer.enable_progress_bar=false", "--data.num_workers=0", "--data.batch_size=32", "--data.eval_batch_size=64",
         "--trainer.callbacks+=helpers.RecordLocalAccuracy", f"--trainer.callbacks.folder={tmp_path / 'ranks'}",
     ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = with_helpers()
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 

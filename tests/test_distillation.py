@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from cifar_lightning.cli import run_cli
 from cifar_lightning.distillation import Distillation
 from cifar_lightning.errors import CheckpointError
-from test_cli import CONFIG, REPO, TINY, cli, data_args
+from harness import CONFIG, REPO, TINY, cli, data_args
 
 TEACHER = {"class_path": "cifar_lightning.models.ResidualCompactNet", "init_args": {"widths": [32, 48, 64]}}
 
@@ -74,7 +74,7 @@ def test_a_teacher_checkpoint_of_another_network_is_refused(tmp_path, real_data_
 
 
 def test_distill_yaml_asks_for_the_teacher_on_the_command_line(tmp_path):
-    from test_cli import one_line_error
+    from harness import one_line_error
 
     stderr = one_line_error(cli("fit", "--config", CONFIG, "--config", str(REPO / "configs" / "distill.yaml"), cwd=tmp_path))
     assert "checkpoint" in stderr

@@ -8,7 +8,6 @@ the dropout case fails without them), and the optimizer, OneCycle and EMA states
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,27 +17,20 @@ import pytest
 import torch
 
 from cifar_lightning.report import read_scalars
-from test_cli import CONFIG, data_args
+from harness import CONFIG, data_args, tiny_run, with_helpers
 
-TESTS = str(Path(__file__).parent)
 EPOCHS, STEPS = 3, 6
 ARGS = [
-    f"--trainer.max_epochs={EPOCHS}",
-    f"--trainer.limit_train_batches={STEPS}",
-    "--trainer.limit_val_batches=2",
-    "--trainer.enable_progress_bar=false",
+    *tiny_run(epochs=EPOCHS, train_batches=STEPS, workers=1),
     "--trainer.enable_model_summary=false",
     "--trainer.log_every_n_steps=1",  # compare every step
-    "--data.num_workers=1",
-    "--data.batch_size=32",
-    "--data.eval_batch_size=64",
 ]
 COMPARED_TAGS = ["train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "lr"]
 
 
 def fit(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     cwd.mkdir(exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+    env = with_helpers()
     command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 

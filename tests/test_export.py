@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from cifar_lightning.data import sources
-from test_cli import CONFIG, data_args
+from harness import CONFIG, REPO, data_args
 
-REPO = Path(__file__).resolve().parents[1]
 # The committed seed-cnn checkpoint: a trained network, so the check that the built-in
 # normalization is the right one (accuracy) means something; the recipe config builds its network.
 RUN = REPO / "results" / "seed-cnn"

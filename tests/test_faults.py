@@ -3,9 +3,7 @@ broken checkpoint files, failed checkpoint writes, leftovers of killed runs, res
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -18,13 +16,8 @@ import torch
 from cifar_lightning.data import Augmentation, sources
 from cifar_lightning.data.augment import train_transform
 from cifar_lightning.errors import ConfigError
-from test_cli import CONFIG, TINY, cli, data_args, one_line_error
+from harness import CONFIG, TINY, cli, data_args, one_line_error, with_helpers
 
-TESTS = str(Path(__file__).parent)
-
-
-def helpers_env() -> dict:
-    return {"PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
 
 
 def processes_mentioning(marker: str) -> list[int]:
@@ -59,7 +52,7 @@ def test_an_error_in_a_loader_worker_ends_the_command(tmp_path, real_data_dir, r
         [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY,
          "--data.num_workers=2", "--trainer.limit_train_batches=20", "--trainer.callbacks+=helpers.FailInLoaderAt",
          "--trainer.callbacks.at=40", f"--trainer.default_root_dir={marker}"],
-        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **helpers_env()}, timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, env=with_helpers(), timeout=120,
     )
     elapsed = time.monotonic() - started
     stderr = one_line_error(result)
@@ -156,7 +149,7 @@ def test_report_refuses_a_broken_checkpoint_in_the_run(tiny_run, tmp_path):
 def test_a_failed_checkpoint_write_ends_the_fit_and_keeps_the_last_one(tmp_path, real_data_dir, real_archive):
     args = [a for a in TINY if "max_epochs" not in a]
     result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=3",
-                 "--trainer.callbacks+=helpers.FailSavesFrom", "--trainer.callbacks.epoch=1", cwd=tmp_path, env=helpers_env())
+                 "--trainer.callbacks+=helpers.FailSavesFrom", "--trainer.callbacks.epoch=1", cwd=tmp_path)
     stderr = one_line_error(result)
     checkpoints = tmp_path / "lightning_logs/version_0/checkpoints"
     assert "cannot write checkpoint" in stderr and "lightning_logs/version_0/checkpoints/" in stderr and "No space left on device" in stderr
@@ -226,7 +219,7 @@ def test_a_loss_gone_non_finite_on_one_ddp_process_stops_both(tmp_path, real_dat
         "--trainer.devices=2", "--trainer.sync_batchnorm=false", *data_args(real_data_dir, real_archive), *TINY,
         "--trainer.callbacks+=helpers.PoisonBatchOnRank", "--trainer.callbacks.rank=1",
     ]
-    result = subprocess.run(command, cwd=tmp_path, env={**os.environ, **helpers_env()}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, env=with_helpers(), capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: the training loss became")]
     # both processes stop at the same step, each with the one line (the healthy one says the other diverged)

@@ -15,18 +15,10 @@ import time
 import pytest
 import torch
 
-from test_cli import CONFIG, data_args
+from harness import CONFIG, data_args, tiny_run
 
 STEPS = 150  # about 4 s an epoch here: long enough for the signal to land mid-epoch
-ARGS = [
-    "--trainer.max_epochs=3",
-    f"--trainer.limit_train_batches={STEPS}",
-    "--trainer.limit_val_batches=2",
-    "--trainer.enable_progress_bar=false",
-    "--data.num_workers=1",
-    "--data.batch_size=32",
-    "--data.eval_batch_size=64",
-]
+ARGS = tiny_run(epochs=3, train_batches=STEPS, workers=1)
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cifar_lightning.cli import run_cli
-from test_cli import CONFIG, data_args
+from harness import CONFIG, data_args
 
 # 60 batches of 128 = 7,680 training images, validated on 1,024 held-out images (a random sample of
 # all classes). Runs on this 2-core CPU with seeds 42, 1 and 2 reached 0.391, 0.348 and 0.368;

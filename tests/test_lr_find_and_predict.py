@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from cifar_lightning.data import sources
-from test_cli import CONFIG, cli, data_args
+from harness import CONFIG, REPO, cli, data_args
 
-REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "results" / "seed-cnn"  # a committed headline checkpoint: its predictions are checked against the truth
 
 
 def test_lr_find_saves_the_plot_and_suggests_a_peak_rate(tmp_path, real_data_dir, real_archive):
     out = tmp_path / "lr_find.png"
-    command = [sys.executable, "-m", "cifar_lightning.lr_find", "--config", CONFIG, "--steps", "20", "--out", str(out),
+    command = [sys.executable, "-m", "cifar_lightning.lr_find", "--config", CONFIG, "--steps", "60", "--out", str(out),
                *data_args(real_data_dir, real_archive), "--data.num_workers=0", "--data.batch_size=32"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    found = re.search(r"suggested OneCycle peak rate: (\S+)\s+\(--model.optimizer.init_args.lr \S+\)", result.stdout)
+    found = re.search(r"steepest descent at (\S+): a lower bound for OneCycle's peak rate", result.stdout)
     assert found and 1e-5 <= float(found.group(1)) <= 10
     assert out.stat().st_size > 10_000
 
@@ -47,3 +48,13 @@ def test_predict_on_saved_test_images_of_known_class(tmp_path, real_data_dir, re
     assert set(rows) == set(truth)
     correct = sum(rows[name]["class"] == label for name, label in truth.items())
     assert correct >= 30  # the checkpoint's test accuracy is 85%; 40 images
+
+
+def test_smoothing_is_bias_corrected_from_the_first_point():
+    from cifar_lightning.lr_find import smoothed, steepest
+
+    assert smoothed([2.3, 2.3, 2.3]) == pytest.approx([2.3, 2.3, 2.3])  # Lightning's read 1.16 first
+    rates = [10 ** (-5 + 0.05 * i) for i in range(100)]
+    losses = [2.3 - 2 / (1 + math.exp(-4 * (math.log10(r) + 2.5))) for r in rates]  # falls fastest at 10**-2.5
+    assert steepest(rates, smoothed(losses, beta=0.0)) == pytest.approx(10**-2.5, rel=0.15)
+    assert steepest(rates, [2.3] * 100) is None

@@ -1,9 +1,8 @@
 """`make train` passes the archive when it exists and falls back to the download otherwise."""
 
 import subprocess
-from pathlib import Path
+from harness import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def dry_run(*args: str, target: str = "train") -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import REPO
+from harness import REPO
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +46,8 @@ def test_the_installed_configs_are_found_outside_a_checkout(wheel, tmp_path):
     path = Path(result.stdout.strip())
     assert result.returncode == 0 and path.is_file() and str(target) in str(path), result.stderr[-2000:]
     assert "SeedNet" in path.read_text()
+
+
+def test_the_option_table_in_the_docs_matches_the_parser():
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "option_table.py"), "--check"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import torch
 import cifar_lightning
 from cifar_lightning.data import sources
 from cifar_lightning.module import ImageClassifier
-from test_cli import REPO, fitted_run  # noqa: F401 - the module-scoped tiny fit
+from harness import REPO
 
 # single-view test accuracy of the committed headline checkpoints (re-tested 2026-11-26, fp32 here;
 # fast and best trained and were first tested in bf16, which moves a few of 10,000 answers)

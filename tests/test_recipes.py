@@ -13,7 +13,7 @@ from cifar_lightning.cli import run_cli
 from cifar_lightning.models import CompactNet, ResidualCompactNet
 from cifar_lightning.module import ImageClassifier
 
-from test_cli import REPO, TINY, data_args
+from harness import REPO, TINY, data_args
 
 
 @pytest.mark.parametrize(("recipe", "network_class"), [("fast", CompactNet), ("best", ResidualCompactNet)])

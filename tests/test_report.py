@@ -10,18 +10,12 @@ import pytest
 from cifar_lightning.cli import run_cli
 from cifar_lightning.report import main as report_main
 from cifar_lightning.report import read_test_views
-from test_cli import CONFIG, data_args
+from harness import CONFIG, data_args, tiny_run
 
 SHORT = [
-    "--trainer.max_epochs=2",
-    "--trainer.limit_train_batches=8",
-    "--trainer.limit_val_batches=2",
-    "--trainer.limit_test_batches=2",
+    *tiny_run(epochs=2, train_batches=8, workers=1, batch_size=64, eval_batch_size=256),
     "--trainer.log_every_n_steps=1",  # so the learning rate is logged within 8 steps
     "--speed_monitor.window_size=4",  # so images/s is logged within 8 steps
-    "--trainer.enable_progress_bar=false",
-    "--data.batch_size=64",
-    "--data.eval_batch_size=256",
 ]
 
 
@@ -67,10 +61,16 @@ def test_report_on_a_short_real_run(tmp_path, monkeypatch, real_data_dir, real_a
     ("model", "views"),
     [("flip_tta: true\n  tta_shift: 2", (True, 2)), ("flip_tta: true", (True, 0)), ("tta_shift: 2", (False, 0)), ("{}", (False, 0))],
 )
-def test_test_views_are_read_from_the_run_config(model, views, tmp_path):
-    # the shift views exist only on top of the mirrored pair (ImageClassifier.evaluate)
+def test_an_older_runs_test_views_are_read_from_its_config(model, views, tmp_path):
+    # runs tested before test/views was logged; the shift views exist only on top of the mirrored pair
     (tmp_path / "config.yaml").write_text(f"model:\n  {model}\n")
-    assert read_test_views(tmp_path) == views
+    assert read_test_views(tmp_path, {}) == views
+
+
+def test_test_views_come_from_what_the_test_logged(tmp_path):
+    (tmp_path / "config.yaml").write_text("model:\n  flip_tta: false\n")  # the logged record wins over any file
+    assert read_test_views(tmp_path, {"test/views": [(0.0, 3, 6.0)], "test/tta_shift_px": [(0.0, 3, 2.0)]}) == (True, 2)
+    assert read_test_views(tmp_path, {"test/views": [(0.0, 3, 1.0)], "test/tta_shift_px": [(0.0, 3, 0.0)]}) == (False, 0)
 
 
 @pytest.mark.slow
@@ -90,4 +90,4 @@ def test_report_on_a_run_without_validation(tmp_path, monkeypatch, real_data_dir
 def test_test_views_follow_the_config_test_ran_with(tmp_path):
     (tmp_path / "config.yaml").write_text("model:\n  flip_tta: true\n  tta_shift: 2\n")
     (tmp_path / "config-test.yaml").write_text("model:\n  flip_tta: true\n  tta_shift: 0\n")  # test --model.tta_shift 0
-    assert read_test_views(tmp_path) == (True, 0)
+    assert read_test_views(tmp_path, {}) == (True, 0)

@@ -7,7 +7,7 @@ import json
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from test_cli import CONFIG, TINY, cli, data_args
+from harness import CONFIG, TINY, cli, data_args
 
 SCALARS = ["train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "lr", "train/device/samples_per_sec",
            "time/epoch_s", "hp/best_val_acc", "hp/final_val_acc", "hp/test_acc", "test/acc"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -113,6 +114,7 @@ class CIFAR10DataModule(LightningDataModule):
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.held_out: list[str] = []  # identities of the validation images, after setup
         self.source = ""  # the folder the images were decoded from, after setup
+        self.preparation_seconds: float | None = None  # unpacking, decoding, the split: before the fit's clock
         self.classes = sources.CLASSES
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
@@ -121,11 +123,14 @@ class CIFAR10DataModule(LightningDataModule):
         self.shuffle_seed: int | None = None
 
     def prepare_data(self) -> None:
+        started = time.perf_counter()
         sources.prepare(self.data_dir, self.archive, self.download)
+        self.preparation_seconds = time.perf_counter() - started
 
     def setup(self, stage: str) -> None:
         if hasattr(self, "train_set"):
             return
+        started = time.perf_counter()
         arrays = sources.read_cache(self.data_dir / sources.CACHE_NAME)
         if arrays is None:  # used outside a Trainer, without prepare_data() first
             sources.prepare(self.data_dir, self.archive, self.download)
@@ -146,6 +151,8 @@ class CIFAR10DataModule(LightningDataModule):
         self.val_set = ImageArrayDataset(arrays.train_images[val_idx], arrays.train_labels[val_idx], None)
         self.test_set = ImageArrayDataset(arrays.test_images, arrays.test_labels, None)
         self._build_transforms()
+        # unpacking and decoding (prepare_data), then reading the cache and the split: not part of the fit's time
+        self.preparation_seconds = (self.preparation_seconds or 0.0) + time.perf_counter() - started
 
     def _build_transforms(self) -> None:
         evaluate = eval_transform(self.mean, self.std)

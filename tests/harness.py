@@ -1,0 +1,73 @@
+"""What the tests share: paths, the test data, the tiny-run limits, and running the real entry point.
+
+Fixtures live in conftest.py; test-only callbacks that the CLI imports by class_path live in
+helpers.py. No test module imports another.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+CONFIG = str(REPO / "configs" / "cnn.yaml")
+
+# The whole CIFAR-10 JPEG copy; CI has ../shared beside the clone. CIFAR10_ARCHIVE points elsewhere.
+FULL_ARCHIVE = Path(os.environ.get("CIFAR10_ARCHIVE", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+# Without it, a real subset the repository ships: 400 training and 100 test images a class of the
+# same copy, same layout (tests/data/make_subset.sh; its README names the origin).
+SUBSET_ARCHIVE = TESTS / "data" / "cifar10-subset.tar.gz"
+HAVE_FULL_COPY = FULL_ARCHIVE.is_file()
+REAL_ARCHIVE = FULL_ARCHIVE if HAVE_FULL_COPY else SUBSET_ARCHIVE
+# Decoded once and kept between test sessions (ignored by git), like a user's data/ folder.
+REAL_DATA_DIR = REPO / ".cache" / ("test-data" if HAVE_FULL_COPY else "test-data-subset")
+# the subset's 4,000 training images hold out 500 for validation (the recipes' 5,000 would leave none)
+SUBSET_VAL_SIZE = 500
+
+
+def tiny_run(epochs: int = 1, train_batches: int = 3, workers: int = 0, batch_size: int = 32, eval_batch_size: int = 64) -> list[str]:
+    """The limits of a run that takes seconds, not minutes: defined once, varied by argument."""
+    return [
+        f"--trainer.max_epochs={epochs}",
+        f"--trainer.limit_train_batches={train_batches}",
+        "--trainer.limit_val_batches=2",  # "1" would parse as 1.0: the whole set
+        "--trainer.limit_test_batches=2",
+        "--trainer.limit_predict_batches=2",
+        "--trainer.enable_progress_bar=false",
+        f"--data.num_workers={workers}",
+        f"--data.batch_size={batch_size}",
+        f"--data.eval_batch_size={eval_batch_size}",
+        "--run_info.reference_seconds=0",  # the reference rate is for timed runs
+    ]
+
+
+TINY = tiny_run()
+
+
+def data_args(data_dir: Path = REAL_DATA_DIR, archive: Path = REAL_ARCHIVE) -> list[str]:
+    """Command-line settings that point a run at the test data (the whole copy or the subset)."""
+    args = [f"--data.data_dir={data_dir}", f"--data.archive={archive}"]
+    return args if HAVE_FULL_COPY else [*args, f"--data.val_size={SUBSET_VAL_SIZE}"]
+
+
+def with_helpers(env: dict | None = None) -> dict:
+    """The environment of a subprocess that imports test-only callbacks (helpers.py) by class_path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m cifar_lightning ARGS`` in ``cwd``, the real entry point, in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "cifar_lightning", *args], cwd=cwd, capture_output=True, text=True,
+                          env=with_helpers(env), timeout=timeout)
+
+
+def one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    """Exit code ``code``, no traceback, no usage dump: the output ends in the one ``error:`` line."""
+    assert result.returncode == code, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and "usage:" not in result.stderr
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]]
+    return result.stderr

@@ -81,6 +81,7 @@ class ImageClassifier(LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc_single_view = MulticlassAccuracy(num_classes, average="micro")  # beside every TTA figure
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
@@ -98,13 +99,19 @@ class ImageClassifier(LightningModule):
             return self(images)
         logits = self._mirrored_pair(images)
         shift = self.tta_shift
-        if shift and not (self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING):
+        if shift and not self._fitting():
             padded = F.pad(images, (shift,) * 4, mode="reflect")
             height, width = images.shape[-2:]
             up_left = padded[..., :height, :width]  # content moves down-right by `shift` pixels
             down_right = padded[..., 2 * shift :, 2 * shift :]  # and up-left
             logits = (logits + (self._mirrored_pair(up_left) + self._mirrored_pair(down_right)) / 2) / 2
         return logits
+
+    def _fitting(self) -> bool:
+        try:
+            return self.trainer.state.fn == TrainerFn.FITTING
+        except RuntimeError:  # not attached to a Trainer: used from Python
+            return False
 
     def _mirrored_pair(self, images: Tensor) -> Tensor:
         return (self(images) + self(images.flip(3))) / 2  # dim 3: width
@@ -133,6 +140,9 @@ class ImageClassifier(LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         _, logits = self._step(batch, "test", self.test_acc)
         self.test_confusion(logits, batch[1])
+        if self.views > 1:  # the same images one view each: the figure a TTA accuracy is read against
+            self.test_acc_single_view(self(batch[0]), batch[1])
+            self.log("test/acc_single_view", self.test_acc_single_view, on_step=False, on_epoch=True)
         return logits  # for callbacks (TestFigures)
 
     def on_test_epoch_start(self) -> None:
@@ -188,7 +198,7 @@ class ImageClassifier(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["network_class"] = qualified_name(self.network)
         checkpoint["network_parameters"] = sum(p.numel() for p in self.network.parameters())
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.trainer.datamodule  # a checkpoint is saved by a Trainer
         preprocessing = getattr(datamodule, "preprocessing", None)
         if preprocessing:
             # what an image must go through before the network: a loaded model needs no data set

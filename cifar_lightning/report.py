@@ -127,7 +127,9 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
     facts = checkpoint_facts(run_dir)
     val = [r for r in rows if r["val_acc"] is not None]
     best = max(val, key=lambda r: r["val_acc"], default=None)
-    crossed = next((r["epoch"] + 1 for r in val if r["val_acc"] >= VAL_TARGET), None)
+    # epochs are numbered from 0 everywhere, as Lightning numbers them (checkpoint names, metrics.csv,
+    # its progress bar); "epochs" is a count. Summaries written before 2026-11-26 numbered these two from 1.
+    crossed = next((r["epoch"] for r in val if r["val_acc"] >= VAL_TARGET), None)
     test = scalars.get("test/acc")
     wall = rows[-1]["wall_time_s"] if rows else None
     flip_tta, tta_shift = read_test_views(run_dir, scalars)
@@ -137,9 +139,13 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
         "parameters": facts.get("parameters") or info.get("parameters"),
         "epochs": len(rows),
         "best_val_acc": best["val_acc"] if best else None,
-        "best_val_epoch": best["epoch"] + 1 if best else None,  # 1-based, as people count epochs
+        "epoch_numbering": "from 0",
+        "best_val_epoch": best["epoch"] if best else None,
         "final_val_acc": val[-1]["val_acc"] if val else None,
         "test_acc": test[-1][2] if test else None,
+        # with test-time views, the same checkpoint one view per image (logged by test since 2026-11-26)
+        "test_acc_single_view": (scalars["test/acc_single_view"][-1][2] if "test/acc_single_view" in scalars
+                                 else test[-1][2] if test and not flip_tta else None),
         "first_epoch_val_acc_ge_85": crossed,
         "fit_wall_time_s": wall,
         "seconds_per_epoch": wall / len(rows) if rows and wall else None,
@@ -164,14 +170,14 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
 
 
 def plot(rows: list[dict], scalars: dict, path: Path, title: str) -> None:
-    epochs = [r["epoch"] + 1 for r in rows]
+    epochs = [r["epoch"] for r in rows]
     fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, key, label in ((loss_ax, "loss", "cross-entropy loss"), (acc_ax, "acc", "accuracy")):
         for split, style in (("train", "-"), ("val", "--")):
             points = [(e, r[f"{split}_{key}"]) for e, r in zip(epochs, rows) if r[f"{split}_{key}"] is not None]
             if points:  # a run with data.val_size 0 has no validation curve
                 ax.plot(*zip(*points), style, label=split)
-        ax.set(xlabel="epoch", ylabel=label, title=label)
+        ax.set(xlabel="epoch (from 0)", ylabel=label, title=label)
         ax.grid(alpha=0.3)
         ax.legend()
     acc_ax.axhline(VAL_TARGET, color="grey", lw=0.8, ls=":")

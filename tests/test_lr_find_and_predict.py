@@ -24,7 +24,7 @@ def test_lr_find_saves_the_plot_and_suggests_a_peak_rate(tmp_path, real_data_dir
                *data_args(real_data_dir, real_archive), "--data.num_workers=0", "--data.batch_size=32"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    found = re.search(r"steepest descent at (\S+): a lower bound for OneCycle's peak rate", result.stdout)
+    found = re.search(r"suggested OneCycle peak rate: (\S+) \(a tenth of the rate at the lowest loss", result.stdout)
     assert found and 1e-5 <= float(found.group(1)) <= 10
     assert out.stat().st_size > 10_000
 
@@ -51,10 +51,17 @@ def test_predict_on_saved_test_images_of_known_class(tmp_path, real_data_dir, re
 
 
 def test_smoothing_is_bias_corrected_from_the_first_point():
-    from cifar_lightning.lr_find import smoothed, steepest
+    from cifar_lightning.lr_find import BETA, raw_losses, smoothed, steepest, tenth_of_minimum
+
+    # Lightning's curve for a loss that stays at 2.3: its first point reads 2.3 / (1 + BETA), about half
+    lightning = [(1 - BETA ** (t + 1)) * 2.3 / (1 - BETA ** (t + 2)) for t in range(5)]
+    assert lightning[0] == pytest.approx(2.3 / (1 + BETA)) and raw_losses(lightning) == pytest.approx([2.3] * 5)
 
     assert smoothed([2.3, 2.3, 2.3]) == pytest.approx([2.3, 2.3, 2.3])  # Lightning's read 1.16 first
     rates = [10 ** (-5 + 0.05 * i) for i in range(100)]
     losses = [2.3 - 2 / (1 + math.exp(-4 * (math.log10(r) + 2.5))) for r in rates]  # falls fastest at 10**-2.5
     assert steepest(rates, smoothed(losses, beta=0.0)) == pytest.approx(10**-2.5, rel=0.15)
     assert steepest(rates, [2.3] * 100) is None
+    diverging = losses[:80] + [50.0] * 20  # past the minimum the loss explodes: neither looks there
+    assert steepest(rates, diverging) == pytest.approx(10**-2.5, rel=0.15)
+    assert tenth_of_minimum(rates, diverging) == pytest.approx(rates[79] / 10)

@@ -15,6 +15,7 @@ def test_table_is_rebuilt_between_markers(tmp_path):
         "epochs": 50,
         "test_acc": 0.8812,
         "first_epoch_val_acc_ge_85": 30,
+        "epoch_numbering": "from 0",
         "fit_wall_time_s": 1500.0,
         "seconds_per_epoch": 30.0,
         "network": "cifar_lightning.models.seed.SeedNet",

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from harness import REPO
 
+from harness import REPO, data_args
 
 
 @pytest.mark.slow
@@ -15,7 +15,7 @@ def test_bench_writes_a_table_for_each_variant(tmp_path, real_data_dir, real_arc
     out = tmp_path / "bench.md"
     command = [sys.executable, "-m", "benchmarks.throughput", "--steps", "6", "--warmup", "2", "--repeats", "1",
                "--variant", "config", "", "--variant", "no-workers", "--data.num_workers 0", "--out", str(out),
-               f"--data.data_dir={real_data_dir}", f"--data.archive={real_archive}", "--data.batch_size=32"]
+               *data_args(real_data_dir, real_archive), "--data.batch_size=32"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in out.read_text().splitlines() if line.startswith("| config") or line.startswith("| no-workers")]

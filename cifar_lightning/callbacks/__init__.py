@@ -1,0 +1,14 @@
+"""Callbacks: behaviour that cuts across model and data, one concern per module."""
+
+from cifar_lightning.callbacks.loss_guard import FiniteLossGuard, NonFiniteLossError
+from cifar_lightning.callbacks.messages import FitSummary, ResumeHint, last_checkpoint_path
+from cifar_lightning.callbacks.predictions import PredictionWriter
+from cifar_lightning.callbacks.random_state import RandomState
+from cifar_lightning.callbacks.run_record import HELD_OUT, RUN_INFO, RunInfo
+from cifar_lightning.callbacks.speed import SpeedMonitor
+from cifar_lightning.callbacks.tensorboard import HParamsSummary, TestFigures
+
+__all__ = [
+    "HELD_OUT", "RUN_INFO", "FiniteLossGuard", "FitSummary", "HParamsSummary", "NonFiniteLossError", "PredictionWriter",
+    "RandomState", "ResumeHint", "RunInfo", "SpeedMonitor", "TestFigures", "last_checkpoint_path",
+]

@@ -1,0 +1,57 @@
+"""``predictions.csv``: what ``predict`` decided for each image, gathered from every process by index."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv``: path, top-1 class and its probability, and the top 3.
+
+    Args:
+        output: the CSV file; defaults to ``predictions.csv`` in the run's log folder.
+    """
+
+    def __init__(self, output: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output = output
+
+    def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions, batch_indices) -> None:
+        log_dir = trainer.log_dir  # every rank: under DDP it is a broadcast from rank 0
+        probabilities = torch.cat(predictions).float()
+        indices = torch.tensor([i for batch in _flat_batches(batch_indices) for i in batch], device=probabilities.device)
+        if trainer.world_size > 1:  # every process predicted its own share: gather them by index
+            probabilities = pl_module.all_gather(probabilities).flatten(0, 1)
+            indices = pl_module.all_gather(indices).flatten()
+        if not trainer.is_global_zero:
+            return
+        # DistributedSampler pads the shares to one length with repeats: keep each index once, in order
+        order = {int(i): row for row, i in enumerate(indices.tolist())}
+        rows = [order[i] for i in sorted(order)]
+        probabilities = probabilities[rows].cpu()
+        dataset = trainer.predict_dataloaders.dataset
+        paths = [dataset.name(i) for i in sorted(order)]
+        names = pl_module.hparams.class_names or [str(i) for i in range(probabilities.shape[1])]
+        output = Path(self.output or Path(log_dir or ".") / "predictions.csv")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
+        with output.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "class", "probability", "top3"])
+            for path, values, top_indices in zip(paths, top.values.tolist(), top.indices.tolist()):
+                top3 = " ".join(f"{names[i]}:{v:.4f}" for i, v in zip(top_indices, values))
+                writer.writerow([path, names[top_indices[0]], f"{values[0]:.4f}", top3])
+        rank_zero_info(f"wrote {len(paths)} predictions to {output}")
+
+
+def _flat_batches(batch_indices) -> list[list[int]]:
+    """Lightning gives one list of batches per dataloader; this project predicts with one."""
+    if batch_indices and batch_indices[0] and isinstance(batch_indices[0][0], (list, tuple)):
+        return [batch for loader in batch_indices for batch in loader]
+    return list(batch_indices)

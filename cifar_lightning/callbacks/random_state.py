@@ -1,0 +1,50 @@
+"""The global random states in checkpoints, so that a resumed run matches one that never stopped."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class RandomState(Callback):
+    """Carries the global RNG states of torch (CPU and CUDA), numpy and Python in checkpoints.
+
+    Lightning saves none of them. The data pipeline does not need them (its shuffling and
+    augmentation are seeded per epoch, ``data/sampling.py``), but a network that draws random
+    numbers while training (dropout, stochastic depth) does, for a resumed run to match one
+    that never stopped. The states are restored when the first resumed epoch starts, the point
+    where they were saved (after the previous epoch's validation), and stored as tensors and
+    plain numbers, so checkpoints still load with ``weights_only=True``.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        version, python_state, gauss = random.getstate()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "python": {"version": version, "state": list(python_state), "gauss": gauss},
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached_gaussian"]))
+        p = state["python"]
+        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))

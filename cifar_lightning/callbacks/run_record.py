@@ -1,0 +1,71 @@
+"""Provenance of a run: ``run.json`` (command, commit, versions, data copy, machine, reference rate)
+and ``validation_images.txt``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import lightning
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from cifar_lightning import provenance
+from cifar_lightning.reference_rate import train_step_rate
+
+
+RUN_INFO = "run.json"
+HELD_OUT = "validation_images.txt"  # train/<class>/<NNNN>, one a line
+
+
+class RunInfo(Callback):
+    """Writes ``run.json`` beside the run's logs: command, commit, versions, data copy, machine, and
+    a reference rate of this machine measured now (``reference_rate.py``).
+
+    Results are only as good as their provenance; the report reads this file.
+
+    Args:
+        reference_seconds: how long to time the reference work when the fit starts; 0 skips it.
+    """
+
+    def __init__(self, reference_seconds: float = 3.0) -> None:
+        self.reference_seconds = reference_seconds
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_dir = trainer.log_dir  # every rank: under DDP it is a broadcast from rank 0
+        if log_dir is None or not trainer.is_global_zero:
+            return
+        path = Path(log_dir) / RUN_INFO
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        start = {
+            "started": time.time(),  # seconds since the epoch; the report's clock starts here
+            "command": " ".join(["python -m cifar_lightning", *sys.argv[1:]]),
+            **provenance.commit(),
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+            "data": provenance.data_copy(trainer.datamodule),
+            "machine": {
+                **provenance.machine(),
+                "accelerator": type(trainer.accelerator).__name__,
+                "precision": str(trainer.precision),
+            },
+            "parameters": sum(p.numel() for p in pl_module.parameters()),
+            "data_preparation_s": getattr(trainer.datamodule, "preparation_seconds", None),
+            "reference": {
+                "images_per_s": train_step_rate(
+                    pl_module.network, trainer.datamodule.batch_size, "bf16" in str(trainer.precision),
+                    bool(pl_module.hparams.get("channels_last")), pl_module.device, self.reference_seconds,
+                ),
+                "work": "plain SGD training steps of the run's network on synthetic 3x32x32 images, "
+                        "the run's batch size, precision and layout (cifar_lightning/reference_rate.py)",
+            },
+        }
+        # a resumed run appends its own start, so the record shows every command that wrote the run
+        starts = previous.get("starts", []) + [start]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**start, "starts": starts}, indent=2) + "\n")
+        held_out = getattr(trainer.datamodule, "held_out", None)
+        if held_out:  # which images validation used, by identity: comparable across sources
+            (path.parent / HELD_OUT).write_text("\n".join(held_out) + "\n")

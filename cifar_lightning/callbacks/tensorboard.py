@@ -1,0 +1,116 @@
+"""TensorBoard's HPARAMS tab and the test figures: what the module logged, drawn and written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from cifar_lightning.figures import misclassified_figure
+
+
+HPARAM_METRICS = ("hp/best_val_acc", "hp/final_val_acc", "hp/test_acc")
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+class HParamsSummary(Callback):
+    """TensorBoard's HPARAMS tab: the run's whole config, with its final val and test accuracy.
+
+    The config is the run's ``config.yaml``, flattened (``model.optimizer.init_args.lr``...).
+    The tab's metrics are declared once, when the fit starts; their values are scalars logged
+    when known: best and final val accuracy at the end of ``fit``, test accuracy when ``test``
+    runs on a checkpoint of the run (it logs into the same folder). Set the logger's
+    ``default_hp_metric: false``: TensorBoard keeps the first hparams record of a run.
+    """
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        config_file = Path(trainer.log_dir or ".") / "config.yaml"  # every rank: log_dir is a broadcast
+        if not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger) or not config_file.is_file():
+            return
+        import yaml
+
+        params = _flatten(yaml.safe_load(config_file.read_text()) or {})
+        # with metrics, the logger writes the HPARAMS tab's experiment and session records
+        trainer.logger.log_hyperparams(params, metrics=dict.fromkeys(HPARAM_METRICS, 0.0))
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.logger is None:
+            return
+        metrics = {}
+        best = getattr(trainer.checkpoint_callback, "best_model_score", None)
+        if best is not None:
+            metrics["hp/best_val_acc"] = float(best)
+        if "val/acc" in trainer.callback_metrics:
+            metrics["hp/final_val_acc"] = float(trainer.callback_metrics["val/acc"])
+        trainer.logger.log_metrics(metrics, step=trainer.global_step)
+
+    @rank_zero_only
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.logger is not None and "test/acc" in trainer.callback_metrics:
+            trainer.logger.log_metrics({"hp/test_acc": float(trainer.callback_metrics["test/acc"])}, step=trainer.global_step)
+
+
+class TestFigures(Callback):
+    """At ``test``: the per-class table on the terminal, ``test_confusion_matrix.csv`` in the run
+    folder, and in TensorBoard the confusion matrix (torchmetrics' own plot) and a grid of
+    misclassified test images.
+
+    Args:
+        max_images: how many misclassified images the grid shows (the first ones met).
+    """
+
+    def __init__(self, max_images: int = 32) -> None:
+        self.max_images = max_images
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.wrong: list[tuple[torch.Tensor, int, int]] = []
+
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if outputs is None or len(self.wrong) >= self.max_images:
+            return
+        images, labels = batch
+        predicted = outputs.argmax(1)
+        for i in (predicted != labels).nonzero().flatten().tolist()[: self.max_images - len(self.wrong)]:
+            self.wrong.append((images[i].float().cpu(), int(labels[i]), int(predicted[i])))
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        matrix = pl_module.test_confusion.compute().cpu()  # every rank: the metric syncs across processes
+        if not trainer.is_global_zero:
+            return
+        names = pl_module.hparams.class_names or [str(i) for i in range(len(matrix))]
+        per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
+        lines = [f"{'class':>12} {'accuracy':>8}  confusion row (predicted " + " ".join(n[:4] for n in names) + ")"]
+        lines += [f"{name:>12} {acc:8.2%}  " + " ".join(f"{int(v):4d}" for v in row) for name, acc, row in zip(names, per_class, matrix)]
+        rank_zero_info("\n".join(lines))
+        if trainer.log_dir is not None:
+            with open(Path(trainer.log_dir) / "test_confusion_matrix.csv", "w") as f:
+                f.write("true\\predicted," + ",".join(names) + "\n")
+                f.writelines(f"{name}," + ",".join(str(int(v)) for v in row) + "\n" for name, row in zip(names, matrix))
+        writer = getattr(trainer.logger, "experiment", None)
+        if not hasattr(writer, "add_figure"):
+            return
+        step = trainer.global_step
+        figure, _ = pl_module.test_confusion.plot(val=matrix, labels=names, add_text=True)
+        writer.add_figure("test/confusion_matrix", figure, step)
+        if self.wrong:
+            mean = torch.tensor(trainer.datamodule.mean).view(3, 1, 1)
+            std = torch.tensor(trainer.datamodule.std).view(3, 1, 1)
+            pixels = [((image * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy() for image, _, _ in self.wrong]
+            figure = misclassified_figure(np.stack(pixels), [names[t] for _, t, _ in self.wrong], [names[p] for _, _, p in self.wrong])
+            writer.add_figure("test/misclassified", figure, step)
+        writer.flush()

@@ -221,3 +221,16 @@ def test_flip_and_cutout_decisions_are_independent():
     # what Compose.set_random_seed alone does: one seed for every transform locks them together
     flips, cuts = first_decisions(lambda transform, seed: transform.set_random_seed(seed))
     assert (flips == cuts).mean() == 1.0
+
+
+def test_ddp_processes_augment_differently_without_loader_workers():
+    from cifar_lightning.data.sampling import EpochSeededSampler
+
+    seeds = {}
+    for rank in (0, 1):
+        calls = []
+        sampler = EpochSeededSampler(8, seed=42, epoch=3, reseed_in_process=calls.append, rank=rank)
+        order = list(sampler)
+        seeds[rank] = (calls, order)
+    # the same epoch order for both (DistributedSampler splits it), different augmentation streams
+    assert seeds[0][1] == seeds[1][1] and seeds[0][0] != seeds[1][0]

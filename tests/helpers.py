@@ -56,17 +56,24 @@ class KillAt(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-class DieDuringSave(Callback):
-    """From ``epoch`` on, the next checkpoint save writes half its bytes and then SIGKILLs itself."""
+class ReplaceSaveFrom(Callback):
+    """From ``epoch`` on, checkpoint writes go through ``broken_save(real_save)`` instead of ``torch.save``."""
 
     def __init__(self, epoch: int = 1) -> None:
         self.epoch = epoch
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch < self.epoch:
-            return
-        real_save = torch.save
+        if trainer.current_epoch >= self.epoch:
+            torch.save = self.broken_save(torch.save)
 
+    def broken_save(self, real_save):
+        raise NotImplementedError
+
+
+class DieDuringSave(ReplaceSaveFrom):
+    """From ``epoch`` on, the next checkpoint save writes half its bytes and then SIGKILLs itself."""
+
+    def broken_save(self, real_save):
         def half_save_then_die(obj, f, *args, **kwargs):
             buffer = io.BytesIO()
             real_save(obj, buffer, *args, **kwargs)
@@ -79,7 +86,7 @@ class DieDuringSave(Callback):
                     out.write(half)
             os.kill(os.getpid(), signal.SIGKILL)
 
-        torch.save = half_save_then_die
+        return half_save_then_die
 
 
 class DropoutNet(nn.Sequential):
@@ -156,21 +163,16 @@ class FailInLoaderAt(Callback):
         dataset.transform = FailingTransform(dataset.transform, self.at)
 
 
-class FailSavesFrom(Callback):
+class FailSavesFrom(ReplaceSaveFrom):
     """From ``epoch`` on, every checkpoint write fails as a full disk would (OSError ENOSPC)."""
 
-    def __init__(self, epoch: int = 1) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch < self.epoch:
-            return
+    def broken_save(self, real_save):
         import errno
 
         def no_space(*args, **kwargs):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        torch.save = no_space
+        return no_space
 
 
 class PoisonBatchOnRank(Callback):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jsonargparse.typing import restricted_number_type
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
 
@@ -29,6 +30,10 @@ class WarmupEMA:
         return decay * average + (1.0 - decay) * current
 
 
+# checked when the command line is parsed: [0, 1), 1 would never move from the first weights
+Decay = restricted_number_type("Decay", float, [(">=", 0.0), ("<", 1.0)])
+
+
 class EMAWithWarmup(WeightAveraging):
     """Validation, test and checkpoints use an EMA of the weights, updated every training step.
 
@@ -37,11 +42,11 @@ class EMAWithWarmup(WeightAveraging):
         use_buffers: average BatchNorm's running statistics too, as Lightning's EMA does.
     """
 
-    def __init__(self, decay: float = 0.999, use_buffers: bool = True, **kwargs: Any) -> None:
+    def __init__(self, decay: Decay = 0.999, use_buffers: bool = True, **kwargs: Any) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        super().__init__(use_buffers=use_buffers, avg_fn=WarmupEMA(decay), **kwargs)
-        self.decay = decay
+        super().__init__(use_buffers=use_buffers, avg_fn=WarmupEMA(float(decay)), **kwargs)
+        self.decay = float(decay)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None  # every optimizer step, never per epoch

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
@@ -50,15 +51,15 @@ class ImageClassifier(LightningModule):
         self,
         network: nn.Module,
         optimizer: OptimizerCallable = torch.optim.AdamW,
-        num_classes: int = 10,
+        num_classes: PositiveInt = 10,
         class_names: list[str] | None = None,
-        label_smoothing: float = 0.0,
-        pct_start: float = 0.25,
-        div_factor: float = 25.0,
-        final_div_factor: float = 1e4,
+        label_smoothing: ClosedUnitInterval = 0.0,
+        pct_start: OpenUnitInterval = 0.25,
+        div_factor: PositiveFloat = 25.0,
+        final_div_factor: PositiveFloat = 1e4,
         channels_last: bool = True,
         flip_tta: bool = False,
-        tta_shift: int = 0,
+        tta_shift: NonNegativeInt = 0,
         distillation: Distillation | None = None,
     ) -> None:
         super().__init__()

@@ -225,3 +225,14 @@ def test_a_loss_gone_non_finite_on_one_ddp_process_stops_both(tmp_path, real_dat
     # both processes stop at the same step, each with the one line (the healthy one says the other diverged)
     assert len(errors) == 2 and all("at epoch 0, step 2:" in line for line in errors), result.stderr[-3000:]
     assert any("non-finite on another DDP process" in line for line in errors)
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [("--model.label_smoothing=2", "model.label_smoothing"), ("--model.pct_start=1.5", "model.pct_start"),
+     ("--model.div_factor=0", "model.div_factor"), ("--model.tta_shift=-1", "model.tta_shift")],
+)
+def test_a_model_setting_out_of_range_is_one_line_before_any_work(setting, named, tmp_path):
+    stderr = one_line_error(cli("fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'data'}", setting, cwd=tmp_path))
+    assert named in stderr and "does not conform to restriction" in stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "lightning_logs").exists()

@@ -42,9 +42,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     A truncated copy, an empty file or any other file is refused with one line naming it.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist: check the path, or use --ckpt_path last")
     hint = "copy it again, or pick another checkpoint (each run keeps its best and last ones in checkpoints/)"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a complete checkpoint (a folder or device, not a file): {hint}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is not a complete checkpoint (the file is empty): {hint}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip; a cut copy has no end record

@@ -130,6 +130,8 @@ def test_a_broken_checkpoint_is_refused_by_export_load_and_the_teacher(kind, tin
     result = subprocess.run([sys.executable, "-m", "cifar_lightning.export", "--config", CONFIG, "--ckpt_path", str(path)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert f"{path} is not a complete checkpoint" in one_line_error(result)
+    with pytest.raises(CheckpointError, match="a folder or device, not a file"):
+        read_checkpoint(tmp_path)
     for load in (read_checkpoint, cifar_lightning.load, lambda p: Distillation(SeedNet(), str(p)).load_teacher(torch.device("cpu"), True)):
         with pytest.raises(CheckpointError, match="is not a complete checkpoint"):
             load(path)

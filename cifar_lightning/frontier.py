@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import yaml  # noqa: E402
 
-from cifar_lightning.results_table import SEED_PUBLISHED, single_view_of  # noqa: E402
+from cifar_lightning.results_table import SEED_PUBLISHED, single_view_of, views_of  # noqa: E402
 
 
 def points(results: Path) -> list[dict]:
@@ -36,9 +36,10 @@ def points(results: Path) -> list[dict]:
             "run": str(path.parent.relative_to(results)),
             "minutes": s["fit_wall_time_s"] / 60,
             "test": s["test_acc"],
-            "single": single_view_of(path.parent) if (s.get("test_flip_tta") or s.get("test_tta_shift")) else s["test_acc"],
-            "views": 6 if s.get("test_tta_shift") else 2 if s.get("test_flip_tta") else 1,
+            "single": single_view_of(path.parent) if views_of(s) > 1 else s["test_acc"],
+            "views": views_of(s),
             "epochs": s["epochs"],
+            "reference": s.get("reference_images_per_s"),  # the machine's speed beside its minutes
             "where": machine.get("gpu") or f"{machine.get('cpu_count', '?')}-core CPU",
         })
     return found
@@ -78,14 +79,15 @@ def write(results: Path) -> None:
         "",
         "![frontier](frontier.png)",
         "",
-        "| run | where | epochs | fit min | test acc (views) | single view |",
-        "|---|---|---|---|---|---|",
+        "| run | where | epochs | fit min | reference rate, img/s | test acc (views) | single view |",
+        "|---|---|---|---|---|---|---|",
     ]
     for p in found:
         single = "not measured" if p["single"] is None else f"{p['single']:.2%}"
-        lines.append(f"| {p['run']} | {p['where']} | {p['epochs']} | {p['minutes']:.1f} | {p['test']:.2%} ({p['views']}) | {single} |")
+        reference = "not measured" if p["reference"] is None else f"{p['reference']:,.0f}"
+        lines.append(f"| {p['run']} | {p['where']} | {p['epochs']} | {p['minutes']:.1f} | {reference} | {p['test']:.2%} ({p['views']}) | {single} |")
     for seed in SEED_PUBLISHED:
-        lines.append(f"| seed, published | original lossless CIFAR-10, another data copy | {seed['epochs']} | not stated | "
+        lines.append(f"| seed, published | original lossless CIFAR-10, another data copy | {seed['epochs']} | not stated | – | "
                      f"{seed['test_acc']:.2%} (1) | {seed['test_acc']:.2%} |")
     (results / "frontier.md").write_text("\n".join(lines) + "\n")
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, OpenUnitInterval, PositiveFloat, PositiveInt
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.optim.lr_scheduler import OneCycleLR
@@ -16,6 +15,14 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from cifar_lightning.distillation import Distillation
 from cifar_lightning.errors import CheckpointError
+
+
+TTALevel = Literal["none", "flip", "flip_shift"]
+# how many views each level averages: the image; its mirror too; and both shifted along the two diagonals
+TTA_VIEWS = {"none": 1, "flip": 2, "flip_shift": 6}
+# 2 px: the recipes translate training images by up to 2 px; a 3-px shift gave most of the gain back
+# (validation of four finished checkpoints: results/best/runs/tta-shift/README.md)
+TTA_SHIFT_PX = 2
 
 
 def qualified_name(obj: object) -> str:
@@ -36,13 +43,12 @@ class ImageClassifier(LightningModule):
         div_factor: the starting rate is ``lr / div_factor``.
         final_div_factor: the final rate is the starting rate divided by this.
         channels_last: NHWC memory layout; about 2x faster for this kind of network on CPU.
-        flip_tta: validation, test and predict average the logits of each image and its mirror
-            image (test-time augmentation, twice the evaluation cost); training is unchanged.
-        tta_shift: with ``flip_tta``, ``validate``, ``test`` and ``predict`` also average the mirrored
-            pairs of the image shifted by this many pixels along both diagonals (reflect padding):
-            six views, the unshifted pair weighted as much as the two shifted ones together. 0 for
-            none. Not used by the per-epoch validation inside ``fit``, where three times the
-            evaluation cost would come out of the training budget.
+        tta: test-time augmentation of every evaluation (the validation inside ``fit``, ``validate``,
+            ``test``, ``predict``): ``none``, one view; ``flip``, the logits of the image and its mirror
+            averaged (2 views); ``flip_shift``, also the mirrored pairs of the image shifted
+            ``TTA_SHIFT_PX`` pixels along both diagonals, reflect-padded (6 views, the unshifted pair
+            weighted as much as the shifted two together). Training is unchanged. It is an evaluation
+            setting: not saved with the weights, so the command that evaluates decides it.
         distillation: train against a frozen teacher's soft targets as well as the labels
             (``cifar_lightning.distillation.Distillation``); evaluation is unchanged.
     """
@@ -58,8 +64,7 @@ class ImageClassifier(LightningModule):
         div_factor: PositiveFloat = 25.0,
         final_div_factor: PositiveFloat = 1e4,
         channels_last: bool = True,
-        flip_tta: bool = False,
-        tta_shift: NonNegativeInt = 0,
+        tta: TTALevel = "none",
         distillation: Distillation | None = None,
     ) -> None:
         super().__init__()
@@ -68,12 +73,13 @@ class ImageClassifier(LightningModule):
         # distillation arrive here as their class_path/init_args (plain data), which is what lets
         # load_from_checkpoint rebuild them with weights_only loading; built in Python they are
         # objects, which a weights_only checkpoint cannot hold, so they are left out then.
-        self.save_hyperparameters(ignore=["flip_tta", "tta_shift"])
+        self.save_hyperparameters(ignore=["tta"])
         for key in ("network", "optimizer", "distillation"):
             if not isinstance(self.hparams.get(key), (dict, type(None))):
                 del self.hparams[key]
-        self.flip_tta = flip_tta
-        self.tta_shift = tta_shift
+        if tta not in TTA_VIEWS:  # the CLI's type check covers the command line; this, Python callers
+            raise ValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, not {tta!r}")
+        self.tta = tta
         self.network = network
         self.optimizer_factory = optimizer
         # a plain attribute, not a submodule: the teacher stays out of parameters() and state_dict()
@@ -94,25 +100,18 @@ class ImageClassifier(LightningModule):
         return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
 
     def evaluate(self, images: Tensor) -> Tensor:
-        """Logits for evaluation: single view, averaged with the mirror image (``flip_tta``), and
-        with shifted copies (``tta_shift``) outside ``fit``."""
-        if not self.flip_tta:
+        """Logits for evaluation, averaged over the views of ``tta``."""
+        if self.tta == "none":
             return self(images)
         logits = self._mirrored_pair(images)
-        shift = self.tta_shift
-        if shift and not self._fitting():
+        if self.tta == "flip_shift":
+            shift = TTA_SHIFT_PX
             padded = F.pad(images, (shift,) * 4, mode="reflect")
             height, width = images.shape[-2:]
             up_left = padded[..., :height, :width]  # content moves down-right by `shift` pixels
             down_right = padded[..., 2 * shift :, 2 * shift :]  # and up-left
             logits = (logits + (self._mirrored_pair(up_left) + self._mirrored_pair(down_right)) / 2) / 2
         return logits
-
-    def _fitting(self) -> bool:
-        try:
-            return self.trainer.state.fn == TrainerFn.FITTING
-        except RuntimeError:  # not attached to a Trainer: used from Python
-            return False
 
     def _mirrored_pair(self, images: Tensor) -> Tensor:
         return (self(images) + self(images.flip(3))) / 2  # dim 3: width
@@ -157,12 +156,11 @@ class ImageClassifier(LightningModule):
             self.log(f"test/acc_class/{name}", accuracy)
         # the evaluation records its own test-time views beside its accuracy
         self.log("test/views", float(self.views))
-        self.log("test/tta_shift_px", float(self.tta_shift if self.flip_tta else 0))
 
     @property
     def views(self) -> int:
-        """How many views ``evaluate`` averages outside fit: 1, 2 (mirror) or 6 (mirrored pairs, shifted)."""
-        return 1 if not self.flip_tta else 6 if self.tta_shift else 2
+        """How many views ``evaluate`` averages: 1, 2 or 6 (``TTA_VIEWS``)."""
+        return TTA_VIEWS[self.tta]
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.evaluate(batch[0]).softmax(dim=1)

@@ -21,7 +21,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-import yaml  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from cifar_lightning.checkpoints import read_checkpoint  # noqa: E402
@@ -97,20 +96,9 @@ def read_confusion(run_dir: Path) -> dict | None:
     return {"classes": names, "matrix": matrix, "per_class_accuracy": per_class}
 
 
-def read_test_views(run_dir: Path, scalars: dict) -> tuple[bool, int]:
-    """The test-time augmentation ``test`` ran with: (mirror image used, shift in pixels).
-
-    From what the test logged (``test/views``, ``test/tta_shift_px``). Runs tested before
-    2026-11-26 logged neither: for them, the config ``test`` ran with (``config-test.yaml``), else
-    the fit's ``config.yaml``."""
-    if "test/views" in scalars:
-        views = int(scalars["test/views"][-1][2])
-        return views > 1, int(scalars.get("test/tta_shift_px", [(0, 0, 0)])[-1][2])
-    path = next((p for p in (run_dir / "config-test.yaml", run_dir / "config.yaml") if p.is_file()), None)
-    config = yaml.safe_load(path.read_text()) if path is not None else None
-    model = (config or {}).get("model") or {}
-    flip = bool(model.get("flip_tta", False))
-    return flip, int(model.get("tta_shift") or 0) if flip else 0
+def read_test_views(scalars: dict) -> int | None:
+    """How many test-time views ``test`` averaged, as it logged them (``test/views``); None if untested."""
+    return int(scalars["test/views"][-1][2]) if "test/views" in scalars else None
 
 
 def median_value(points: list[tuple[float, int, float]]) -> float | None:
@@ -132,7 +120,7 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
     crossed = next((r["epoch"] for r in val if r["val_acc"] >= VAL_TARGET), None)
     test = scalars.get("test/acc")
     wall = rows[-1]["wall_time_s"] if rows else None
-    flip_tta, tta_shift = read_test_views(run_dir, scalars)
+    views = read_test_views(scalars)
     return {
         "run_dir": str(run_dir),
         "network": facts.get("network"),
@@ -145,14 +133,13 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
         "test_acc": test[-1][2] if test else None,
         # with test-time views, the same checkpoint one view per image (logged by test since 2026-11-26)
         "test_acc_single_view": (scalars["test/acc_single_view"][-1][2] if "test/acc_single_view" in scalars
-                                 else test[-1][2] if test and not flip_tta else None),
+                                 else test[-1][2] if test and views == 1 else None),
         "first_epoch_val_acc_ge_85": crossed,
         "fit_wall_time_s": wall,
         "seconds_per_epoch": wall / len(rows) if rows and wall else None,
         # training images/s while stepping (SpeedMonitor's ThroughputMonitor; median over the run)
         "train_images_per_sec": median_value(scalars.get("train/device/samples_per_sec", [])),
-        "test_flip_tta": flip_tta,  # False: single-view test accuracy
-        "test_tta_shift": tta_shift,  # > 0: also the mirrored pairs shifted this many pixels (6 views)
+        "test_views": views,  # 1: single view; 2: with the mirror image; 6: also shifted (model.tta)
         "test_per_class": read_confusion(run_dir),
         "command": info.get("command"),
         "commit": info.get("commit"),

@@ -26,6 +26,14 @@ HEADER = (
 RETEST = "retest.json"  # python -m cifar_lightning.retest: the single-view figure beside a TTA one
 
 
+def views_of(s: dict) -> int:
+    """How many test-time views a summary's test accuracy averages. Summaries written before the
+    single ``model.tta`` setting recorded the mirror and the shift as two keys."""
+    if s.get("test_views") is not None:
+        return s["test_views"]
+    return 6 if s.get("test_tta_shift") else 2 if s.get("test_flip_tta") else 1
+
+
 def _fmt(value, spec: str, missing: str = "–") -> str:
     return missing if value is None else format(value, spec)
 
@@ -35,8 +43,9 @@ def row_for(name: str, s: dict, single_view: float | None = None) -> str:
     archive = (s.get("data") or {}).get("archive") or "torchvision download"
     minutes = None if s.get("fit_wall_time_s") is None else s["fit_wall_time_s"] / 60
     network = (s.get("network") or "?").rsplit(".", 1)[-1]
-    views = " (6 views)" if s.get("test_tta_shift") else " (2 views: flip)" if s.get("test_flip_tta") else " (1 view)"
-    if single_view is None and not (s.get("test_tta_shift") or s.get("test_flip_tta")):
+    count = views_of(s)
+    views = {1: " (1 view)", 2: " (2 views: flip)"}.get(count, f" ({count} views)")
+    if single_view is None and count == 1:
         single_view = s.get("test_acc")
     return (
         f"| [{name}](results/{name}/) | {network} | {s['parameters']:,} | {s['epochs']} | {_fmt(s.get('test_acc'), '.2%')}{views} "

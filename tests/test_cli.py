@@ -208,7 +208,7 @@ def test_predict_on_your_own_images(fitted_run, tmp_path, real_data_dir, real_ar
     ckpt = str(fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt")
     args = ["predict", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, f"--data.predict_dir={folder}"]
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable file.*notes.txt"):
-        run_cli([*args, "--ckpt_path", ckpt])
+        run_cli([*args, "--ckpt_path", ckpt, "--model.tta=flip"])  # predict decides its own test-time views
     written = sorted((fitted_run / "lightning_logs").glob("*/predictions.csv"), key=lambda p: p.stat().st_mtime)[-1]
     with written.open() as f:
         rows = list(csv.DictReader(f))
@@ -218,3 +218,4 @@ def test_predict_on_your_own_images(fitted_run, tmp_path, real_data_dir, real_ar
         assert row["class"] in sources.CLASSES and row["class"] == top3[0][0]
         assert 0 < float(row["probability"]) <= 1 and len({name for name, _ in top3}) == 3
         assert float(top3[0][1]) >= float(top3[1][1]) >= float(top3[2][1])
+        assert row["views"] == "2"  # the file records the views its predictions averaged

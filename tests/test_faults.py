@@ -229,12 +229,16 @@ def test_a_loss_gone_non_finite_on_one_ddp_process_stops_both(tmp_path, real_dat
     assert any("non-finite on another DDP process" in line for line in errors)
 
 
+OUT_OF_RANGE = "does not conform to restriction"
+
+
 @pytest.mark.parametrize(
-    ("setting", "named"),
-    [("--model.label_smoothing=2", "model.label_smoothing"), ("--model.pct_start=1.5", "model.pct_start"),
-     ("--model.div_factor=0", "model.div_factor"), ("--model.tta_shift=-1", "model.tta_shift")],
+    ("setting", "named", "why"),
+    [("--model.label_smoothing=2", "model.label_smoothing", OUT_OF_RANGE), ("--model.pct_start=1.5", "model.pct_start", OUT_OF_RANGE),
+     ("--model.div_factor=0", "model.div_factor", OUT_OF_RANGE),
+     ("--model.tta=mirror", "model.tta", "Literal['none', 'flip', 'flip_shift']")],
 )
-def test_a_model_setting_out_of_range_is_one_line_before_any_work(setting, named, tmp_path):
+def test_a_model_setting_out_of_range_is_one_line_before_any_work(setting, named, why, tmp_path):
     stderr = one_line_error(cli("fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'data'}", setting, cwd=tmp_path))
-    assert named in stderr and "does not conform to restriction" in stderr
+    assert named in stderr and why in stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "lightning_logs").exists()

@@ -46,8 +46,8 @@ def test_report_on_a_short_real_run(tmp_path, monkeypatch, real_data_dir, real_a
     assert summary["best_val_acc"] == max(float(r["val_acc"]) for r in rows)
     assert summary["commit"] and summary["torch"] and summary["lightning"]
     assert summary["data"]["archive"] == str(real_archive)
-    assert summary["train_images_per_sec"] > 0 and summary["test_flip_tta"] is False
-    assert summary["test_tta_shift"] == 0
+    assert summary["train_images_per_sec"] > 0 and summary["test_views"] == 1
+    assert summary["test_acc_single_view"] == summary["test_acc"]
     per_class = summary["test_per_class"]
     assert per_class["classes"][0] == "airplane" and len(per_class["matrix"]) == 10
     assert sum(map(sum, per_class["matrix"])) == 512  # two test batches of 256
@@ -57,20 +57,10 @@ def test_report_on_a_short_real_run(tmp_path, monkeypatch, real_data_dir, real_a
     assert "test_acc" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    ("model", "views"),
-    [("flip_tta: true\n  tta_shift: 2", (True, 2)), ("flip_tta: true", (True, 0)), ("tta_shift: 2", (False, 0)), ("{}", (False, 0))],
-)
-def test_an_older_runs_test_views_are_read_from_its_config(model, views, tmp_path):
-    # runs tested before test/views was logged; the shift views exist only on top of the mirrored pair
-    (tmp_path / "config.yaml").write_text(f"model:\n  {model}\n")
-    assert read_test_views(tmp_path, {}) == views
-
-
-def test_test_views_come_from_what_the_test_logged(tmp_path):
-    (tmp_path / "config.yaml").write_text("model:\n  flip_tta: false\n")  # the logged record wins over any file
-    assert read_test_views(tmp_path, {"test/views": [(0.0, 3, 6.0)], "test/tta_shift_px": [(0.0, 3, 2.0)]}) == (True, 2)
-    assert read_test_views(tmp_path, {"test/views": [(0.0, 3, 1.0)], "test/tta_shift_px": [(0.0, 3, 0.0)]}) == (False, 0)
+def test_test_views_come_from_what_the_test_logged():
+    assert read_test_views({"test/views": [(0.0, 3, 6.0)]}) == 6
+    assert read_test_views({"test/views": [(0.0, 3, 1.0)]}) == 1
+    assert read_test_views({"test/acc": [(0.0, 3, 0.5)]}) is None  # not tested: nothing is guessed
 
 
 @pytest.mark.slow
@@ -85,9 +75,3 @@ def test_report_on_a_run_without_validation(tmp_path, monkeypatch, real_data_dir
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["epochs"] == 1 and summary["best_val_acc"] is None and summary["first_epoch_val_acc_ge_85"] is None
     assert (tmp_path / "report" / "curves.png").stat().st_size > 10_000
-
-
-def test_test_views_follow_the_config_test_ran_with(tmp_path):
-    (tmp_path / "config.yaml").write_text("model:\n  flip_tta: true\n  tta_shift: 2\n")
-    (tmp_path / "config-test.yaml").write_text("model:\n  flip_tta: true\n  tta_shift: 0\n")  # test --model.tta_shift 0
-    assert read_test_views(tmp_path, {}) == (True, 0)

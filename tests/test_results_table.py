@@ -35,7 +35,10 @@ def test_table_is_rebuilt_between_markers(tmp_path):
 
 @pytest.mark.parametrize(
     ("views", "mark"),
-    [({"test_flip_tta": True}, " (2 views: flip) | not measured"), ({"test_flip_tta": True, "test_tta_shift": 2}, " (6 views) | not measured"),
+    [({"test_views": 2}, " (2 views: flip) | not measured"), ({"test_views": 6}, " (6 views) | not measured"),
+     ({"test_views": 1}, " (1 view) | 90.00%"),
+     # summaries written before model.tta recorded the mirror and the shift as two keys
+     ({"test_flip_tta": True}, " (2 views: flip) | not measured"), ({"test_flip_tta": True, "test_tta_shift": 2}, " (6 views) | not measured"),
      ({}, " (1 view) | 90.00%")],
 )
 def test_test_time_augmentation_is_marked_beside_the_single_view(views, mark, tmp_path):
@@ -64,3 +67,24 @@ def table_of_one_run(tmp_path, summary: dict) -> str:
     readme.write_text(f"{START}\n{END}\n")
     main(["--readme", str(readme), "--results", str(tmp_path / "results")])
     return readme.read_text()
+
+
+def test_frontier_reads_views_single_view_and_reference_rate_from_the_run_folders(tmp_path):
+    from cifar_lightning.frontier import write
+
+    def run(name: str, epochs: int, planned: int, **summary) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.yaml").write_text(f"trainer:\n  max_epochs: {planned}\n")
+        (folder / "summary.json").write_text(json.dumps({"epochs": epochs, "fit_wall_time_s": 600.0, "test_acc": 0.87, **summary}))
+
+    run("fast", 15, 15, test_views=2, test_acc_single_view=0.856, reference_images_per_s=1841.5)
+    run("best", 130, 130, test_flip_tta=True, test_tta_shift=2)  # an older summary, re-tested single view
+    (tmp_path / "best" / "retest.json").write_text(json.dumps({"test_acc_single_view": 0.8833}))
+    run("stopped", 33, 50)  # stopped before its planned end: not a point of its recipe
+    write(tmp_path)
+    table = (tmp_path / "frontier.md").read_text()
+    assert "| fast | ?-core CPU | 15 | 10.0 | 1,842 | 87.00% (2) | 85.60% |" in table
+    assert "| best | ?-core CPU | 130 | 10.0 | not measured | 87.00% (6) | 88.33% |" in table
+    assert "stopped |" not in table and "| seed, published | original lossless CIFAR-10, another data copy | 50 |" in table
+    assert (tmp_path / "frontier.png").read_bytes().startswith(b"\x89PNG")

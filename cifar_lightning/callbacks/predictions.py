@@ -12,7 +12,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv``: path, top-1 class and its probability, and the top 3.
+    """Writes ``predictions.csv``: path, top-1 class and its probability, the top 3, and how many
+    test-time views each prediction averaged (the module's ``views``, from ``model.tta``).
 
     Args:
         output: the CSV file; defaults to ``predictions.csv`` in the run's log folder.
@@ -41,12 +42,13 @@ class PredictionWriter(BasePredictionWriter):
         output = Path(self.output or Path(log_dir or ".") / "predictions.csv")
         output.parent.mkdir(parents=True, exist_ok=True)
         top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
+        views = getattr(pl_module, "views", 1)
         with output.open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["path", "class", "probability", "top3"])
+            writer.writerow(["path", "class", "probability", "top3", "views"])
             for path, values, top_indices in zip(paths, top.values.tolist(), top.indices.tolist()):
                 top3 = " ".join(f"{names[i]}:{v:.4f}" for i, v in zip(top_indices, values))
-                writer.writerow([path, names[top_indices[0]], f"{values[0]:.4f}", top3])
+                writer.writerow([path, names[top_indices[0]], f"{values[0]:.4f}", top3, views])
         rank_zero_info(f"wrote {len(paths)} predictions to {output}")
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -87,10 +89,13 @@ def tenth_of_minimum(rates: list[float], curve: list[float]) -> float | None:
 
 
 def find_lr(config: str, overrides: list[str], steps: int, min_lr: float, max_lr: float, out: Path) -> tuple[float | None, float | None]:
-    cli = build(config, overrides)
-    # update_attr=False: the rate lives in the optimizer's config (model.optimizer.init_args.lr)
-    finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, min_lr=min_lr, max_lr=max_lr,
-                                        num_training=steps, update_attr=False, early_stop_threshold=None)
+    # Tuner.lr_find saves the starting weights as .lr_find_<uuid>.ckpt in the trainer's root folder and
+    # deletes it only when the sweep ends normally: a temporary root folder goes on failure or Ctrl-C too
+    with tempfile.TemporaryDirectory(prefix="cifar-lightning-lr-find-") as scratch:
+        cli = build(config, [*overrides, f"--trainer.default_root_dir={scratch}"])
+        # update_attr=False: the rate lives in the optimizer's config (model.optimizer.init_args.lr)
+        finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, min_lr=min_lr, max_lr=max_lr,
+                                            num_training=steps, update_attr=False, early_stop_threshold=None)
     rates, losses = finder.results["lr"], raw_losses(finder.results["loss"])
     curve = smoothed(losses)
     suggestion, lower = tenth_of_minimum(rates, curve), steepest(rates, curve)
@@ -122,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max_lr", type=float, default=10.0)
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     args, overrides = parser.parse_known_args(argv)
+    # SIGTERM (a scheduler, `timeout`) would otherwise kill the process where it stands; as an
+    # exception it unwinds, and the sweep's scratch folder goes with it
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with user_errors(args.verbose, "python -m cifar_lightning.lr_find"):
         suggestion, lower = find_lr(args.config, overrides, args.steps, args.min_lr, args.max_lr, Path(args.out))
     print(f"plot: {args.out}")
@@ -131,6 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"suggested OneCycle peak rate: {suggestion:.3g} (a tenth of the rate at the lowest loss; "
           f"--model.optimizer.init_args.lr {suggestion:.3g}); steepest descent before it: "
           f"{'none' if lower is None else format(lower, '.3g')}. Validate before trusting it: docs/benchmarks.md")
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise SystemExit("error: the learning-rate sweep was stopped (SIGTERM); it wrote nothing: run it again")
 
 
 if __name__ == "__main__":

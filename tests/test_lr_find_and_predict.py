@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,28 @@ def test_lr_find_saves_the_plot_and_suggests_a_peak_rate(tmp_path, real_data_dir
     found = re.search(r"suggested OneCycle peak rate: (\S+) \(a tenth of the rate at the lowest loss", result.stdout)
     assert found and 1e-5 <= float(found.group(1)) <= 10
     assert out.stat().st_size > 10_000
+
+
+def test_a_stopped_sweep_says_so_in_one_line_and_leaves_nothing_behind(tmp_path, real_data_dir, real_archive):
+    # Tuner.lr_find parks the starting weights in .lr_find_<uuid>.ckpt and deletes it only at the
+    # sweep's normal end; a SIGTERM once left one in the repository
+    scratch = tmp_path / "tmp"  # the system temporary folder, for this process only
+    scratch.mkdir()
+    command = [sys.executable, "-m", "cifar_lightning.lr_find", "--config", CONFIG, "--steps", "2000", "--out", str(tmp_path / "x.png"),
+               *data_args(real_data_dir, real_archive), "--data.num_workers=0", "--data.batch_size=32"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(scratch)})
+    seen = []
+    for line in process.stderr:  # the sweep's progress bar: its checkpoint exists by then
+        seen.append(line)
+        if "Finding best initial lr" in line:
+            break
+    process.send_signal(signal.SIGTERM)  # a job scheduler stopping it, or `timeout`
+    _, rest = process.communicate(timeout=60)
+    lines = ("".join(seen) + rest).strip().splitlines()
+    assert process.returncode == 1 and "Traceback" not in rest
+    assert lines[-1] == "error: the learning-rate sweep was stopped (SIGTERM); it wrote nothing: run it again"
+    assert not [p.name for p in tmp_path.rglob(".lr_find_*")] and not list(scratch.iterdir())
 
 
 def test_predict_on_saved_test_images_of_known_class(tmp_path, real_data_dir, real_archive):

@@ -20,8 +20,8 @@ SEED_PUBLISHED = [
 ]
 HEADER = (
     "| run | network | parameters | epochs | test acc (views) | single view | first epoch (from 0) val ≥ 85% | fit wall time "
-    "| train img/s | data | precision |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
+    "| reference img/s | train img/s | data | precision |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 RETEST = "retest.json"  # python -m cifar_lightning.retest: the single-view figure beside a TTA one
 
@@ -51,6 +51,8 @@ def row_for(name: str, s: dict, single_view: float | None = None) -> str:
         f"| [{name}](results/{name}/) | {network} | {s['parameters']:,} | {s['epochs']} | {_fmt(s.get('test_acc'), '.2%')}{views} "
         f"| {_fmt(single_view, '.2%', 'not measured')} "
         f"| {_fmt(first_epoch_index(s), 'd', 'never' if s.get('best_val_acc') is not None else 'no val')} | {_fmt(minutes, '.1f')} min "
+        # the machine's speed when the run was made (reference_rate.py), so minutes compare across days
+        f"| {_fmt(s.get('reference_images_per_s'), ',.0f', 'not measured')} "
         f"| {_fmt(s.get('train_images_per_sec'), ',.0f')} | {Path(archive).name} | {machine.get('precision', '?')} |"
     )
 
@@ -74,7 +76,7 @@ def single_view_of(run_dir: Path) -> float | None:
 def table(results: Path) -> str:
     rows = [row_for(p.parent.name, json.loads(p.read_text()), single_view_of(p.parent)) for p in sorted(results.glob("*/summary.json"))]
     rows += [
-        f"| {r['name']} | {r['network']} | {r['parameters']:,} | {r['epochs']} | {r['test_acc']:.2%} | {r['test_acc']:.2%} | – | – | – "
+        f"| {r['name']} | {r['network']} | {r['parameters']:,} | {r['epochs']} | {r['test_acc']:.2%} | {r['test_acc']:.2%} | – | – | – | – "
         "| original CIFAR-10 (lossless) | not stated |"
         for r in SEED_PUBLISHED
     ]

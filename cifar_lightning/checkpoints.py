@@ -1,4 +1,4 @@
-"""Reading a checkpoint safely, and deciding whether a fit may resume from one."""
+"""Checkpoints: finding one (``--ckpt_path last``, the run it belongs to) and reading it safely."""
 
 from __future__ import annotations
 
@@ -8,32 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from cifar_lightning.errors import CheckpointError, UserError
-
-# Settings that change what a run trains. Resuming with any of them different from the run's own
-# config.yaml would continue one run under another's record, so it is refused. Everything else
-# (logger, progress bar, devices, loader workers, data location, evaluation batch size,
-# test-time views) may differ. A key counts when it equals one of these or starts with one + ".".
-TRAINING_KEYS = (
-    "seed_everything",
-    "model",
-    "data.val_size",
-    "data.split_seed",
-    "data.batch_size",
-    "data.augmentation",
-    "trainer.max_epochs",
-    "trainer.max_steps",
-    "trainer.precision",
-    "trainer.accumulate_grad_batches",
-    "trainer.gradient_clip_val",
-    "trainer.gradient_clip_algorithm",
-    "trainer.limit_train_batches",
-    "trainer.callbacks",
-)
-# evaluation settings inside ``model``: they change no training
-NOT_TRAINING_KEYS = ("model.tta",)
+from cifar_lightning.run_folders import LAST_NAME, RUN_CONFIG, logger_dir
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -78,63 +55,26 @@ def check_network(checkpoint: dict, wanted: Any) -> None:
         )
 
 
-def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists of class_path dicts are kept whole."""
-    if not isinstance(config, dict):
-        return {prefix.rstrip("."): config}
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        flat.update(flatten(value, f"{prefix}{key}."))
-    return flat
+def run_of_checkpoint(ckpt_path: str | Path) -> Path | None:
+    """The run folder of a checkpoint in ``<run>/checkpoints/``, when that folder holds a config.yaml."""
+    path = Path(ckpt_path).resolve()
+    run = path.parent.parent
+    return run if path.parent.name == "checkpoints" and (run / RUN_CONFIG).is_file() else None
 
 
-def counts_for_training(key: str) -> bool:
-    def under(key: str, prefixes: tuple[str, ...]) -> bool:
-        return any(key == p or key.startswith(p + ".") for p in prefixes)
-
-    return under(key, TRAINING_KEYS) and not under(key, NOT_TRAINING_KEYS)
-
-
-# Callbacks of these packages can change what is trained or evaluated (the weight average); a
-# user's own callbacks (logging, stopping, a test's fault injection) are the user's business.
-TRAINING_CALLBACK_PACKAGES = ("lightning.", "pytorch_lightning.", "cifar_lightning.")
-
-
-def _training_callbacks(callbacks: Any) -> Any:
-    if not isinstance(callbacks, list):
-        return callbacks
-    kept = [c for c in callbacks if not isinstance(c, dict) or str(c.get("class_path", "")).startswith(TRAINING_CALLBACK_PACKAGES)]
-    return kept or None
-
-
-def training_differences(run_config: dict, new_config: dict) -> list[str]:
-    """The training keys whose values differ between a run's config.yaml and a new fit's settings."""
-    old, new = flatten(run_config), flatten(new_config)
-    for flat in (old, new):
-        if "trainer.callbacks" in flat:
-            flat["trainer.callbacks"] = _training_callbacks(flat["trainer.callbacks"])
-    keys = sorted(k for k in set(old) | set(new) if counts_for_training(k))
-    return [k for k in keys if old.get(k) != new.get(k)]
-
-
-def check_resume(run_dir: Path, new_config: dict, checkpoint: dict, command: str) -> None:
-    """Refuse to continue ``run_dir`` under other training settings; say so when it already finished."""
-    run_config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    differ = training_differences(run_config, new_config)
-    if differ:
-        shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
-        raise UserError(
-            f"cannot resume {run_dir}: these training settings differ from its config.yaml: {shown}. "
-            f"Start a new run without --ckpt_path, or resume it as it was: {command} fit --config {run_dir / 'config.yaml'} --ckpt_path last"
-        )
-    done = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed")  # epochs whose training ended
-    max_epochs = new_config.get("trainer", {}).get("max_epochs")
-    if done is not None and max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
-        raise RunFinished(
-            f"{run_dir} already finished its {max_epochs} epochs: nothing to resume. Test it with "
-            f"{command} test --config {run_dir / 'config.yaml'} --ckpt_path {run_dir / 'checkpoints' / 'last.ckpt'}"
-        )
-
-
-class RunFinished(Exception):
-    """The run to resume has nothing left to train: not an error."""
+def find_last_checkpoint(config) -> Path:
+    """Resolve ``--ckpt_path last`` across runs: Lightning alone looks only in the new run's folder."""
+    dirpath = config["last_checkpoint"].get("dirpath")
+    folder = logger_dir(config)
+    name = f"{LAST_NAME}.ckpt"
+    if dirpath:
+        found = [Path(dirpath) / name]
+    elif folder is not None:
+        found = list(folder.glob(f"*/checkpoints/{name}"))
+    else:
+        found = list(Path(config["trainer"].get("default_root_dir") or ".").glob(f"**/checkpoints/{name}"))
+    found = [p for p in found if p.is_file()]
+    if not found:
+        where = dirpath or folder or "the default root dir"
+        raise UserError(f"--ckpt_path last: no last.ckpt under {where}; pass a checkpoint file, or fit without it")
+    return max(found, key=lambda p: p.stat().st_mtime)

@@ -6,12 +6,14 @@ The CLI is shaped only through LightningCLI's public hooks; what the wiring need
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
 from pathlib import Path
 
 import yaml
+from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -30,21 +32,32 @@ from cifar_lightning.callbacks import (
     TestFigures,
 )
 from cifar_lightning.checkpoint_io import AtomicCheckpointIO
-from cifar_lightning.checkpoints import RunFinished, check_network, check_resume, read_checkpoint
+from cifar_lightning.checkpoints import check_network, find_last_checkpoint, read_checkpoint, run_of_checkpoint
 from cifar_lightning.data import Augmentation, CIFAR10DataModule
 from cifar_lightning.precision_advice import PrecisionAdvice
 from cifar_lightning.data.augment import check_augmentation
 from cifar_lightning.errors import ConfigError, user_errors
 from cifar_lightning.module import ImageClassifier
+from cifar_lightning.resume import RunFinished, check_resume
 
 COMMAND = "python -m cifar_lightning"
+ATOMIC_CHECKPOINT_IO = f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__qualname__}"
+
+
+def is_checkpoint_io(plugin) -> bool:
+    """A trainer plugin as the config holds it (a class_path, or a name like "bf16-mixed") that saves checkpoints."""
+    class_path = plugin.get("class_path") if hasattr(plugin, "get") else None
+    if not class_path:
+        return False
+    module, _, name = class_path.rpartition(".")
+    return issubclass(getattr(importlib.import_module(module), name, object), CheckpointIO)
 
 
 class SaveStageConfig(SaveConfigCallback):
     """``config.yaml`` for a new fit; ``config-test.yaml`` etc. for an evaluation logged into a fit's folder.
 
     A resumed fit keeps the run's own config.yaml: its training settings were checked to be the
-    same (``checkpoints.check_resume``), and the file is the record of how the run was trained.
+    same (``resume.check_resume``), and the file is the record of how the run was trained.
     """
 
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -112,29 +125,26 @@ class CifarLightningCLI(LightningCLI):
         if ckpt_path is None:
             return
         if ckpt_path == "last":
-            ckpt_path = str(run_folders.find_last_checkpoint(config))
+            ckpt_path = str(find_last_checkpoint(config))
             config["ckpt_path"] = ckpt_path
         # refused here, before Lightning reads its hyperparameters or anything is built
         checkpoint = read_checkpoint(ckpt_path)
         check_network(checkpoint, config.get("model", {}).get("network"))
-        run_dir = run_folders.run_of_checkpoint(ckpt_path)
+        run_dir = run_of_checkpoint(ckpt_path)
         if subcommand == "fit" and run_dir is not None:
             settings = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))[subcommand]
             check_resume(run_dir, settings, checkpoint, COMMAND)
-
-    def instantiate_trainer(self, **kwargs):
-        settings = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        plugins = settings["trainer"].get("plugins") or []
-        plugins = plugins if isinstance(plugins, list) else [plugins]
-        if not any(isinstance(p, CheckpointIO) for p in plugins):
-            # never a half-written checkpoint, and a failed write ends the fit in one line
-            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None:  # run=False (export, lr_find): objects only, no run folder
             return
         config = self.config[self.subcommand]
+        plugins = config["trainer"].get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(is_checkpoint_io(p) for p in plugins):
+            # never a half-written checkpoint, and a failed write ends the fit in one line; in the
+            # config, so the run's config.yaml records it
+            config["trainer"]["plugins"] = [*plugins, Namespace(class_path=ATOMIC_CHECKPOINT_IO, init_args=Namespace())]
         if config.get("weights_only") is None:
             # checkpoints are data, not code: refuse pickled objects unless asked otherwise
             config["weights_only"] = True

@@ -1,11 +1,9 @@
-"""Run folders: ``<save_dir>/<name>/version_N``, claimed atomically, and the checkpoints in them."""
+"""Run folders: ``<save_dir>/<name>/version_N``, claimed atomically, and which one a checkpoint resumes into."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from cifar_lightning.errors import UserError
 
 VERSION_ENV = "CIFAR_LIGHTNING_RUN_VERSION"  # the run folder, handed to DDP processes started later
 LAST_NAME = "last"  # checkpoints/last.ckpt, written after every epoch
@@ -30,13 +28,6 @@ def run_version(config, ckpt_path: str) -> str | None:
     return path.parent.parent.name if path.parent.parent.parent == folder.resolve() else None
 
 
-def run_of_checkpoint(ckpt_path: str | Path) -> Path | None:
-    """The run folder of a checkpoint in ``<run>/checkpoints/``, when that folder holds a config.yaml."""
-    path = Path(ckpt_path).resolve()
-    run = path.parent.parent
-    return run if path.parent.name == "checkpoints" and (run / RUN_CONFIG).is_file() else None
-
-
 def is_first_process() -> bool:
     """Not a process that a distributed launcher (Lightning's, torchrun, SLURM) started as rank > 0."""
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
@@ -57,21 +48,3 @@ def claim_version(folder: Path) -> str:
             return f"version_{number}"
         except FileExistsError:  # another run claimed it first
             number += 1
-
-
-def find_last_checkpoint(config) -> Path:
-    """Resolve ``--ckpt_path last`` across runs: Lightning alone looks only in the new run's folder."""
-    dirpath = config["last_checkpoint"].get("dirpath")
-    folder = logger_dir(config)
-    name = f"{LAST_NAME}.ckpt"
-    if dirpath:
-        found = [Path(dirpath) / name]
-    elif folder is not None:
-        found = list(folder.glob(f"*/checkpoints/{name}"))
-    else:
-        found = list(Path(config["trainer"].get("default_root_dir") or ".").glob(f"**/checkpoints/{name}"))
-    found = [p for p in found if p.is_file()]
-    if not found:
-        where = dirpath or folder or "the default root dir"
-        raise UserError(f"--ckpt_path last: no last.ckpt under {where}; pass a checkpoint file, or fit without it")
-    return max(found, key=lambda p: p.stat().st_mtime)

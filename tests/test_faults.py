@@ -159,6 +159,19 @@ def test_a_failed_checkpoint_write_ends_the_fit_and_keeps_the_last_one(tmp_path,
     assert not list(checkpoints.glob(".*partial"))
 
 
+def test_every_fit_writes_checkpoints_atomically_and_its_config_records_it(tiny_run, tmp_path, real_data_dir, real_archive, monkeypatch):
+    from cifar_lightning.checkpoint_io import AtomicCheckpointIO
+    from cifar_lightning.cli import run_cli
+
+    config = tiny_run / "lightning_logs/version_0/config.yaml"
+    assert "cifar_lightning.checkpoint_io.AtomicCheckpointIO" in config.read_text()
+    # a run's own config.yaml already names it: a fit from it must not add a second (Lightning refuses two)
+    monkeypatch.chdir(tmp_path)
+    again = run_cli(["fit", "--config", str(config), *data_args(real_data_dir, real_archive), "--trainer.max_epochs=1"])
+    assert isinstance(again.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert (tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt").is_file()
+
+
 # ------------------------------------------------------------------ leftovers of a killed run
 
 
@@ -202,7 +215,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_run, real_data
 
 
 def test_resume_ignores_settings_that_do_not_change_training(tiny_run, real_data_dir, real_archive):
-    from cifar_lightning.checkpoints import training_differences
+    from cifar_lightning.resume import training_differences
 
     assert training_differences(
         {"trainer": {"enable_progress_bar": True, "devices": 1, "max_epochs": 2}, "data": {"num_workers": 1, "batch_size": 32}},

@@ -205,19 +205,19 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
 def main(args: list[str] | None = None) -> None:
     """The ``python -m cifar_lightning`` entry point: user errors become one line and exit code 2.
 
-    ``--verbose`` (anywhere on the command line) or ``CIFAR_LIGHTNING_VERBOSE=1`` shows the
-    traceback instead.
+    ``--verbose`` (after the subcommand) or ``CIFAR_LIGHTNING_VERBOSE=1`` shows the traceback instead.
     """
     argv = sys.argv[1:] if args is None else args
+    # ours, not LightningCLI's (Trainer's arguments would clash with it): read and left out here.
+    # sys.argv stays as typed, so DDP processes started from it strip the flag the same way.
     verbose = "--verbose" in argv
-    if verbose:
-        argv = [a for a in argv if a != "--verbose"]
-        if args is None:
-            sys.argv[1:] = argv  # LightningCLI reads sys.argv itself
+    argv = [a for a in argv if a != "--verbose"]
     subcommand = next((a for a in argv if not a.startswith("-")), "fit")
     try:
-        with user_errors(verbose, f"{COMMAND} {subcommand}"):
-            run_cli(args if args is None else argv)
+        with user_errors(verbose, f"{COMMAND} {subcommand}"), warnings.catch_warnings():
+            # the arguments are the command line's, less --verbose
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+            run_cli(argv)
     except RunFinished as done:
         print(str(done), file=sys.stderr)
     except SIGTERMException:  # ResumeHint has said how to resume

@@ -205,7 +205,7 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
 def main(args: list[str] | None = None) -> None:
     """The ``python -m cifar_lightning`` entry point: user errors become one line and exit code 2.
 
-    ``--verbose`` (after the subcommand) or ``CIFAR_LIGHTNING_VERBOSE=1`` shows the traceback instead.
+    ``--verbose`` (anywhere on the command line) or ``CIFAR_LIGHTNING_VERBOSE=1`` shows the traceback instead.
     """
     argv = sys.argv[1:] if args is None else args
     # ours, not LightningCLI's (Trainer's arguments would clash with it): read and left out here.

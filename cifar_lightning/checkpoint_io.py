@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,18 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from cifar_lightning.errors import CheckpointError
+
+
+# less free space than this, seen while the partial file still holds what it wrote, means the disk
+# filled up (one checkpoint of these networks is 0.6-2.4 MB)
+FULL_DISK_BYTES = 1 << 20
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:  # the folder itself went away
+        return FULL_DISK_BYTES
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -35,8 +48,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())  # the bytes are on disk before the name points at them
             os.replace(partial, path)
         except (OSError, RuntimeError) as err:  # a full disk reaches torch's zip writer as a RuntimeError
-            partial.unlink(missing_ok=True)
             cause = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())[:160]
+            free = _free_bytes(path.parent)
+            if isinstance(err, RuntimeError) and free < FULL_DISK_BYTES:
+                # torch says only "[enforce fail at inline_container.cc] unexpected pos ..."
+                cause = f"no space left on device: {free // 1024} kB free"
+            partial.unlink(missing_ok=True)
             raise CheckpointError(
                 f"cannot write checkpoint {path} ({cause}); the previous {path.name} is untouched: free disk space "
                 "or make the folder writable, then resume with --ckpt_path last"

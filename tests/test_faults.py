@@ -159,6 +159,29 @@ def test_a_failed_checkpoint_write_ends_the_fit_and_keeps_the_last_one(tmp_path,
     assert not list(checkpoints.glob(".*partial"))
 
 
+@pytest.mark.parametrize(("free_bytes", "cause"), [(0, "no space left on device: 0 kB free"), (10**9, "unexpected pos 187328")])
+def test_a_full_disk_is_named_even_when_torch_only_says_unexpected_pos(free_bytes, cause, tmp_path, monkeypatch):
+    # a real 4 MB tmpfs as the log folder: torch's zip writer raised "[enforce fail at
+    # inline_container.cc:672] . unexpected pos 187328 vs 187224", which names no cause
+    from collections import namedtuple
+
+    from cifar_lightning import checkpoint_io
+    from cifar_lightning.errors import CheckpointError
+
+    def cut_short(obj, f):
+        f.write(b"PK half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 187328 vs 187224")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint_io.torch, "save", cut_short)
+    monkeypatch.setattr(checkpoint_io.shutil, "disk_usage", lambda folder: usage(4 << 20, (4 << 20) - free_bytes, free_bytes))
+    (tmp_path / "last.ckpt").write_bytes(b"the previous checkpoint")
+    with pytest.raises(CheckpointError, match="cannot write checkpoint .*last.ckpt") as refused:
+        checkpoint_io.AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, tmp_path / "last.ckpt")
+    assert cause in str(refused.value)
+    assert (tmp_path / "last.ckpt").read_bytes() == b"the previous checkpoint" and not list(tmp_path.glob(".*partial"))
+
+
 def test_every_fit_writes_checkpoints_atomically_and_its_config_records_it(tiny_run, tmp_path, real_data_dir, real_archive, monkeypatch):
     from cifar_lightning.checkpoint_io import AtomicCheckpointIO
     from cifar_lightning.cli import run_cli

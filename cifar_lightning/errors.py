@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import multiprocessing
 import os
@@ -9,11 +10,13 @@ import pickle
 import signal
 import re
 import sys
+import threading
 from argparse import ArgumentError
 from contextlib import contextmanager
 
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left; over a disk quota
 VERBOSE_ENV = "CIFAR_LIGHTNING_VERBOSE"  # set to 1 for tracebacks on user errors
 USER_ERROR_EXIT = 2  # argparse's code for "you asked for something wrong"
 FAILURE_EXIT = 1  # anything else: a bug, or a fault outside the user's settings
@@ -91,21 +94,47 @@ def user_errors(verbose: bool, command: str):
     """
     verbose = verbose or bool(os.environ.get(VERBOSE_ENV))
     failure: tuple[str, int] | None = None
+    previous_hook = threading.excepthook
+    if not verbose:
+        threading.excepthook = _one_line_for_a_full_disk(previous_hook)
     try:
         yield
     except (ArgumentError, UserError, MisconfigurationException, pickle.UnpicklingError) as err:
         if verbose:
             raise
         failure = describe(err, command), USER_ERROR_EXIT
+    except OSError as err:
+        if err.errno not in DISK_FULL or verbose:
+            raise
+        # anywhere a file is written (run.json, the event files, a callback's output), not only
+        # the checkpoint and the data cache, which say more about themselves
+        where = f" writing {err.filename}" if err.filename else ""
+        failure = (f"the disk is full{where} ({err.strerror}): free disk space, or point the logger's save_dir "
+                   "and --data.data_dir at a disk with room; a fit resumes with --ckpt_path last"), USER_ERROR_EXIT
     except Exception as err:  # noqa: BLE001 - only loader-worker failures are rewritten; the rest propagate
         worker = worker_failure(err)
         if worker is None or verbose:
             raise
         name, message = worker
         failure = f"a data loader worker failed with {name}: {message} (rerun with --verbose for its traceback)", FAILURE_EXIT
+    finally:
+        threading.excepthook = previous_hook
     if failure is not None:
         stop_loader_workers()
         fail(*failure)
+
+
+def _one_line_for_a_full_disk(previous_hook):
+    """A background thread (TensorBoard's event writer) that meets a full disk says so in one line."""
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_FULL:
+            print(f"warning: the disk is full ({args.exc_value.strerror}): thread {args.thread.name if args.thread else '?'} "
+                  "stopped writing (TensorBoard's curves end here)", file=sys.stderr)
+            return
+        previous_hook(args)
+
+    return hook
 
 
 def stop_loader_workers(timeout: float = 10.0) -> None:

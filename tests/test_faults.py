@@ -3,10 +3,12 @@ broken checkpoint files, failed checkpoint writes, leftovers of killed runs, res
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import torch
 
 from cifar_lightning.data import Augmentation, sources
 from cifar_lightning.data.augment import train_transform
-from cifar_lightning.errors import ConfigError
+from cifar_lightning.errors import ConfigError, DataError
 from harness import CONFIG, TINY, cli, data_args, one_line_error, with_helpers
 
 
@@ -180,6 +182,45 @@ def test_a_full_disk_is_named_even_when_torch_only_says_unexpected_pos(free_byte
         checkpoint_io.AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, tmp_path / "last.ckpt")
     assert cause in str(refused.value)
     assert (tmp_path / "last.ckpt").read_bytes() == b"the previous checkpoint" and not list(tmp_path.glob(".*partial"))
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_data_disk_is_named_when_unpacking_and_when_writing_the_cache(image_folder, tmp_path, monkeypatch):
+    # found on real tmpfs data folders: 4 MB (unpacking) said "the archive is truncated, fetch it
+    # again"; 300 MB (the cache after unpacking) ended in an OSError traceback
+    archive = tmp_path / "copy.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(image_folder / "tiny-cifar", arcname="tiny-cifar")
+    monkeypatch.setattr(tarfile.TarFile, "extractall", no_space)
+    with pytest.raises(DataError, match=r"cannot unpack copy.tar.gz into .*\(No space left on device\): free disk space"):
+        sources.extract_archive(archive, tmp_path / "unpacked")
+    monkeypatch.undo()
+    monkeypatch.setattr(sources.np, "savez", no_space)
+    with pytest.raises(DataError, match=r"cannot write the decoded cache .*\(No space left on device\): free disk space"):
+        sources.prepare(tmp_path / "decoded", archive, download_ok=False)
+    assert not list((tmp_path / "decoded").glob(".cache-*"))
+
+
+def test_a_full_disk_anywhere_else_is_one_line_and_a_writer_thread_one_warning(capsys):
+    import threading
+
+    from cifar_lightning.errors import user_errors
+
+    with pytest.raises(SystemExit) as stopped, user_errors(False, "python -m cifar_lightning fit"):
+        writer = threading.Thread(target=no_space, name="event-writer")  # TensorBoard's writer is such a thread
+        writer.start()
+        writer.join()
+        no_space()  # run.json, a callback's file: the main thread meets it too
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "Traceback" not in err
+    assert err.splitlines() == [
+        "warning: the disk is full (No space left on device): thread event-writer stopped writing (TensorBoard's curves end here)",
+        "error: the disk is full (No space left on device): free disk space, or point the logger's save_dir and --data.data_dir "
+        "at a disk with room; a fit resumes with --ckpt_path last",
+    ]
 
 
 def test_every_fit_writes_checkpoints_atomically_and_its_config_records_it(tiny_run, tmp_path, real_data_dir, real_archive, monkeypatch):

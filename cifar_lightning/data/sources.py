@@ -65,6 +65,17 @@ def verify_checksum(archive: Path) -> None:
         )
 
 
+def bad_archive(archive: Path, err: BaseException) -> DataError:
+    return DataError(f"archive {archive} cannot be unpacked ({err}): it is truncated or not a .tar.gz; fetch it again")
+
+
+def cannot_write(data_dir: Path, what: str, err: OSError) -> DataError:
+    return DataError(
+        f"cannot {what} {data_dir} ({err.strerror}): free disk space there (the JPEG copy needs about 420 MB "
+        "unpacked and decoded) or pick another --data.data_dir"
+    )
+
+
 def extract_archive(archive: Path, data_dir: Path) -> list[Path]:
     """Unpack ``archive`` into ``data_dir``; atomic per top-level entry, so concurrent runs are safe.
 
@@ -78,10 +89,12 @@ def extract_archive(archive: Path, data_dir: Path) -> list[Path]:
         try:
             with tarfile.open(archive) as tar:
                 tar.extractall(tmp, filter="data")  # "data" refuses absolute paths and links out of tmp
-        except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as err:
-            raise DataError(
-                f"archive {archive} cannot be unpacked ({err}): it is truncated or not a .tar.gz; fetch it again"
-            ) from None
+        except OSError as err:
+            if err.errno is not None:  # the folder written to failed (full, read-only), not the archive
+                raise cannot_write(data_dir, f"unpack {archive.name} into", err) from None
+            raise bad_archive(archive, err) from None  # gzip's BadGzipFile: an OSError without errno
+        except (tarfile.TarError, EOFError, zipfile.BadZipFile) as err:
+            raise bad_archive(archive, err) from None
         unpacked = []
         for entry in Path(tmp).iterdir():
             target = data_dir / entry.name
@@ -289,6 +302,8 @@ def write_cache(cache: Path, arrays: Arrays, key: str) -> None:
             fields = {k: v for k, v in arrays.__dict__.items() if k != "origin"}
             np.savez(f, source=np.asarray(key), origin=np.asarray(arrays.origin), **fields)
         os.replace(tmp, cache)
+    except OSError as err:
+        raise cannot_write(cache.parent, f"write the decoded cache {cache.name} into", err) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

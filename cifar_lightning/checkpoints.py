@@ -40,21 +40,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def check_network(checkpoint: dict, wanted: Any) -> None:
-    """Refuse a checkpoint of another network than the config asks for, naming both.
-
-    Lightning would otherwise build the checkpoint's own network over the command line's choice.
-    """
-    saved = (checkpoint.get("hyper_parameters") or {}).get("network")
-    saved_path = saved.get("class_path") if isinstance(saved, dict) else checkpoint.get("network_class")
-    wanted_path = getattr(wanted, "class_path", None) or (wanted.get("class_path") if isinstance(wanted, dict) else None)
-    if saved_path and wanted_path and saved_path.rsplit(".", 1)[-1] != wanted_path.rsplit(".", 1)[-1]:
-        raise CheckpointError(
-            f"the checkpoint holds a {saved_path} but the config builds a {wanted_path}: use the config.yaml saved "
-            "with the checkpoint (--config), or a checkpoint of this network"
-        )
-
-
 def run_of_checkpoint(ckpt_path: str | Path) -> Path | None:
     """The run folder of a checkpoint in ``<run>/checkpoints/``, when that folder holds a config.yaml."""
     path = Path(ckpt_path).resolve()

@@ -7,7 +7,6 @@ The CLI is shaped only through LightningCLI's public hooks; what the wiring need
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -32,13 +31,14 @@ from cifar_lightning.callbacks import (
     TestFigures,
 )
 from cifar_lightning.checkpoint_io import AtomicCheckpointIO
-from cifar_lightning.checkpoints import check_network, find_last_checkpoint, read_checkpoint, run_of_checkpoint
+from cifar_lightning.checkpoints import find_last_checkpoint, read_checkpoint, run_of_checkpoint
 from cifar_lightning.data import Augmentation, CIFAR10DataModule
 from cifar_lightning.precision_advice import PrecisionAdvice
 from cifar_lightning.data.augment import check_augmentation
 from cifar_lightning.errors import ConfigError, user_errors
 from cifar_lightning.module import ImageClassifier
 from cifar_lightning.resume import RunFinished, check_resume
+from cifar_lightning.trust import check_checkpoint, check_same_network, check_teacher, named_classes, spec_name
 
 COMMAND = "python -m cifar_lightning"
 ATOMIC_CHECKPOINT_IO = f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__qualname__}"
@@ -71,6 +71,11 @@ class SaveStageConfig(SaveConfigCallback):
 class CifarLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.classes", "model.class_names", compute_fn=list, apply_on="instantiate")
+        parser.add_argument(
+            "--trusted", type=list[str] | None, default=None,
+            help="full names of classes a --ckpt_path checkpoint may name besides the project's own (and the ones this "
+                 "config names); loading it imports their code: --trusted+=mypkg.nets.MyNet (docs/python.md, trust)",
+        )
         parser.add_lightning_class_args(RunInfo, "run_info")
         parser.add_lightning_class_args(RandomState, "random_state")
         parser.add_lightning_class_args(FiniteLossGuard, "finite_loss_guard")
@@ -127,9 +132,17 @@ class CifarLightningCLI(LightningCLI):
         if ckpt_path == "last":
             ckpt_path = str(find_last_checkpoint(config))
             config["ckpt_path"] = ckpt_path
-        # refused here, before Lightning reads its hyperparameters or anything is built
+        # refused here, before Lightning reads its hyperparameters (LightningCLI parses them into
+        # the config next, importing what they name) or anything is built
         checkpoint = read_checkpoint(ckpt_path)
-        check_network(checkpoint, config.get("model", {}).get("network"))
+        model = config.get("model")
+        model = model.as_dict() if isinstance(model, Namespace) else dict(model or {})
+        # the classes this config names are imported by now: the user's own config trusts them
+        trusted = {name for _, name in named_classes(model, "model") if isinstance(name, str)} | set(config.get("trusted") or [])
+        check_checkpoint(checkpoint, trusted, ckpt_path)
+        check_same_network(spec_name((checkpoint.get("hyper_parameters") or {}).get("network")), spec_name(model.get("network")))
+        if subcommand == "fit":  # the teacher is built for training only (before_instantiate_classes)
+            check_teacher((checkpoint.get("hyper_parameters") or {}).get("distillation"), trusted, ckpt_path)
         run_dir = run_of_checkpoint(ckpt_path)
         if subcommand == "fit" and run_dir is not None:
             settings = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))[subcommand]
@@ -145,20 +158,13 @@ class CifarLightningCLI(LightningCLI):
             # never a half-written checkpoint, and a failed write ends the fit in one line; in the
             # config, so the run's config.yaml records it
             config["trainer"]["plugins"] = [*plugins, Namespace(class_path=ATOMIC_CHECKPOINT_IO, init_args=Namespace())]
+        if self.subcommand != "fit" and config.get("model", {}).get("distillation") is not None:
+            # evaluation does not use the teacher; a checkpoint's hyperparameters may have named one
+            config["model"]["distillation"] = None
         if config.get("weights_only") is None:
             # checkpoints are data, not code: refuse pickled objects unless asked otherwise
             config["weights_only"] = True
-        ckpt_path = config.get("ckpt_path")
-        version = run_folders.run_version(config, ckpt_path) if ckpt_path else None
-        if version is not None:
-            # a resumed fit continues its curves, and an evaluation lands beside the run it evaluates
-            config["trainer"]["logger"]["init_args"]["version"] = version
-        elif run_folders.logger_dir(config) is not None and config["trainer"]["logger"]["init_args"].get("version") is None:
-            # DDP processes that Lightning starts later re-read the command line and must join
-            # the launcher's folder
-            if run_folders.is_first_process():
-                os.environ[run_folders.VERSION_ENV] = run_folders.claim_version(run_folders.logger_dir(config))
-            config["trainer"]["logger"]["init_args"]["version"] = os.environ.get(run_folders.VERSION_ENV)
+        run_folders.claim_run_folder(config, config.get("ckpt_path"))
 
 
 def run_cli(args: list[str] | None = None) -> CifarLightningCLI:
@@ -217,7 +223,12 @@ def main(args: list[str] | None = None) -> None:
         with user_errors(verbose, f"{COMMAND} {subcommand}"), warnings.catch_warnings():
             # the arguments are the command line's, less --verbose
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
-            run_cli(argv)
+            try:
+                run_cli(argv)
+            except BaseException:
+                for folder in list(run_folders.CLAIMED):  # claimed, then a failure before the Trainer wrote anything
+                    run_folders.release_unused(folder, empty_only=True)
+                raise
     except RunFinished as done:
         print(str(done), file=sys.stderr)
     except SIGTERMException:  # ResumeHint has said how to resume

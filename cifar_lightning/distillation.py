@@ -16,8 +16,8 @@ from torch.nn import functional as F
 
 from cifar_lightning.checkpoints import read_checkpoint
 from cifar_lightning.errors import CheckpointError
+from cifar_lightning.trust import NETWORK_PREFIX, TEACHER_HINT, check_shapes
 
-NETWORK_PREFIX = "network."  # ImageClassifier keeps its network under this state_dict prefix
 
 
 class Distillation:
@@ -50,14 +50,9 @@ class Distillation:
         if not path.is_file():
             raise CheckpointError(f"teacher checkpoint {path} does not exist: train the teacher first, or fix model.distillation.checkpoint")
         saved = read_checkpoint(path)
-        weights = {k[len(NETWORK_PREFIX) :]: v for k, v in saved.get("state_dict", {}).items() if k.startswith(NETWORK_PREFIX)}
-        try:
-            self.teacher.load_state_dict(weights)
-        except RuntimeError as err:
-            raise CheckpointError(
-                f"teacher checkpoint {path} holds a {saved.get('network_class', 'different network')}, which does not fit "
-                f"model.distillation.teacher ({str(err).splitlines()[0]}): give the teacher's class and init_args from its run's config.yaml"
-            ) from None
+        # only its weights are read, into the teacher the config built: nothing it names is imported
+        check_shapes(self.teacher, saved.get("state_dict"), f"teacher checkpoint {path}", "model.distillation.teacher", TEACHER_HINT)
+        self.teacher.load_state_dict({k[len(NETWORK_PREFIX) :]: v for k, v in saved["state_dict"].items() if k.startswith(NETWORK_PREFIX)})
         self.teacher.requires_grad_(False).eval().to(device)
         if channels_last:
             self.teacher.to(memory_format=torch.channels_last)

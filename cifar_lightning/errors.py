@@ -10,16 +10,21 @@ import pickle
 import signal
 import re
 import sys
+import tempfile
 import threading
 from argparse import ArgumentError
+from pathlib import Path
 from contextlib import contextmanager
 
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left; over a disk quota
+# a folder that cannot be written: read-only, no permission, a file where a folder should be
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
 VERBOSE_ENV = "CIFAR_LIGHTNING_VERBOSE"  # set to 1 for tracebacks on user errors
 USER_ERROR_EXIT = 2  # argparse's code for "you asked for something wrong"
 FAILURE_EXIT = 1  # anything else: a bug, or a fault outside the user's settings
+EDITED = "the checkpoint is damaged or was edited: use the run's own checkpoint"  # the fix for a checkpoint that contradicts itself
 
 
 class UserError(Exception):
@@ -46,6 +51,28 @@ class ConfigError(UserError):
 # worker's whole traceback as its message: "Caught X in DataLoader worker process N.\nOriginal
 # Traceback ...\nmodule.X: the message"
 _WORKER_MESSAGE = re.compile(r"^Caught (\w+) in DataLoader worker process (\d+)\.")
+
+
+def why_not_writable(err: OSError) -> str:
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        return "a file is in the way of a folder there"
+    return err.strerror or type(err).__name__
+
+
+def ensure_writable_folder(folder: Path, what: str, fix: str) -> Path:
+    """Create ``folder`` and a file in it now, so that one that cannot be written is named before any work.
+
+    ``what`` names the folder's role ("data", "log"); ``fix`` says which setting points elsewhere.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise UserError(f"the {what} folder {folder} is on a full disk ({err.strerror}): free disk space there, or {fix}") from None
+        raise UserError(f"cannot write the {what} folder {folder} ({why_not_writable(err)}): make it writable, or {fix}") from None
+    return folder
 
 
 def worker_failure(err: BaseException) -> tuple[str, str] | None:
@@ -104,13 +131,18 @@ def user_errors(verbose: bool, command: str):
             raise
         failure = describe(err, command), USER_ERROR_EXIT
     except OSError as err:
-        if err.errno not in DISK_FULL or verbose:
+        if verbose or err.errno not in (*DISK_FULL, *NOT_WRITABLE):
             raise
-        # anywhere a file is written (run.json, the event files, a callback's output), not only
-        # the checkpoint and the data cache, which say more about themselves
-        where = f" writing {err.filename}" if err.filename else ""
-        failure = (f"the disk is full{where} ({err.strerror}): free disk space, or point the logger's save_dir "
-                   "and --data.data_dir at a disk with room; a fit resumes with --ckpt_path last"), USER_ERROR_EXIT
+        if err.errno in NOT_WRITABLE:  # anywhere a file is written that was not checked before the work began
+            where = f" {err.filename}" if err.filename else ""
+            failure = (f"cannot write{where} ({why_not_writable(err)}): make the folder writable, or point the logger's "
+                       "save_dir, --data.data_dir or the output elsewhere"), USER_ERROR_EXIT
+        else:
+            # anywhere a file is written (run.json, the event files, a callback's output), not only
+            # the checkpoint and the data cache, which say more about themselves
+            where = f" writing {err.filename}" if err.filename else ""
+            failure = (f"the disk is full{where} ({err.strerror}): free disk space, or point the logger's save_dir "
+                       "and --data.data_dir at a disk with room; a fit resumes with --ckpt_path last"), USER_ERROR_EXIT
     except Exception as err:  # noqa: BLE001 - only loader-worker failures are rewritten; the rest propagate
         worker = worker_failure(err)
         if worker is None or verbose:

@@ -16,49 +16,41 @@ import json
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
-
-from cifar_lightning.cli import build
-from cifar_lightning.errors import user_errors
 from cifar_lightning.checkpoints import read_checkpoint
-from cifar_lightning.errors import CheckpointError
+from cifar_lightning.cli import build
+from cifar_lightning.data.preprocessing import check_preprocessing
+from cifar_lightning.errors import CheckpointError, user_errors
+from cifar_lightning.inference import TrainedClassifier
+from cifar_lightning.trust import check_checkpoint, check_same_network, spec_name
 
 IMAGE_SHAPE = (3, 32, 32)
 
 
-class NormalizedNetwork(nn.Module):
-    """The trained network behind the data module's normalization: [0, 1] RGB in, logits out."""
-
-    def __init__(self, network: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.network = network
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.network((images - self.mean) / self.std)
-
-
-def load_for_export(config: str, ckpt_path: str, overrides: list[str]) -> tuple[NormalizedNetwork, list[str]]:
-    """Build the config's model and data module, load the checkpoint's weights into the network."""
+def load_for_export(config: str, ckpt_path: str, overrides: list[str]) -> tuple[TrainedClassifier, list[str]]:
+    """Build the config's model, check the checkpoint against it as data, load its weights into the network."""
     checkpoint = read_checkpoint(ckpt_path)  # refused before anything is built
     cli = build(config, overrides)
-    model, datamodule = cli.model, cli.datamodule
-    model.on_load_checkpoint(checkpoint)  # refuses another architecture by name
+    model = cli.model
+    # the weights go into the config's network (a config is code: its classes are trusted); the
+    # checkpoint's own settings are checked all the same, and must name that network
+    wanted = cli.config["model"]["network"]["class_path"]
+    check_checkpoint(checkpoint, {wanted}, ckpt_path)
+    check_same_network(spec_name((checkpoint.get("hyper_parameters") or {}).get("network")), wanted)
+    model.on_load_checkpoint(checkpoint)  # and by the class it was saved from
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"{ckpt_path} does not fit the config's network ({str(err).splitlines()[0]})") from None
     network = model.network.to(memory_format=torch.contiguous_format).eval()
-    preprocessing = checkpoint.get("preprocessing")
-    if preprocessing:  # the statistics the network was trained behind, whatever data is present now
-        return NormalizedNetwork(network, preprocessing["mean"], preprocessing["std"]).eval(), list(preprocessing["class_names"])
-    datamodule.prepare_data()  # a checkpoint from before 2026-11-26: the training split's statistics again
-    datamodule.setup("fit")
-    return NormalizedNetwork(network, datamodule.mean, datamodule.std).eval(), list(datamodule.classes)
+    if "preprocessing" not in checkpoint:
+        raise CheckpointError(f"{ckpt_path} carries no preprocessing (mean, std, class names), which this project's checkpoints hold: retrain it")
+    preprocessing = check_preprocessing(checkpoint["preprocessing"], ckpt_path)
+    # the statistics the network was trained behind, whatever data is present now
+    classifier = TrainedClassifier(network, preprocessing["mean"], preprocessing["std"], preprocessing["class_names"], preprocessing["input_size"])
+    return classifier.eval(), preprocessing["class_names"]
 
 
-def export(model: NormalizedNetwork, classes: list[str], out: Path) -> dict[str, Path]:
+def export(model: TrainedClassifier, classes: list[str], out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, *IMAGE_SHAPE)
     paths = {"torchscript": out / "model.ts", "onnx": out / "model.onnx", "info": out / "model.json"}

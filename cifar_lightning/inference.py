@@ -5,9 +5,10 @@
     >>> model.predict(["cat.png", "ship.jpg"])          # paths, PIL images or uint8 arrays
     [Prediction(label='cat', probability=0.91, ...), ...]
 
-The checkpoint is read with ``weights_only=True``; the network is rebuilt from the class_path
-and init_args it recorded, and the normalization and class names come from the checkpoint,
-not from whatever data is present.
+The checkpoint is read with ``weights_only=True`` and treated as data (``cifar_lightning.trust``):
+the network is rebuilt from the class_path and init_args it recorded only when that names one of
+the project's networks (or a class passed in ``trusted``) and fits the saved weights. The
+normalization and class names come from the checkpoint, not from whatever data is present.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from cifar_lightning.checkpoints import read_checkpoint
+from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.errors import CheckpointError, DataError
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
@@ -94,20 +96,25 @@ class TrainedClassifier(nn.Module):
         ]
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> TrainedClassifier:
-    """The trained model in a checkpoint this project wrote, ready for ``predict``, in eval mode."""
+def load(path: str | Path, map_location: str | torch.device = "cpu", trusted: list[str | type] | str | None = None) -> TrainedClassifier:
+    """The trained model in a checkpoint this project wrote, ready for ``predict``, in eval mode.
+
+    The checkpoint is data: it may name only the project's own networks, unless ``trusted`` lists
+    the full class names (or the classes) you trust to be imported (``cifar_lightning.trust``).
+    """
     from cifar_lightning.module import ImageClassifier
 
     checkpoint = read_checkpoint(path)
-    preprocessing = checkpoint.get("preprocessing")
-    if not preprocessing or "network" not in checkpoint.get("hyper_parameters", {}):
+    if "preprocessing" not in checkpoint or "network" not in (checkpoint.get("hyper_parameters") or {}):
         raise CheckpointError(
-            f"{path} was written before checkpoints carried their network and preprocessing (2026-11-26): "
-            "re-save it with scripts/upgrade_checkpoint.py, or retrain it"
+            f"{path} carries no network class_path or preprocessing, which this project's checkpoints hold: "
+            "load it with ImageClassifier.load_from_checkpoint(path, network=...), or retrain it"
         )
+    preprocessing = check_preprocessing(checkpoint["preprocessing"], str(path))
+    del checkpoint  # load_from_checkpoint reads it again: one copy of the weights at a time
     with warnings.catch_warnings():  # Lightning's advice to ignore the network applies to hand-built modules
         warnings.filterwarnings("ignore", message="Attribute 'network' is an instance of `nn.Module`")
-        module = ImageClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+        module = ImageClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True, trusted=trusted)
     model = TrainedClassifier(module.network, preprocessing["mean"], preprocessing["std"],
-                              preprocessing["class_names"], preprocessing.get("input_size", (32, 32)))
+                              preprocessing["class_names"], preprocessing["input_size"])
     return model.to(map_location).eval()

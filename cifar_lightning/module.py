@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from argparse import ArgumentError
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -13,8 +15,17 @@ from torch.nn import functional as F
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from cifar_lightning.checkpoints import read_checkpoint
 from cifar_lightning.distillation import Distillation
-from cifar_lightning.errors import CheckpointError
+from cifar_lightning.errors import CheckpointError, ConfigError
+from cifar_lightning.trust import (
+    check_callback_files,
+    check_checkpoint,
+    check_loop_state,
+    check_optimizer_states,
+    check_same_network,
+    qualified_name,
+)
 
 
 TTALevel = Literal["none", "flip", "flip_shift"]
@@ -25,9 +36,20 @@ TTA_VIEWS = {"none": 1, "flip": 2, "flip_shift": 6}
 TTA_SHIFT_PX = 2
 
 
-def qualified_name(obj: object) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
+def empty_schedule(trainer) -> str:
+    """Why a fit has no training step to schedule, naming the setting that leaves none."""
+    for setting, value in (("trainer.max_steps", trainer.max_steps), ("trainer.max_epochs", trainer.max_epochs),
+                           ("trainer.limit_train_batches", trainer.limit_train_batches)):
+        if value == 0:
+            return f"{setting}=0 leaves OneCycle no training steps: give it a positive value"
+    data = trainer.datamodule
+    images = len(data.train_set) if data is not None and hasattr(data, "train_set") else None
+    batch = getattr(data, "batch_size", None)
+    if images is not None and batch is not None and batch > images:
+        return (f"data.batch_size={batch} is larger than the training split ({images} images, and a partial last batch "
+                "is dropped), which leaves OneCycle no training steps: lower data.batch_size or data.val_size")
+    return (f"these settings give no training steps ({trainer.num_training_batches} batches an epoch): raise "
+            "trainer.limit_train_batches, trainer.max_epochs or trainer.max_steps, or lower data.batch_size")
 
 
 class ImageClassifier(LightningModule):
@@ -166,12 +188,18 @@ class ImageClassifier(LightningModule):
         return self.evaluate(batch[0]).softmax(dim=1)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(self.parameters())
         # total steps from the Trainer, so max_epochs, batch size or split changes need no other edit
+        total_steps = self.trainer.estimated_stepping_batches
+        if total_steps == float("inf"):
+            raise ConfigError("trainer.max_epochs=-1 with no trainer.max_steps gives OneCycle no length: set either one")
+        # Lightning counts max_epochs=0 as one epoch's steps, and then trains none
+        if total_steps < 1 or self.trainer.max_epochs == 0:
+            raise ConfigError(empty_schedule(self.trainer))
+        optimizer = self.optimizer_factory(self.parameters())
         scheduler = OneCycleLR(
             optimizer,
             max_lr=[group["lr"] for group in optimizer.param_groups],
-            total_steps=int(self.trainer.estimated_stepping_batches),
+            total_steps=int(total_steps),
             pct_start=self.hparams.pct_start,
             div_factor=self.hparams.div_factor,
             final_div_factor=self.hparams.final_div_factor,
@@ -195,7 +223,7 @@ class ImageClassifier(LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["network_class"] = qualified_name(self.network)
+        checkpoint["network_class"] = qualified_name(type(self.network))
         checkpoint["network_parameters"] = sum(p.numel() for p in self.network.parameters())
         datamodule = self.trainer.datamodule  # a checkpoint is saved by a Trainer
         preprocessing = getattr(datamodule, "preprocessing", None)
@@ -204,9 +232,36 @@ class ImageClassifier(LightningModule):
             checkpoint["preprocessing"] = dict(preprocessing)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("network_class")
-        if saved is not None and saved != qualified_name(self.network):
-            raise CheckpointError(
-                f"the checkpoint holds a {saved} but the config builds a {qualified_name(self.network)}: "
-                "use the config.yaml saved with the checkpoint (--config), or a checkpoint of this network"
-            )
+        check_same_network(checkpoint.get("network_class"), qualified_name(type(self.network)))
+        # called before the Trainer restores the optimizer, whose states must fit these parameters,
+        # and the loops and callbacks, also when a user calls Trainer.fit(ckpt_path=...) directly
+        try:
+            where = self.trainer.ckpt_path or "the checkpoint"
+        except RuntimeError:  # loaded outside a Trainer (load_from_checkpoint): no optimizer is restored
+            where = "the checkpoint"
+        check_optimizer_states(checkpoint, list(self.parameters()), str(where))
+        check_loop_state(checkpoint, str(where))
+        check_callback_files(checkpoint, str(where))
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, hparams_file: str | Path | None = None,
+                             strict: bool | None = None, weights_only: bool | None = True, *,
+                             trusted: list[str | type] | str | None = None, **kwargs: Any) -> ImageClassifier:
+        """Lightning's ``load_from_checkpoint``, with the checkpoint treated as data (``cifar_lightning.trust``).
+
+        Before Lightning rebuilds the module, every class the checkpoint names is checked against
+        the project's own (``trusted`` adds full class names you trust) and the network is built on
+        the meta device and compared with the saved weights; a refusal is a ``CheckpointError``.
+        The distillation teacher is a training setting, left out unless given (``distillation=``):
+        evaluation does not use it. Only a file path is taken, not a URL or an open file.
+        """
+        if not isinstance(checkpoint_path, (str, Path)):
+            raise CheckpointError(f"load_from_checkpoint takes a checkpoint file's path, not a {type(checkpoint_path).__name__}")
+        check_checkpoint(read_checkpoint(checkpoint_path), trusted, str(checkpoint_path), overrides=kwargs)
+        kwargs.setdefault("distillation", None)
+        try:
+            return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                                strict=strict, weights_only=weights_only, **kwargs)
+        except (ArgumentError, ValueError, TypeError, KeyError) as err:  # a setting the checks above let through
+            first = " ".join(str(err).split())[:200]
+            raise CheckpointError(f"{checkpoint_path} cannot be loaded ({type(err).__name__}: {first}): use the run's own checkpoint") from None

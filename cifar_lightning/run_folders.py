@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+
+from cifar_lightning.errors import ensure_writable_folder
 
 VERSION_ENV = "CIFAR_LIGHTNING_RUN_VERSION"  # the run folder, handed to DDP processes started later
 LAST_NAME = "last"  # checkpoints/last.ckpt, written after every epoch
 RUN_CONFIG = "config.yaml"  # the settings a fit was started with, written once
+LOG_FIX = "point the logger's save_dir elsewhere (--trainer.logger.init_args.save_dir)"
+# run folders this process created: the only ones it may remove (release_unused)
+CLAIMED: set[Path] = set()
 
 
 def logger_dir(config) -> Path | None:
@@ -39,12 +45,54 @@ def claim_version(folder: Path) -> str:
     Lightning picks max(version_N) + 1 without claiming it, so two runs started at once would
     share a folder; ``mkdir`` claims one atomically.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    ensure_writable_folder(folder, "log", LOG_FIX)
     taken = [int(p.name.split("_")[1]) for p in folder.glob("version_*") if p.name.split("_")[1].isdigit()]
     number = max(taken, default=-1) + 1
     while True:
         try:
             (folder / f"version_{number}").mkdir()
+            CLAIMED.add((folder / f"version_{number}").resolve())
             return f"version_{number}"
         except FileExistsError:  # another run claimed it first
             number += 1
+
+
+def claim_run_folder(config, ckpt_path: str | None) -> None:
+    """Decide where this command logs, and check that it can write there, before anything runs.
+
+    A resumed fit continues in its run's folder, and an evaluation lands beside the run it
+    evaluates; a new run claims the next ``version_N`` (``config`` gets that version, so the
+    run's config.yaml records it). DDP processes that Lightning starts later re-read the command
+    line and join the launcher's folder through ``VERSION_ENV``.
+    """
+    folder = logger_dir(config)
+    if folder is None:  # another logger, or none: Lightning's default root holds the checkpoints
+        ensure_writable_folder(Path(config["trainer"].get("default_root_dir") or "."), "log", "pass another --trainer.default_root_dir")
+        return
+    logger_args = config["trainer"]["logger"]["init_args"]
+    version = run_version(config, ckpt_path) if ckpt_path else None
+    if version is not None:
+        logger_args["version"] = version
+    elif logger_args.get("version") is None:
+        if is_first_process():
+            os.environ[VERSION_ENV] = claim_version(folder)
+        logger_args["version"] = os.environ.get(VERSION_ENV)
+    if logger_args.get("version") is not None:
+        ensure_writable_folder(folder / str(logger_args["version"]), "log", LOG_FIX)
+
+
+def release_unused(run_dir: str | Path | None, empty_only: bool = False) -> bool:
+    """Remove a run folder this process claimed, for a command that failed before its first training step.
+
+    Nothing in it is a result then (a config.yaml and an empty event file at most); a folder this
+    process did not create, or one holding a checkpoint, is never touched. ``empty_only``: only
+    if nothing at all was written into it (a failure before the Trainer ran).
+    """
+    if run_dir is None or Path(run_dir).resolve() not in CLAIMED:
+        return False
+    run_dir = Path(run_dir)
+    if any((run_dir / "checkpoints").glob("*.ckpt")) or (empty_only and any(run_dir.iterdir())):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    CLAIMED.discard(run_dir.resolve())
+    return True

@@ -11,7 +11,7 @@ from PIL import Image
 
 from cifar_lightning.data import sources
 
-from harness import FULL_ARCHIVE, HAVE_FULL_COPY, REAL_ARCHIVE, REAL_DATA_DIR, cli, data_args, tiny_run
+from harness import FULL_ARCHIVE, HAVE_FULL_COPY, REAL_ARCHIVE, REAL_DATA_DIR, cli, data_args, main_in_process, one_line_error, tiny_run
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +72,14 @@ def fitted_run(tmp_path_factory, real_data_dir, real_archive) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     (work / "fit.log").write_text(result.stdout + result.stderr)
     return work
+
+
+@pytest.fixture
+def refused(capsys):
+    """``refused(*args)`` runs ``cli.main`` in-process and asserts the one-line contract: exit code 2, one
+    ``error:`` line and no traceback; returns that line."""
+
+    def run(*args: str, code: int = 2) -> str:
+        return one_line_error(main_in_process(list(args), capsys), code).strip().splitlines()[-1]
+
+    return run

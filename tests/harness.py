@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +65,30 @@ def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> s
                           env=with_helpers(env), timeout=timeout)
 
 
-def one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
+@dataclass
+class Finished:
+    """What a command run in-process left: its exit code and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def main_in_process(args: list[str], capsys) -> Finished:
+    """``cifar_lightning.cli.main(args)`` in this process, as the console script runs it; capsys captures its output."""
+    from cifar_lightning.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    out = capsys.readouterr()
+    return Finished(code, out.out, out.err)
+
+
+def one_line_error(result: subprocess.CompletedProcess | Finished, code: int = 2) -> str:
     """Exit code ``code``, no traceback, no usage dump: the output ends in the one ``error:`` line."""
     assert result.returncode == code, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()

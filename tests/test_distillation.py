@@ -67,7 +67,7 @@ def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(tmp_path, 
 def test_a_teacher_checkpoint_of_another_network_is_refused(tmp_path, real_data_dir, real_archive, monkeypatch, teacher_ckpt):
     monkeypatch.chdir(tmp_path)
     other = {"class_path": "cifar_lightning.models.CompactNet"}
-    with pytest.raises(CheckpointError, match="does not fit model.distillation.teacher"):
+    with pytest.raises(CheckpointError, match="do not fit the model.distillation.teacher"):
         run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg(teacher_ckpt, other)])
     with pytest.raises(CheckpointError, match="does not exist"):
         run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg(tmp_path / "no.ckpt")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -221,6 +222,92 @@ def test_a_full_disk_anywhere_else_is_one_line_and_a_writer_thread_one_warning(c
         "error: the disk is full (No space left on device): free disk space, or point the logger's save_dir and --data.data_dir "
         "at a disk with room; a fit resumes with --ckpt_path last",
     ]
+
+
+# ------------------------------------------------------------------ folders that cannot be written
+
+
+@pytest.mark.parametrize("subcommand, setting, named", [
+    ("fit", "--trainer.logger.init_args.save_dir={blocked}/logs", "log folder"),
+    ("test", "--trainer.logger.init_args.save_dir={blocked}", "log folder"),
+    ("fit", "--data.data_dir={blocked}/data", "data folder"),
+    ("predict", "--prediction_writer.output={blocked}/predictions.csv", "predictions folder"),
+])
+def test_a_file_where_a_folder_should_be_is_named_before_any_work(subcommand, setting, named, tmp_path, monkeypatch, refused,
+                                                                 real_data_dir, real_archive):
+    monkeypatch.chdir(tmp_path)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    line = refused(subcommand, "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, setting.format(blocked=blocked))
+    assert f"cannot write the {named} {blocked}" in line and "a file is in the way of a folder there" in line
+    assert not list(tmp_path.glob("**/version_*")) and blocked.read_text() == ""
+
+
+def test_a_read_only_folder_is_named_before_any_work(tmp_path, monkeypatch, refused, real_data_dir, real_archive):
+    import tempfile
+
+    real = tempfile.NamedTemporaryFile
+
+    def read_only_below(*args, dir=None, **kwargs):  # what a read-only mount answers; as root, permissions would not bite
+        if dir is not None and "read-only" in str(dir):
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr("cifar_lightning.errors.tempfile.NamedTemporaryFile", read_only_below)
+    monkeypatch.chdir(tmp_path)
+    for setting, named in ((f"--trainer.logger.init_args.save_dir={tmp_path / 'read-only'}", "log folder"),
+                           (f"--data.data_dir={tmp_path / 'read-only'}", "data folder")):
+        line = refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, setting)
+        assert f"cannot write the {named} {tmp_path / 'read-only'}" in line and "(Read-only file system)" in line
+    assert not list(tmp_path.glob("**/version_*"))
+
+
+@pytest.mark.parametrize("code, why", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied"),
+                                       (errno.ENOTDIR, "a file is in the way of a folder there")])
+def test_a_write_refused_anywhere_else_is_one_line(code, why, capsys):
+    from cifar_lightning.errors import user_errors
+
+    with pytest.raises(SystemExit) as stopped, user_errors(False, "python -m cifar_lightning fit"):
+        raise OSError(code, os.strerror(code), "/runs/version_0/run.json")  # a write no check came before
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.splitlines() == [
+        f"error: cannot write /runs/version_0/run.json ({why}): make the folder writable, or point the logger's save_dir, "
+        "--data.data_dir or the output elsewhere"
+    ]
+
+
+# ------------------------------------------------------------------ settings that leave no training step
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("--data.batch_size=60000", "data.batch_size=60000 is larger than the training split"),
+    ("--trainer.limit_train_batches=0", "trainer.limit_train_batches=0"),
+    ("--trainer.max_epochs=0", "trainer.max_epochs=0"),
+    ("--trainer.max_steps=0", "trainer.max_steps=0"),
+    ("--trainer.max_epochs=-1", "trainer.max_epochs=-1 with no trainer.max_steps"),
+])
+def test_a_setting_that_leaves_no_training_step_is_refused_and_leaves_no_run_folder(setting, named, tmp_path, monkeypatch, refused,
+                                                                                   real_data_dir, real_archive):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)  # an earlier run's folder: never touched
+    assert named in refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, setting)
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
+
+
+def test_only_a_claimed_folder_without_checkpoints_is_released(tmp_path):
+    from cifar_lightning import run_folders
+
+    logs = tmp_path / "lightning_logs"
+    (logs / "version_0" / "checkpoints").mkdir(parents=True)  # not claimed by this process
+    assert not run_folders.release_unused(logs / "version_0") and (logs / "version_0").is_dir()
+    claimed = logs / run_folders.claim_version(logs)
+    (claimed / "checkpoints").mkdir()
+    (claimed / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    assert not run_folders.release_unused(claimed)  # a checkpoint is a result
+    (claimed / "checkpoints" / "last.ckpt").unlink()
+    (claimed / "config.yaml").write_text("{}")
+    assert not run_folders.release_unused(claimed, empty_only=True) and run_folders.release_unused(claimed)
+    assert sorted(p.name for p in logs.iterdir()) == ["version_0"]
 
 
 def test_every_fit_writes_checkpoints_atomically_and_its_config_records_it(tiny_run, tmp_path, real_data_dir, real_archive, monkeypatch):

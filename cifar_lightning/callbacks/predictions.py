@@ -10,6 +10,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from cifar_lightning.errors import ensure_writable_folder
+
 
 class PredictionWriter(BasePredictionWriter):
     """Writes ``predictions.csv``: path, top-1 class and its probability, the top 3, and how many
@@ -23,8 +25,14 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.output = output
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if getattr(stage, "value", stage) == "predict" and trainer.is_global_zero:  # before any image is predicted
+            ensure_writable_folder(self._output(trainer).parent, "predictions", "pass another --prediction_writer.output")
+
+    def _output(self, trainer: Trainer) -> Path:
+        return Path(self.output or Path(trainer.log_dir or ".") / "predictions.csv")
+
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions, batch_indices) -> None:
-        log_dir = trainer.log_dir  # every rank: under DDP it is a broadcast from rank 0
         probabilities = torch.cat(predictions).float()
         indices = torch.tensor([i for batch in _flat_batches(batch_indices) for i in batch], device=probabilities.device)
         if trainer.world_size > 1:  # every process predicted its own share: gather them by index
@@ -39,8 +47,7 @@ class PredictionWriter(BasePredictionWriter):
         dataset = trainer.predict_dataloaders.dataset
         paths = [dataset.name(i) for i in sorted(order)]
         names = pl_module.hparams.class_names or [str(i) for i in range(probabilities.shape[1])]
-        output = Path(self.output or Path(log_dir or ".") / "predictions.csv")
-        output.parent.mkdir(parents=True, exist_ok=True)
+        output = self._output(trainer)
         top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
         views = getattr(pl_module, "views", 1)
         with output.open("w", newline="") as f:

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from cifar_lightning.errors import EDITED, CheckpointError
+
 
 class RandomState(Callback):
     """Carries the global RNG states of torch (CPU and CUDA), numpy and Python in checkpoints.
@@ -35,6 +37,18 @@ class RandomState(Callback):
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
+        # a checkpoint is data: each state is tried on a generator of its own before it replaces a global one
+        try:
+            torch.Generator().set_state(state_dict["torch"])
+            n = state_dict["numpy"]
+            np.random.RandomState().set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached_gaussian"]))
+            p = state_dict["python"]
+            random.Random().setstate((p["version"], tuple(p["state"]), p["gauss"]))
+            if not isinstance(state_dict["cuda"], (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in state_dict["cuda"]):
+                raise TypeError("cuda states are not a list of tensors")
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            first = " ".join(str(err).split())[:120]
+            raise CheckpointError(f"the checkpoint's random states are not ones this project saved ({type(err).__name__}: {first}): {EDITED}") from None
         self._pending = state_dict
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

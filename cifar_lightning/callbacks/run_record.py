@@ -11,8 +11,9 @@ from pathlib import Path
 import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from cifar_lightning import provenance
+from cifar_lightning import provenance, run_folders
 from cifar_lightning.reference_rate import train_step_rate
 
 
@@ -24,7 +25,10 @@ class RunInfo(Callback):
     """Writes ``run.json`` beside the run's logs: command, commit, versions, data copy, machine, and
     a reference rate of this machine measured now (``reference_rate.py``).
 
-    Results are only as good as their provenance; the report reads this file.
+    Results are only as good as their provenance; the report reads this file. A command that
+    fails before it has a result (a fit before its first training step, an evaluation at any
+    point) leaves no run folder of its own behind (``run_folders.release_unused``): a folder of
+    lightning_logs is a run, not the trace of a typo.
 
     Args:
         reference_seconds: how long to time the reference work when the fit starts; 0 skips it.
@@ -69,3 +73,15 @@ class RunInfo(Callback):
         held_out = getattr(trainer.datamodule, "held_out", None)
         if held_out:  # which images validation used, by identity: comparable across sources
             (path.parent / HELD_OUT).write_text("\n".join(held_out) + "\n")
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.trained = False  # no training step has finished in this command yet
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        self.trained = True
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))  # ResumeHint's case: kept
+        # an evaluation's results are written at its end, a fit's from its first step on
+        if not getattr(self, "trained", False) and not interrupted and trainer.is_global_zero:
+            run_folders.release_unused(trainer.log_dir)

@@ -18,7 +18,8 @@ from cifar_lightning.data import sources
 from cifar_lightning.data.augment import IMAGE_SIZE, Augmentation, check_augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
 from cifar_lightning.data.dataset import ImageArrayDataset
 from cifar_lightning.data.sampling import EpochSeededSampler
-from cifar_lightning.errors import DataError
+from cifar_lightning.data.preprocessing import check_preprocessing
+from cifar_lightning.errors import EDITED, CheckpointError, DataError
 
 
 def channel_stats(images: np.ndarray, chunk: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -223,9 +224,16 @@ class CIFAR10DataModule(LightningDataModule):
         return {"shuffle_seed": self.shuffle_seed, "mean": list(self.mean), "std": list(self.std)}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.shuffle_seed = state_dict.get("shuffle_seed")
+        # a checkpoint is data: each value is checked before it seeds or normalizes anything
+        if not isinstance(state_dict, dict):
+            raise CheckpointError(f"the checkpoint's data state is a {type(state_dict).__name__}, not a mapping: {EDITED}")
+        seed = state_dict.get("shuffle_seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):
+            raise CheckpointError(f"the checkpoint's data state holds shuffle_seed {str(seed)[:40]}, not a seed: {EDITED}")
+        self.shuffle_seed = seed
         if state_dict.get("mean"):  # checkpoints before 2026-11-26 carry none: the data's own then
-            self.mean, self.std = tuple(state_dict["mean"]), tuple(state_dict["std"])
+            checked = check_preprocessing({**state_dict, "class_names": list(self.classes)}, "the checkpoint's data state")
+            self.mean, self.std = tuple(checked["mean"]), tuple(checked["std"])
             if hasattr(self, "train_set"):
                 self._build_transforms()
 

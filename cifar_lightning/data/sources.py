@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cifar_lightning.errors import DataError
+from cifar_lightning.errors import DISK_FULL, DataError, ensure_writable_folder, why_not_writable
 
 try:
     import fcntl  # POSIX file locks
@@ -70,6 +70,8 @@ def bad_archive(archive: Path, err: BaseException) -> DataError:
 
 
 def cannot_write(data_dir: Path, what: str, err: OSError) -> DataError:
+    if err.errno not in DISK_FULL:
+        return DataError(f"cannot {what} {data_dir} ({why_not_writable(err)}): make it writable, or pick another --data.data_dir")
     return DataError(
         f"cannot {what} {data_dir} ({err.strerror}): free disk space there (the JPEG copy needs about 420 MB "
         "unpacked and decoded) or pick another --data.data_dir"
@@ -329,7 +331,7 @@ def prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
     others wait and then find its cache (unpacking while another run reads would pull files
     from under it).
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_folder(data_dir, "data", "pick another --data.data_dir")  # before any unpacking or decoding
     with _exclusive(data_dir / ".prepare.lock"):
         return _prepare(data_dir, archive, download_ok)
 

@@ -225,9 +225,11 @@ def main(args: list[str] | None = None) -> None:
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
             try:
                 run_cli(argv)
-            except BaseException:
-                for folder in list(run_folders.CLAIMED):  # claimed, then a failure before the Trainer wrote anything
-                    run_folders.release_unused(folder, empty_only=True)
+            except Exception:  # a failure, not a stop (SIGTERM, Ctrl-C): a stopped run keeps its folder
+                # lightning_logs/ holds runs, not traces of typos. Here, after the Trainer has closed its
+                # loggers, not in a callback while they still write.
+                for folder in list(run_folders.CLAIMED):
+                    run_folders.release_unused(folder)
                 raise
     except RunFinished as done:
         print(str(done), file=sys.stderr)

@@ -12,8 +12,10 @@ VERSION_ENV = "CIFAR_LIGHTNING_RUN_VERSION"  # the run folder, handed to DDP pro
 LAST_NAME = "last"  # checkpoints/last.ckpt, written after every epoch
 RUN_CONFIG = "config.yaml"  # the settings a fit was started with, written once
 LOG_FIX = "point the logger's save_dir elsewhere (--trainer.logger.init_args.save_dir)"
-# run folders this process created: the only ones it may remove (release_unused)
+# run folders this process created: the only ones it may remove (release_unused), unless a
+# training step has written to them
 CLAIMED: set[Path] = set()
+TRAINED: set[Path] = set()
 
 
 def logger_dir(config) -> Path | None:
@@ -81,17 +83,22 @@ def claim_run_folder(config, ckpt_path: str | None) -> None:
         ensure_writable_folder(folder / str(logger_args["version"]), "log", LOG_FIX)
 
 
-def release_unused(run_dir: str | Path | None, empty_only: bool = False) -> bool:
-    """Remove a run folder this process claimed, for a command that failed before its first training step.
+def mark_trained(run_dir: str | Path | None) -> None:
+    """A training step finished in ``run_dir``: it holds a result from now on, and is never released."""
+    if run_dir is not None:
+        TRAINED.add(Path(run_dir).resolve())
 
-    Nothing in it is a result then (a config.yaml and an empty event file at most); a folder this
-    process did not create, or one holding a checkpoint, is never touched. ``empty_only``: only
-    if nothing at all was written into it (a failure before the Trainer ran).
+
+def release_unused(run_dir: str | Path) -> bool:
+    """Remove a run folder this process claimed, for a command that failed before it had a result.
+
+    Nothing in it is a result then (a config.yaml and an event file without a step at most): a fit
+    before its first training step, or an evaluation, whose results are written at its end. A
+    folder this process did not create, one a training step wrote to, or one holding a checkpoint
+    is never touched.
     """
-    if run_dir is None or Path(run_dir).resolve() not in CLAIMED:
-        return False
     run_dir = Path(run_dir)
-    if any((run_dir / "checkpoints").glob("*.ckpt")) or (empty_only and any(run_dir.iterdir())):
+    if run_dir.resolve() not in CLAIMED or run_dir.resolve() in TRAINED or any((run_dir / "checkpoints").glob("*.ckpt")):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
     CLAIMED.discard(run_dir.resolve())

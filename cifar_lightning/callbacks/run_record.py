@@ -11,8 +11,6 @@ from pathlib import Path
 import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
 from cifar_lightning import provenance, run_folders
 from cifar_lightning.reference_rate import train_step_rate
 
@@ -25,10 +23,9 @@ class RunInfo(Callback):
     """Writes ``run.json`` beside the run's logs: command, commit, versions, data copy, machine, and
     a reference rate of this machine measured now (``reference_rate.py``).
 
-    Results are only as good as their provenance; the report reads this file. A command that
-    fails before it has a result (a fit before its first training step, an evaluation at any
-    point) leaves no run folder of its own behind (``run_folders.release_unused``): a folder of
-    lightning_logs is a run, not the trace of a typo.
+    Results are only as good as their provenance; the report reads this file. It also marks the
+    run folder as holding a result once a training step has finished: a command that fails
+    before that gives back the folder it claimed (``run_folders.release_unused``).
 
     Args:
         reference_seconds: how long to time the reference work when the fit starts; 0 skips it.
@@ -74,14 +71,6 @@ class RunInfo(Callback):
         if held_out:  # which images validation used, by identity: comparable across sources
             (path.parent / HELD_OUT).write_text("\n".join(held_out) + "\n")
 
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.trained = False  # no training step has finished in this command yet
-
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        self.trained = True
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))  # ResumeHint's case: kept
-        # an evaluation's results are written at its end, a fit's from its first step on
-        if not getattr(self, "trained", False) and not interrupted and trainer.is_global_zero:
-            run_folders.release_unused(trainer.log_dir)
+        if batch_idx == 0:  # the folder holds a result from the first step on (a resumed epoch starts at 0 too)
+            run_folders.mark_trained(trainer.log_dir)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cifar_lightning.cli import run_cli
-from harness import CONFIG, REPO, TINY, cli, data_args, one_line_error
+from harness import CONFIG, TINY, data_args, main_in_process, one_line_error
 
 def test_fit_writes_config_checkpoints_and_events(fitted_run):
     run_dir = fitted_run / "lightning_logs" / "version_0"
@@ -69,55 +69,56 @@ def test_bf16_mixed_precision_needs_no_code_change(tmp_path, real_data_dir, real
     assert result.trainer.precision == "bf16-mixed" and result.trainer.global_step == 3
 
 
-def test_print_config(tmp_path):
-    result = cli("fit", "--config", CONFIG, "--print_config", cwd=tmp_path)
+def test_print_config(capsys):
+    result = main_in_process(["fit", "--config", CONFIG, "--print_config"], capsys)
     assert result.returncode == 0
     assert "class_path: cifar_lightning.models.SeedNet" in result.stdout
     assert "monitor: val/acc" in result.stdout
 
 
-def test_offline_with_no_data_is_one_clear_line(tmp_path):
+def test_offline_with_no_data_is_one_clear_line(tmp_path, monkeypatch, refused):
     proxy = "http://127.0.0.1:9"  # a closed local port: offline on any machine
-    env = {"http_proxy": proxy, "https_proxy": proxy, "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "no_proxy": ""}
-    result = cli("fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'empty'}", *TINY, cwd=tmp_path, env=env)
-    stderr = one_line_error(result)
-    assert stderr.strip().splitlines()[-1].startswith("error: no CIFAR-10 in")
-    assert "--data.archive" in stderr
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, proxy)
+    monkeypatch.setenv("no_proxy", "")
+    monkeypatch.chdir(tmp_path)
+    line = refused("fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'empty'}", *TINY)
+    assert line.startswith("error: no CIFAR-10 in") and "--data.archive" in line
 
 
-def test_config_typo_is_rejected(tmp_path):
-    stderr = one_line_error(cli("fit", "--config", CONFIG, "--model.label_smothing=0.1", cwd=tmp_path))
-    assert "label_smothing" in stderr
+def test_config_typo_is_rejected(refused):
+    assert "label_smothing" in refused("fit", "--config", CONFIG, "--model.label_smothing=0.1")
 
 
-def test_nonexistent_checkpoint(tmp_path):
-    stderr = one_line_error(cli("test", "--config", CONFIG, "--ckpt_path=nope.ckpt", cwd=tmp_path))
-    assert "error: checkpoint nope.ckpt does not exist" in stderr
+def test_nonexistent_checkpoint(refused):
+    assert "error: checkpoint nope.ckpt does not exist" in refused("test", "--config", CONFIG, "--ckpt_path=nope.ckpt")
 
 
 @pytest.mark.parametrize("size", ["0", "-1"])
-def test_nonpositive_batch_size(tmp_path, size):
-    stderr = one_line_error(cli("fit", "--config", CONFIG, f"--data.batch_size={size}", cwd=tmp_path))
-    assert "data.batch_size" in stderr and "v>0" in stderr
+def test_nonpositive_batch_size(size, refused):
+    line = refused("fit", "--config", CONFIG, f"--data.batch_size={size}")
+    assert "data.batch_size" in line and "v>0" in line
 
 
-def test_verbose_shows_the_traceback(tmp_path):
-    result = cli("fit", "--config", CONFIG, "--data.batch_size=-1", "--verbose", cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" in result.stderr and "data.batch_size" in result.stderr
+def test_verbose_shows_the_traceback(capsys):
+    from argparse import ArgumentError
+
+    with pytest.raises(ArgumentError, match="data.batch_size"):  # raised through: the console script prints its traceback
+        main_in_process(["fit", "--config", CONFIG, "--data.batch_size=-1", "--verbose"], capsys)
 
 
-def test_checkpoint_of_another_network_names_both(fitted_run, tmp_path, real_data_dir, real_archive):
+def test_checkpoint_of_another_network_names_both(fitted_run, tmp_path, monkeypatch, refused, real_data_dir, real_archive):
+    monkeypatch.chdir(tmp_path)
     ckpt = fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt"
-    args = ["test", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--model.network=helpers.TinyNet"]
-    result = cli(*args, f"--ckpt_path={ckpt}", cwd=tmp_path, env={"PYTHONPATH": str(REPO / "tests")})
-    stderr = one_line_error(result)
-    assert "SeedNet" in stderr and "TinyNet" in stderr
+    line = refused("test", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--model.network=helpers.TinyNet",
+                   f"--ckpt_path={ckpt}")
+    assert "SeedNet" in line and "TinyNet" in line
 
 
-def test_diverging_loss_stops_with_the_step_and_a_fix(tmp_path, real_data_dir, real_archive):
+def test_diverging_loss_stops_with_the_step_and_a_fix(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
+    monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY]
-    result = cli(*args, "--trainer.max_epochs=2", "--model.optimizer.init_args.lr=1e8", cwd=tmp_path)
-    stderr = one_line_error(result)
+    stderr = one_line_error(main_in_process([*args, "--trainer.max_epochs=2", "--model.optimizer.init_args.lr=1e8"], capsys))
     assert "training loss became nan at epoch" in stderr or "training loss became inf at epoch" in stderr
     assert "--model.optimizer.init_args.lr" in stderr
     assert "step" in stderr and "last good checkpoint: none yet" in stderr
@@ -125,11 +126,11 @@ def test_diverging_loss_stops_with_the_step_and_a_fix(tmp_path, real_data_dir, r
     assert not list((tmp_path / "lightning_logs").glob("*/checkpoints/*.ckpt"))
 
 
-def test_a_loss_gone_nan_keeps_the_last_good_checkpoint(tmp_path, real_data_dir, real_archive):
+def test_a_loss_gone_nan_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
+    monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--trainer.max_epochs=3"]
     poison = ["--trainer.callbacks+=helpers.PoisonAt", "--trainer.callbacks.epoch=1"]
-    env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    stderr = one_line_error(cli(*args, *poison, cwd=tmp_path, env=env))
+    stderr = one_line_error(main_in_process([*args, *poison], capsys))
     checkpoints = tmp_path / "lightning_logs/version_0/checkpoints"
     assert "at epoch 1, step 4" in stderr and f"last good checkpoint: {checkpoints / 'last.ckpt'}" in stderr.replace("./", f"{tmp_path}/")
     # what was saved is epoch 0's finite weights; the best checkpoint is that epoch too
@@ -177,15 +178,14 @@ class _RunsCodeWhenUnpickled:
         return (os.makedirs, (str(self.marker),))  # any callable would do; this one leaves a trace
 
 
-def test_checkpoint_with_a_pickled_callable_is_refused_unrun(fitted_run, tmp_path, real_data_dir, real_archive):
+def test_checkpoint_with_a_pickled_callable_is_refused_unrun(fitted_run, tmp_path, monkeypatch, refused, real_data_dir, real_archive):
     marker = tmp_path / "code-ran"
     checkpoint = torch.load(fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     checkpoint["payload"] = _RunsCodeWhenUnpickled(marker)
     crafted = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted)
-    result = cli("test", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, f"--ckpt_path={crafted}", cwd=tmp_path)
-    stderr = one_line_error(result)
-    assert "refused" in stderr
+    monkeypatch.chdir(tmp_path)
+    assert "refused" in refused("test", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, f"--ckpt_path={crafted}")
     assert not marker.exists()
 
 

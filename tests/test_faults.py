@@ -19,7 +19,7 @@ import torch
 from cifar_lightning.data import Augmentation, sources
 from cifar_lightning.data.augment import train_transform
 from cifar_lightning.errors import ConfigError, DataError
-from harness import CONFIG, TINY, cli, data_args, one_line_error, with_helpers
+from harness import CONFIG, TINY, Finished, cli, data_args, main_in_process, one_line_error, with_helpers
 
 
 
@@ -86,15 +86,14 @@ def test_albumentations_own_refusal_is_one_line():
 
 
 @pytest.mark.parametrize("setting", ["--data.augmentation.hflip_p=1.5", "--data.augmentation.cutout_size=64"])
-def test_a_bad_setting_stops_before_any_work(tmp_path, setting):
-    stderr = one_line_error(cli("fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'data'}", setting, cwd=tmp_path))
-    assert setting.split("=")[0].removeprefix("--") in stderr
+def test_a_bad_setting_stops_before_any_work(tmp_path, monkeypatch, refused, setting):
+    monkeypatch.chdir(tmp_path)
+    assert setting.split("=")[0].removeprefix("--") in refused("fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'data'}", setting)
     assert not (tmp_path / "data").exists() and not (tmp_path / "lightning_logs").exists()
 
 
-def test_the_cli_cannot_replace_the_modules_optimizer_and_schedule(tmp_path):
-    stderr = one_line_error(cli("fit", "--config", CONFIG, "--optimizer", "torch.optim.Adam", cwd=tmp_path))
-    assert "--optimizer" in stderr
+def test_the_cli_cannot_replace_the_modules_optimizer_and_schedule(refused):
+    assert "--optimizer" in refused("fit", "--config", CONFIG, "--optimizer", "torch.optim.Adam")
 
 
 # ------------------------------------------------------------------ checkpoint files that are not whole
@@ -115,24 +114,27 @@ def broken_checkpoints(good: Path, folder: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text", "other-torch-file"])
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
-def test_a_broken_checkpoint_is_refused_by_every_subcommand(subcommand, kind, tiny_run, tmp_path):
+def test_a_broken_checkpoint_is_refused_by_every_subcommand(subcommand, kind, tiny_run, tmp_path, monkeypatch, refused):
     path = broken_checkpoints(tiny_run / "lightning_logs/version_0/checkpoints/last.ckpt", tmp_path)[kind]
-    stderr = one_line_error(cli(subcommand, "--config", CONFIG, f"--ckpt_path={path}", cwd=tmp_path))
-    assert f"{path} is not a complete checkpoint" in stderr
+    monkeypatch.chdir(tmp_path)
+    assert f"{path} is not a complete checkpoint" in refused(subcommand, "--config", CONFIG, f"--ckpt_path={path}")
 
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text", "other-torch-file"])
-def test_a_broken_checkpoint_is_refused_by_export_load_and_the_teacher(kind, tiny_run, tmp_path):
+def test_a_broken_checkpoint_is_refused_by_export_load_and_the_teacher(kind, tiny_run, tmp_path, monkeypatch, capsys):
     import cifar_lightning
     from cifar_lightning.checkpoints import read_checkpoint
     from cifar_lightning.distillation import Distillation
     from cifar_lightning.errors import CheckpointError
     from cifar_lightning.models import SeedNet
 
+    from cifar_lightning import export
+
     path = broken_checkpoints(tiny_run / "lightning_logs/version_0/checkpoints/last.ckpt", tmp_path)[kind]
-    result = subprocess.run([sys.executable, "-m", "cifar_lightning.export", "--config", CONFIG, "--ckpt_path", str(path)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert f"{path} is not a complete checkpoint" in one_line_error(result)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        export.main(["--config", CONFIG, "--ckpt_path", str(path)])
+    assert f"{path} is not a complete checkpoint" in one_line_error(Finished(stopped.value.code, "", capsys.readouterr().err))
     with pytest.raises(CheckpointError, match="a folder or device, not a file"):
         read_checkpoint(tmp_path)
     for load in (read_checkpoint, cifar_lightning.load, lambda p: Distillation(SeedNet(), str(p)).load_teacher(torch.device("cpu"), True)):
@@ -140,22 +142,26 @@ def test_a_broken_checkpoint_is_refused_by_export_load_and_the_teacher(kind, tin
             load(path)
 
 
-def test_report_refuses_a_broken_checkpoint_in_the_run(tiny_run, tmp_path):
+def test_report_refuses_a_broken_checkpoint_in_the_run(tiny_run, tmp_path, capsys):
+    from cifar_lightning import report
+
     run = tmp_path / "run"
     shutil.copytree(tiny_run / "lightning_logs/version_0", run)
     (run / "checkpoints/last.ckpt").write_bytes((run / "checkpoints/last.ckpt").read_bytes()[:1000])
-    result = subprocess.run([sys.executable, "-m", "cifar_lightning.report", str(run)], capture_output=True, text=True, timeout=300)
-    assert "is not a complete checkpoint" in one_line_error(result)
+    with pytest.raises(SystemExit) as stopped:
+        report.main([str(run)])
+    assert "is not a complete checkpoint" in one_line_error(Finished(stopped.value.code, "", capsys.readouterr().err))
 
 
 # ------------------------------------------------------------------ a checkpoint write that fails
 
 
-def test_a_failed_checkpoint_write_ends_the_fit_and_keeps_the_last_one(tmp_path, real_data_dir, real_archive):
+def test_a_failed_checkpoint_write_ends_the_fit_and_keeps_the_last_one(tmp_path, monkeypatch, refused, real_data_dir, real_archive):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch, "save", torch.save)  # the callback replaces it for this process: put it back after the test
     args = [a for a in TINY if "max_epochs" not in a]
-    result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=3",
-                 "--trainer.callbacks+=helpers.FailSavesFrom", "--trainer.callbacks.epoch=1", cwd=tmp_path)
-    stderr = one_line_error(result)
+    stderr = refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=3",
+                     "--trainer.callbacks+=helpers.FailSavesFrom", "--trainer.callbacks.epoch=1")
     checkpoints = tmp_path / "lightning_logs/version_0/checkpoints"
     assert "cannot write checkpoint" in stderr and "lightning_logs/version_0/checkpoints/" in stderr and "No space left on device" in stderr
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0  # epoch 0's, whole
@@ -294,7 +300,7 @@ def test_a_setting_that_leaves_no_training_step_is_refused_and_leaves_no_run_fol
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
 
 
-def test_only_a_claimed_folder_without_checkpoints_is_released(tmp_path):
+def test_only_a_claimed_folder_without_a_result_is_released(tmp_path):
     from cifar_lightning import run_folders
 
     logs = tmp_path / "lightning_logs"
@@ -305,9 +311,12 @@ def test_only_a_claimed_folder_without_checkpoints_is_released(tmp_path):
     (claimed / "checkpoints" / "last.ckpt").write_bytes(b"weights")
     assert not run_folders.release_unused(claimed)  # a checkpoint is a result
     (claimed / "checkpoints" / "last.ckpt").unlink()
+    trained = logs / run_folders.claim_version(logs)
+    run_folders.mark_trained(trained)  # a training step wrote its curves there
+    assert not run_folders.release_unused(trained)
     (claimed / "config.yaml").write_text("{}")
-    assert not run_folders.release_unused(claimed, empty_only=True) and run_folders.release_unused(claimed)
-    assert sorted(p.name for p in logs.iterdir()) == ["version_0"]
+    assert run_folders.release_unused(claimed)
+    assert sorted(p.name for p in logs.iterdir()) == ["version_0", trained.name]
 
 
 def test_every_fit_writes_checkpoints_atomically_and_its_config_records_it(tiny_run, tmp_path, real_data_dir, real_archive, monkeypatch):
@@ -343,22 +352,23 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_resume_with_other_training_settings_is_refused_and_the_record_kept(tiny_run, real_data_dir, real_archive):
+def test_resume_with_other_training_settings_is_refused_and_the_record_kept(tiny_run, monkeypatch, refused, real_data_dir, real_archive):
     record = tiny_run / "lightning_logs/version_0/config.yaml"
     before = digest(record)
     args = [a for a in TINY if "max_epochs" not in a]
-    result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=2",
-                 "--model.optimizer.init_args.lr=0.003", "--data.augmentation.cutout_p=0", "--ckpt_path=last", cwd=tiny_run)
-    stderr = one_line_error(result)
+    monkeypatch.chdir(tiny_run)
+    stderr = refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=2",
+                     "--model.optimizer.init_args.lr=0.003", "--data.augmentation.cutout_p=0", "--ckpt_path=last")
     assert "data.augmentation.cutout_p, model.optimizer.init_args.lr" in stderr
     assert "Start a new run without --ckpt_path" in stderr and "version_0/config.yaml --ckpt_path last" in stderr
     assert digest(record) == before
 
 
-def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_run, real_data_dir, real_archive):
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_run, monkeypatch, capsys, real_data_dir, real_archive):
     record = tiny_run / "lightning_logs/version_0/config.yaml"
     before = digest(record)
-    result = cli("fit", "--config", str(record), *data_args(real_data_dir, real_archive), "--ckpt_path=last", cwd=tiny_run)
+    monkeypatch.chdir(tiny_run)
+    result = main_in_process(["fit", "--config", str(record), *data_args(real_data_dir, real_archive), "--ckpt_path=last"], capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "already finished its 2 epochs: nothing to resume" in result.stderr.strip().splitlines()[-1]
     assert digest(record) == before
@@ -402,7 +412,8 @@ OUT_OF_RANGE = "does not conform to restriction"
      ("--model.div_factor=0", "model.div_factor", OUT_OF_RANGE),
      ("--model.tta=mirror", "model.tta", "Literal['none', 'flip', 'flip_shift']")],
 )
-def test_a_model_setting_out_of_range_is_one_line_before_any_work(setting, named, why, tmp_path):
-    stderr = one_line_error(cli("fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'data'}", setting, cwd=tmp_path))
+def test_a_model_setting_out_of_range_is_one_line_before_any_work(setting, named, why, tmp_path, monkeypatch, refused):
+    monkeypatch.chdir(tmp_path)
+    stderr = refused("fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'data'}", setting)
     assert named in stderr and why in stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "lightning_logs").exists()

@@ -7,20 +7,20 @@ import json
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from harness import CONFIG, TINY, cli, data_args
+from cifar_lightning.cli import run_cli
+from harness import CONFIG, TINY, data_args
 
 SCALARS = ["train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "lr", "train/device/samples_per_sec",
            "time/epoch_s", "hp/best_val_acc", "hp/final_val_acc", "hp/test_acc", "test/acc"]
 IMAGES = ["test/confusion_matrix", "test/misclassified"]
 
 
-def test_fit_and_test_write_the_tags_hparams_and_figures(tmp_path, real_data_dir, real_archive):
+def test_fit_and_test_write_the_tags_hparams_and_figures(tmp_path, monkeypatch, real_data_dir, real_archive):
+    monkeypatch.chdir(tmp_path)
     common = [*data_args(real_data_dir, real_archive), *TINY]
-    fit = cli("fit", "--config", CONFIG, *common, "--trainer.log_every_n_steps=1", "--speed_monitor.window_size=2", cwd=tmp_path)
-    assert fit.returncode == 0, fit.stderr[-3000:]
+    run_cli(["fit", "--config", CONFIG, *common, "--trainer.log_every_n_steps=1", "--speed_monitor.window_size=2"])
     run_dir = tmp_path / "lightning_logs" / "version_0"
-    test = cli("test", "--config", str(run_dir / "config.yaml"), *common, "--ckpt_path", str(run_dir / "checkpoints/last.ckpt"), cwd=tmp_path)
-    assert test.returncode == 0, test.stderr[-3000:]
+    run_cli(["test", "--config", str(run_dir / "config.yaml"), *common, "--ckpt_path", str(run_dir / "checkpoints/last.ckpt")])
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
     events.Reload()

@@ -231,7 +231,7 @@ class CIFAR10DataModule(LightningDataModule):
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):
             raise CheckpointError(f"the checkpoint's data state holds shuffle_seed {str(seed)[:40]}, not a seed: {EDITED}")
         self.shuffle_seed = seed
-        if state_dict.get("mean"):  # checkpoints before 2026-11-26 carry none: the data's own then
+        if state_dict.get("mean"):  # a checkpoint without statistics: the data's own then
             checked = check_preprocessing({**state_dict, "class_names": list(self.classes)}, "the checkpoint's data state")
             self.mean, self.std = tuple(checked["mean"]), tuple(checked["std"])
             if hasattr(self, "train_set"):

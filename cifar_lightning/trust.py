@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifar_lightning.checkpoints import read_checkpoint
 from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.errors import EDITED, CheckpointError
 from cifar_lightning.models import CompactNet, ResidualCompactNet, SeedNet
@@ -333,8 +334,6 @@ TEACHER_HINT = "give the teacher's class and init_args from its run's config.yam
 
 def check_teacher(distillation: Any, trusted: Iterable[str | type] | str | None, where: str) -> None:
     """A distillation the checkpoint names: its teacher fits its own checkpoint's weights before it is built for real."""
-    from cifar_lightning.checkpoints import read_checkpoint  # checkpoints imports this module
-
     if not isinstance(distillation, dict):
         return
     args = distillation.get("init_args") or {}

@@ -1,6 +1,6 @@
 """A reference rate measured beside every timed run, so that minutes can be compared across machines.
 
-Two machines of the same kind ran the fast recipe at 2,436 and 1,400 images/s (issue 16). A fit's
+Two machines of the same kind ran the fast recipe at 2,436 and 1,400 images/s (results/fast/NOTES.md). A fit's
 minutes alone therefore say little; with the rate of a fixed piece of work, measured on the same
 machine at the same moment, they can be scaled. The work: training steps of a copy of the run's
 network on synthetic images at the run's batch size, precision and memory layout, with SGD; no

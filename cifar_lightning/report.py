@@ -116,7 +116,7 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
     val = [r for r in rows if r["val_acc"] is not None]
     best = max(val, key=lambda r: r["val_acc"], default=None)
     # epochs are numbered from 0 everywhere, as Lightning numbers them (checkpoint names, metrics.csv,
-    # its progress bar); "epochs" is a count. Summaries written before 2026-11-26 numbered these two from 1.
+    # its progress bar); "epochs" is a count.
     crossed = next((r["epoch"] for r in val if r["val_acc"] >= VAL_TARGET), None)
     test = scalars.get("test/acc")
     wall = rows[-1]["wall_time_s"] if rows else None
@@ -131,7 +131,7 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
         "best_val_epoch": best["epoch"] if best else None,
         "final_val_acc": val[-1]["val_acc"] if val else None,
         "test_acc": test[-1][2] if test else None,
-        # with test-time views, the same checkpoint one view per image (logged by test since 2026-11-26)
+        # with test-time views, the same checkpoint one view per image (logged by test)
         "test_acc_single_view": (scalars["test/acc_single_view"][-1][2] if "test/acc_single_view" in scalars
                                  else test[-1][2] if test and views == 1 else None),
         "first_epoch_val_acc_ge_85": crossed,

@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 train: install
-	$(BIN)/python -m cifar_lightning fit --config $(CONFIG) $(DATA_ARGS) $(ARGS)
+	$(BIN)/cifar-lightning fit --config $(CONFIG) $(DATA_ARGS) $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(ARGS)
@@ -34,15 +34,15 @@ tensorboard: install
 
 # make report RUN=lightning_logs/version_3 [OUT=results/seed-cnn]
 report: install
-	$(BIN)/python -m cifar_lightning.report $(RUN) $(if $(OUT),--out $(OUT))
+	$(BIN)/cifar-lightning report $(RUN) $(if $(OUT),--out $(OUT))
 
 # make export RUN=lightning_logs/version_3 [CKPT=.../other.ckpt] [OUT=dir]: TorchScript + ONNX
 export: install
-	$(BIN)/python -m cifar_lightning.export --config $(RUN)/config.yaml --ckpt_path $(or $(CKPT),$(RUN)/checkpoints/last.ckpt) $(if $(OUT),--out $(OUT)) $(DATA_ARGS) $(ARGS)
+	$(BIN)/cifar-lightning export --config $(RUN)/config.yaml --ckpt_path $(or $(CKPT),$(RUN)/checkpoints/last.ckpt) $(if $(OUT),--out $(OUT)) $(DATA_ARGS) $(ARGS)
 
 # make lr-find [CONFIG=configs/cnn.yaml]: loss-versus-rate plot (lr_find.png) and a OneCycle peak rate
 lr-find: install
-	$(BIN)/python -m cifar_lightning.lr_find --config $(CONFIG) $(DATA_ARGS) $(ARGS)
+	$(BIN)/cifar-lightning lr-find --config $(CONFIG) $(DATA_ARGS) $(ARGS)
 
 # training images/s: data pipeline vs plain PyTorch loop vs fit through the project -> results/bench.md
 bench: install
@@ -58,12 +58,12 @@ bench-overhead: install
 	$(BIN)/python -m benchmarks.overhead_profile --config $(CONFIG) $(DATA_ARGS) $(ARGS)
 
 results-table: install
-	$(BIN)/python -m cifar_lightning.results_table
-	$(BIN)/python -m cifar_lightning.frontier
+	$(BIN)/python scripts/results_table.py
+	$(BIN)/python scripts/frontier.py
 
 # make retest RUN=results/fast: single-view test accuracy of the run's last.ckpt -> RUN/retest.json
 retest: install
-	$(BIN)/python -m cifar_lightning.retest $(RUN) $(if $(wildcard $(ARCHIVE)),--archive $(ARCHIVE))
+	$(BIN)/cifar-lightning retest $(RUN) $(if $(wildcard $(ARCHIVE)),--archive $(ARCHIVE))
 
 clean:
 	rm -rf .cache .pytest_cache

@@ -27,7 +27,7 @@ fit() {
     kill $sampler
     timeout 60 $py -m cifar_lightning test --config "lightning_logs/$name/config.yaml" --ckpt_path "lightning_logs/$name/checkpoints/last.ckpt" \
         "${quiet[@]}" 2>&1 | grep -E "test accuracy|error" | tail -2
-    timeout 60 $py -m cifar_lightning.report "lightning_logs/$name" --out "lightning_logs/$name/report" 2>&1 | tail -2
+    timeout 60 $py -m cifar_lightning report "lightning_logs/$name" --out "lightning_logs/$name/report" 2>&1 | tail -2
     tar czf "$out/$name.tgz" -C lightning_logs --exclude '*.ckpt' "$name"
 }
 

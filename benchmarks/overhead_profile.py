@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.throughput import commit_label
-from cifar_lightning.provenance import cpu_model
+from cifar_lightning.runs.provenance import cpu_model
 
 # (class, substrings of a frame "function (file:line)"): the first class whose pattern matches
 # any frame, searched from the leaf towards the root, takes the sample

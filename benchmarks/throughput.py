@@ -37,9 +37,9 @@ from torch.optim.lr_scheduler import OneCycleLR
 from torch.optim.swa_utils import AveragedModel
 from torchmetrics.classification import MulticlassAccuracy
 
-from cifar_lightning.averaging import EMAWithWarmup, WarmupEMA
-from cifar_lightning.provenance import commit_label, cpu_model, data_copy, gpu_model
-from cifar_lightning.cli import build
+from cifar_lightning.callbacks.ema import EMAWithWarmup, WarmupEMA
+from cifar_lightning.runs.provenance import commit_label, cpu_model, data_copy, gpu_model
+from cifar_lightning.lightning_cli import build
 
 KINDS = ("pipeline", "plain", "fit")
 # settings that change speed on a 2-core CPU, each against the config (configs/cnn.yaml: fp32,

@@ -1,237 +1,51 @@
-"""The command line: LightningCLI wiring of model, data, trainer and callbacks, nothing more.
+"""``cifar-lightning VERB ...`` (also ``python -m cifar_lightning``): one entry point for every verb.
 
-The CLI is shaped only through LightningCLI's public hooks; what the wiring needs to decide
-(run folders, checkpoint checks, error lines) lives in its own module.
+The Trainer's four verbs go to LightningCLI (``lightning_cli.py``); each other verb to its
+module's ``main``, imported only when asked for. This module chooses; it decides nothing else.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-import warnings
-from pathlib import Path
 
-import yaml
-from jsonargparse import Namespace
-from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-from cifar_lightning import run_folders
-from cifar_lightning.callbacks import (
-    FiniteLossGuard,
-    FitSummary,
-    HParamsSummary,
-    PredictionWriter,
-    RandomState,
-    ResumeHint,
-    RunInfo,
-    SpeedMonitor,
-    TestFigures,
-)
-from cifar_lightning.checkpoint_io import AtomicCheckpointIO
-from cifar_lightning.checkpoints import find_last_checkpoint, read_checkpoint, run_of_checkpoint
-from cifar_lightning.data import Augmentation, CIFAR10DataModule
-from cifar_lightning.precision_advice import PrecisionAdvice
-from cifar_lightning.data.augment import check_augmentation
-from cifar_lightning.errors import ConfigError, user_errors
-from cifar_lightning.module import ImageClassifier
-from cifar_lightning.resume import RunFinished, check_resume
-from cifar_lightning.trust import check_checkpoint, check_same_network, check_teacher, named_classes, spec_name
-
-COMMAND = "python -m cifar_lightning"
-ATOMIC_CHECKPOINT_IO = f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__qualname__}"
+PROG = "cifar-lightning"
+# verb -> (the module whose main() runs it, or None for LightningCLI; what it does)
+VERBS = {
+    "fit": (None, "train a config: python -m cifar_lightning fit --config configs/cnn.yaml"),
+    "validate": (None, "evaluate a checkpoint on the validation split"),
+    "test": (None, "evaluate a checkpoint on the test split, with the config's test-time views"),
+    "predict": (None, "classify the test split or a folder of images into a CSV"),
+    "export": ("cifar_lightning.inference.export", "write TorchScript and ONNX files of a checkpoint"),
+    "report": ("cifar_lightning.tools.report", "a run folder's curves, metrics.csv and summary.json"),
+    "retest": ("cifar_lightning.tools.retest", "single-view test accuracy of a run's checkpoint (retest.json)"),
+    "lr-find": ("cifar_lightning.tools.lr_find", "Lightning's learning-rate sweep on a config: a plot and a peak rate"),
+    "compare": ("cifar_lightning.tools.compare", "a table of what report folders changed against a baseline config"),
+    "upgrade": ("cifar_lightning.tools.upgrade", "rewrite a run folder's configs and checkpoints to this version's names"),
+}
 
 
-def is_checkpoint_io(plugin) -> bool:
-    """A trainer plugin as the config holds it (a class_path, or a name like "bf16-mixed") that saves checkpoints."""
-    class_path = plugin.get("class_path") if hasattr(plugin, "get") else None
-    if not class_path:
-        return False
-    module, _, name = class_path.rpartition(".")
-    return issubclass(getattr(importlib.import_module(module), name, object), CheckpointIO)
-
-
-class SaveStageConfig(SaveConfigCallback):
-    """``config.yaml`` for a new fit; ``config-test.yaml`` etc. for an evaluation logged into a fit's folder.
-
-    A resumed fit keeps the run's own config.yaml: its training settings were checked to be the
-    same (``resume.check_resume``), and the file is the record of how the run was trained.
-    """
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn enum
-        self.config_filename = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
-        if stage == "fit" and trainer.log_dir is not None and (Path(trainer.log_dir) / "config.yaml").is_file():
-            self.already_saved = True
-        super().setup(trainer, pl_module, stage)
-
-
-class CifarLightningCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.classes", "model.class_names", compute_fn=list, apply_on="instantiate")
-        parser.add_argument(
-            "--trusted", type=list[str] | None, default=None,
-            help="full names of classes a --ckpt_path checkpoint may name besides the project's own (and the ones this "
-                 "config names); loading it imports their code: --trusted+=mypkg.nets.MyNet (docs/python.md, trust)",
-        )
-        parser.add_lightning_class_args(RunInfo, "run_info")
-        parser.add_lightning_class_args(RandomState, "random_state")
-        parser.add_lightning_class_args(FiniteLossGuard, "finite_loss_guard")
-        parser.add_lightning_class_args(FitSummary, "fit_summary")
-        parser.add_lightning_class_args(ResumeHint, "resume_hint")
-        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
-        parser.add_lightning_class_args(SpeedMonitor, "speed_monitor")
-        parser.add_lightning_class_args(HParamsSummary, "hparams_summary")
-        parser.add_lightning_class_args(TestFigures, "test_figures")
-        parser.add_lightning_class_args(PrecisionAdvice, "precision_advice")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/acc",
-                "checkpoint.mode": "max",
-                # metric names contain "/", so Lightning must not insert them into the file name
-                "checkpoint.filename": "epoch{epoch:03d}-val_acc{val/acc:.4f}",
-                "checkpoint.auto_insert_metric_name": False,
-            }
-        )
-        # Lightning 2.6 writes save_last's last.ckpt only in a step where a top-k checkpoint was
-        # saved, so with save_top_k=1 it is the best epoch, not the last. A second, unmonitored
-        # checkpoint overwrites last.ckpt after every epoch instead.
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
-        parser.set_defaults(
-            {
-                "last_checkpoint.filename": run_folders.LAST_NAME,
-                "last_checkpoint.monitor": None,
-                "last_checkpoint.save_top_k": 1,
-                "last_checkpoint.enable_version_counter": False,
-            }
-        )
-        # A fresh train loader each epoch, built for that epoch's seed. Lightning builds the first
-        # one early (OneCycle asks for the number of steps) before a checkpoint's epoch counter is
-        # restored; reloading is what lets a resumed run replay the epoch it stopped in exactly.
-        parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1})
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
-        parser.set_defaults({"lr_monitor.logging_interval": "step"})
-        parser.add_lightning_class_args(ModelSummary, "model_summary")
-        parser.set_defaults({"model_summary.max_depth": 3})
-
-    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        super().parse_arguments(parser, args)
-        subcommand = self.config.get("subcommand")
-        if subcommand is None:
-            return
-        config = self.config[subcommand]
-        augmentation = config.get("data", {}).get("augmentation")
-        if augmentation is not None:  # checked now, before a run folder or the data exist
-            check_augmentation(Augmentation(**augmentation.as_dict()))
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path is None:
-            return
-        if ckpt_path == "last":
-            ckpt_path = str(find_last_checkpoint(config))
-            config["ckpt_path"] = ckpt_path
-        # refused here, before Lightning reads its hyperparameters (LightningCLI parses them into
-        # the config next, importing what they name) or anything is built
-        checkpoint = read_checkpoint(ckpt_path)
-        model = config.get("model")
-        model = model.as_dict() if isinstance(model, Namespace) else dict(model or {})
-        # the classes this config names are imported by now: the user's own config trusts them
-        trusted = {name for _, name in named_classes(model, "model") if isinstance(name, str)} | set(config.get("trusted") or [])
-        check_checkpoint(checkpoint, trusted, ckpt_path)
-        check_same_network(spec_name((checkpoint.get("hyper_parameters") or {}).get("network")), spec_name(model.get("network")))
-        if subcommand == "fit":  # the teacher is built for training only (before_instantiate_classes)
-            check_teacher((checkpoint.get("hyper_parameters") or {}).get("distillation"), trusted, ckpt_path)
-        run_dir = run_of_checkpoint(ckpt_path)
-        if subcommand == "fit" and run_dir is not None:
-            settings = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))[subcommand]
-            check_resume(run_dir, settings, checkpoint, COMMAND)
-
-    def before_instantiate_classes(self) -> None:
-        if self.subcommand is None:  # run=False (export, lr_find): objects only, no run folder
-            return
-        config = self.config[self.subcommand]
-        plugins = config["trainer"].get("plugins") or []
-        plugins = plugins if isinstance(plugins, list) else [plugins]
-        if not any(is_checkpoint_io(p) for p in plugins):
-            # never a half-written checkpoint, and a failed write ends the fit in one line; in the
-            # config, so the run's config.yaml records it
-            config["trainer"]["plugins"] = [*plugins, Namespace(class_path=ATOMIC_CHECKPOINT_IO, init_args=Namespace())]
-        if self.subcommand != "fit" and config.get("model", {}).get("distillation") is not None:
-            # evaluation does not use the teacher; a checkpoint's hyperparameters may have named one
-            config["model"]["distillation"] = None
-        if config.get("weights_only") is None:
-            # checkpoints are data, not code: refuse pickled objects unless asked otherwise
-            config["weights_only"] = True
-        run_folders.claim_run_folder(config, config.get("ckpt_path"))
-
-
-def run_cli(args: list[str] | None = None) -> CifarLightningCLI:
-    """Parse ``args`` (default: ``sys.argv``) and run the subcommand; user errors propagate."""
-    return CifarLightningCLI(
-        ImageClassifier,
-        CIFAR10DataModule,
-        # a resumed run logs into its old folder, where config.yaml already is
-        save_config_callback=SaveStageConfig,
-        save_config_kwargs={"overwrite": True},
-        # the module owns its optimizer and OneCycle schedule: no --optimizer/--lr_scheduler that
-        # would silently replace them (model.optimizer chooses the optimizer)
-        auto_configure_optimizers=False,
-        # parse errors raise (main() prints one line) instead of printing the whole usage
-        parser_kwargs={"exit_on_error": False},
-        args=args,
-    )
-
-
-RUN_ONLY_KEYS = ("ckpt_path", "weights_only")  # a fit's config.yaml holds these; run=False parsers do not
-
-
-def build(config: str, overrides: list[str]) -> CifarLightningCLI:
-    """Model, data module and trainer from a config file, without running anything (export, lr_find)."""
-    if not Path(config).is_file():
-        raise ConfigError(f"config {config} does not exist: pass a run's config.yaml or one in configs/")
-    settings = yaml.safe_load(Path(config).read_text()) or {}
-    for key in RUN_ONLY_KEYS:
-        settings.pop(key, None)
-    with warnings.catch_warnings():
-        # the tool's own command line is not LightningCLI's: `args` is the whole input here
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
-        return CifarLightningCLI(
-            ImageClassifier,
-            CIFAR10DataModule,
-            save_config_callback=None,
-            auto_configure_optimizers=False,
-            parser_kwargs={"exit_on_error": False},
-            args=["--config", yaml.safe_dump(settings), *overrides],  # a YAML string is a config too
-            run=False,
-        )
+def usage() -> str:
+    width = max(map(len, VERBS))
+    lines = [f"usage: {PROG} VERB [options]   ({PROG} VERB --help for a verb's options)", "", "verbs:"]
+    lines += [f"  {verb:<{width}}  {about}" for verb, (_, about) in VERBS.items()]
+    return "\n".join(lines)
 
 
 def main(args: list[str] | None = None) -> None:
-    """The ``python -m cifar_lightning`` entry point: user errors become one line and exit code 2.
+    argv = sys.argv[1:] if args is None else list(args)
+    verb = argv[0] if argv else None
+    if verb in (None, "-h", "--help"):
+        print(usage())
+        return
+    module = VERBS.get(verb, (None, ""))[0]
+    if module is None:  # the Trainer's verbs, and anything LightningCLI should name as unknown
+        from cifar_lightning.lightning_cli import main as trainer_main
 
-    ``--verbose`` (anywhere on the command line) or ``CIFAR_LIGHTNING_VERBOSE=1`` shows the traceback instead.
-    """
-    argv = sys.argv[1:] if args is None else args
-    # ours, not LightningCLI's (Trainer's arguments would clash with it): read and left out here.
-    # sys.argv stays as typed, so DDP processes started from it strip the flag the same way.
-    verbose = "--verbose" in argv
-    argv = [a for a in argv if a != "--verbose"]
-    subcommand = next((a for a in argv if not a.startswith("-")), "fit")
-    try:
-        with user_errors(verbose, f"{COMMAND} {subcommand}"), warnings.catch_warnings():
-            # the arguments are the command line's, less --verbose
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
-            try:
-                run_cli(argv)
-            except Exception:  # a failure, not a stop (SIGTERM, Ctrl-C): a stopped run keeps its folder
-                # lightning_logs/ holds runs, not traces of typos. Here, after the Trainer has closed its
-                # loggers, not in a callback while they still write.
-                for folder in list(run_folders.CLAIMED):
-                    run_folders.release_unused(folder)
-                raise
-    except RunFinished as done:
-        print(str(done), file=sys.stderr)
-    except SIGTERMException:  # ResumeHint has said how to resume
-        sys.exit(128 + 15)  # the shell's convention for "terminated by SIGTERM"
+        trainer_main(argv)
+        return
+    importlib.import_module(module).main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -4,17 +4,20 @@
     python scripts/option_table.py --check    # exit 1 if the committed table differs
 
 Every key `fit --config configs/cnn.yaml --print_config` shows, with its value there; the help
-text of each is `python -m cifar_lightning fit --help`.
+text of each is `cifar-lightning fit --help`.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
+import contextlib
+import io
 import sys
 from pathlib import Path
 
 import yaml
+
+from cifar_lightning.runs.flat_config import flatten
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "configuration.md"
@@ -22,19 +25,31 @@ START, END = "<!-- options:start -->", "<!-- options:end -->"
 SKIPPED = ("trainer.logger.init_args.", "checkpoint.", "last_checkpoint.", "lr_monitor.", "model_summary.")
 
 
-def flatten(value, prefix: str = "") -> dict:
-    if isinstance(value, dict) and "class_path" not in value:
-        out = {}
-        for key, item in value.items():
-            out.update(flatten(item, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
+def printed_config() -> str:
+    """What ``cifar-lightning fit --config configs/cnn.yaml --print_config`` prints."""
+    from cifar_lightning.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main(["fit", "--config", str(REPO / "configs" / "cnn.yaml"), "--print_config"])
+        except SystemExit as done:
+            if done.code:
+                raise
+    return out.getvalue()
+
+
+def documented() -> tuple[str, str]:
+    """(the page as committed, the page with the table the parser gives now)."""
+    text = DOC.read_text()
+    head, rest = text.split(START)
+    _, tail = rest.split(END)
+    return text, f"{head}{START}\n{table()}\n{END}{tail}"
 
 
 def table() -> str:
-    printed = subprocess.run([sys.executable, "-m", "cifar_lightning", "fit", "--config", "configs/cnn.yaml", "--print_config"],
-                             cwd=REPO, capture_output=True, text=True, check=True).stdout
-    settings = flatten(yaml.safe_load(printed))
+    printed = printed_config()
+    settings = flatten(yaml.safe_load(printed), keep_classes=True)
     rows = ["| option | in configs/cnn.yaml |", "|---|---|"]
     for key, value in settings.items():
         if key.startswith(SKIPPED) or value is None and key.startswith("trainer."):
@@ -48,10 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    text = DOC.read_text()
-    head, rest = text.split(START)
-    _, tail = rest.split(END)
-    new = f"{head}{START}\n{table()}\n{END}{tail}"
+    text, new = documented()
     if args.check:
         if new != text:
             sys.exit(f"error: {DOC.relative_to(REPO)}'s option table differs from the parser: run python scripts/option_table.py")

@@ -19,10 +19,10 @@ $py -m cifar_lightning fit --config "$config" "${data_args[@]}" \
 $py -m cifar_lightning test --config "$run/config.yaml" --ckpt_path "$run/checkpoints/last.ckpt" \
     --trainer.enable_progress_bar false
 mkdir -p "results/$name"
-$py -m cifar_lightning.report "$run" --out "results/$name"
+$py -m cifar_lightning report "$run" --out "results/$name"
 cp "$run/config.yaml" "results/$name/config.yaml"
 if [ "$(stat -c %s "$run/checkpoints/last.ckpt")" -lt 3000000 ]; then
     cp "$run/checkpoints/last.ckpt" "results/$name/last.ckpt"
 fi
-$py -m cifar_lightning.results_table
+$py scripts/results_table.py
 echo "results in results/$name; run folder $run"

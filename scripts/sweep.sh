@@ -28,6 +28,6 @@ done < "$runs"
 wait
 for run in lightning_logs/sweep-*; do
     name=${run#lightning_logs/sweep-}
-    $py -m cifar_lightning.report "$run" --out "$out/$name" > /dev/null 2>> "$out/$name.log"
+    $py -m cifar_lightning report "$run" --out "$out/$name" > /dev/null 2>> "$out/$name.log"
 done
 echo "sweep done: $(ls -d "$out"/*/ | wc -l) runs reported in $out"

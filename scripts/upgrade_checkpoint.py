@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from cifar_lightning.checkpoints import read_checkpoint
+from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.data import sources
 from cifar_lightning.data.datamodule import channel_stats, split_indices
 

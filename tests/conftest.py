@@ -1,8 +1,11 @@
-"""Shared fixtures: the test data (decoded once), a tiny synthetic image folder, one tiny fitted run."""
+"""Shared fixtures: the test data (decoded once), a tiny synthetic image folder, one finished tiny run, the one-line contract."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -11,26 +14,34 @@ from PIL import Image
 
 from cifar_lightning.data import sources
 
-from harness import FULL_ARCHIVE, HAVE_FULL_COPY, REAL_ARCHIVE, REAL_DATA_DIR, cli, data_args, main_in_process, one_line_error, tiny_run
+from harness import CONFIG, FULL_ARCHIVE, FULL_DATA_DIR, HAVE_FULL_COPY, SUBSET_ARCHIVE, SUBSET_DATA_DIR, data_args, main_in_process, one_line_error, tiny_run
 
 
 @pytest.fixture(scope="session")
 def real_archive() -> Path:
-    return REAL_ARCHIVE
+    """The shipped subset of the real JPEG copy: what every test that needs real images but not all of them reads."""
+    return SUBSET_ARCHIVE
 
 
 @pytest.fixture(scope="session")
 def real_data_dir(real_archive: Path) -> Path:
-    sources.prepare(REAL_DATA_DIR, real_archive, download_ok=False)
-    return REAL_DATA_DIR
+    sources.prepare(SUBSET_DATA_DIR, real_archive, download_ok=False)
+    return SUBSET_DATA_DIR
 
 
 @pytest.fixture(scope="session")
 def full_copy() -> Path:
-    """The whole JPEG copy, for tests that need all of it; skipped, with the reason, without it."""
+    """The whole JPEG copy, decoded once into its own data_dir, for tests that need all of it; skipped,
+    with the reason, without it (CI fails on any skip)."""
     if not HAVE_FULL_COPY:
         pytest.skip(f"needs the whole CIFAR-10 JPEG copy at {FULL_ARCHIVE} (set CIFAR10_ARCHIVE); the shipped subset is too small")
+    sources.prepare(FULL_DATA_DIR, FULL_ARCHIVE, download_ok=False)
     return FULL_ARCHIVE
+
+
+@pytest.fixture(scope="session")
+def full_data_dir(full_copy: Path) -> Path:
+    return FULL_DATA_DIR
 
 
 def make_image_folder(root: Path, train_per_class: int = 6, test_per_class: int = 2, size: int = 32) -> Path:
@@ -63,15 +74,39 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+FINISHED_EPOCHS = 2
+
+
 @pytest.fixture(scope="session")
-def fitted_run(tmp_path_factory, real_data_dir, real_archive) -> Path:
-    """One tiny fit through ``python -m cifar_lightning``; returns its working directory."""
-    work = tmp_path_factory.mktemp("fit")
-    result = cli("fit", "--config", str(Path(__file__).resolve().parents[1] / "configs" / "cnn.yaml"),
-                 *data_args(real_data_dir, real_archive), *tiny_run(), cwd=work)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (work / "fit.log").write_text(result.stdout + result.stderr)
+def finished_run(tmp_path_factory, real_data_dir, real_archive) -> Path:
+    """One finished tiny fit (2 epochs of 3 steps) through the real entry point, in this process; its
+    working directory, holding lightning_logs/version_0 and fit.log (what the fit printed and logged)."""
+    from cifar_lightning.cli import main
+
+    work = tmp_path_factory.mktemp("finished-run")
+    printed = io.StringIO()
+    handler = logging.StreamHandler(printed)  # Lightning's messages go through its logger
+    logging.getLogger("lightning.pytorch").addHandler(handler)
+    previous = os.getcwd()
+    os.chdir(work)
+    try:
+        with redirect_stdout(printed), redirect_stderr(printed):
+            main(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(epochs=FINISHED_EPOCHS)])
+    except SystemExit as stopped:
+        pytest.fail(f"the shared tiny fit failed (exit {stopped.code}): {printed.getvalue()[-3000:]}")
+    finally:
+        os.chdir(previous)
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    (work / "fit.log").write_text(printed.getvalue())
     return work
+
+
+@pytest.fixture
+def finished_copy(tmp_path, finished_run) -> Path:
+    """A copy of the finished tiny run's working directory, for a test that writes into it."""
+    import shutil
+
+    return Path(shutil.copytree(finished_run, tmp_path / "finished-run"))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from cifar_lightning.averaging import EMAWithWarmup, WarmupEMA
+from cifar_lightning.callbacks.ema import EMAWithWarmup, WarmupEMA
 
 
 def test_the_average_tracks_the_network_early_and_keeps_the_full_decay_later():

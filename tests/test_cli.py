@@ -9,20 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_lightning.cli import run_cli
+from cifar_lightning.lightning_cli import run_cli
 from harness import CONFIG, TINY, data_args, main_in_process, one_line_error
 
-def test_fit_writes_config_checkpoints_and_events(fitted_run):
-    run_dir = fitted_run / "lightning_logs" / "version_0"
+def test_fit_writes_config_checkpoints_and_events(finished_run):
+    run_dir = finished_run / "lightning_logs" / "version_0"
     assert (run_dir / "config.yaml").is_file()
     assert "SeedNet" in (run_dir / "config.yaml").read_text()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert len(list((run_dir / "checkpoints").glob("epoch000-val_acc*.ckpt"))) == 1
+    assert len(list((run_dir / "checkpoints").glob("epoch00[01]-val_acc*.ckpt"))) == 1  # the best of the 2 epochs
     assert list(run_dir.glob("events.out.tfevents.*"))
-    log = fitted_run.joinpath("fit.log").read_text()
+    log = finished_run.joinpath("fit.log").read_text()
     # the closing summary: best val accuracy and its epoch, wall time, checkpoints, what to run next
-    assert re.search(r"fit finished: 1 epochs, 3 steps, [0-9.]+ min", log)
-    assert re.search(r"best val/acc = 0\.\d{4} at epoch 0: \S+epoch000-val_acc", log)
+    assert re.search(r"fit finished: 2 epochs, 6 steps, [0-9.]+ min", log)
+    assert re.search(r"best val/acc = 0\.\d{4} at epoch ([01]): \S+epoch00\1-val_acc", log)
     assert "last checkpoint: ./lightning_logs/version_0/checkpoints/last.ckpt" in log
     assert "tensorboard --logdir lightning_logs" in log
 
@@ -38,16 +38,16 @@ def test_progress_bar_shows_loss_accuracy_and_images_per_second(tmp_path, real_d
     assert {"train/loss_step", "train/acc", "img/s"} <= set(shown) and float(shown["img/s"]) > 0
 
 
-def test_checkpoint_loads_with_weights_only(fitted_run):
-    checkpoint = torch.load(fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+def test_checkpoint_loads_with_weights_only(finished_run):
+    checkpoint = torch.load(finished_run / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     assert checkpoint["network_class"] == "cifar_lightning.models.seed.SeedNet"
     assert checkpoint["hyper_parameters"]["label_smoothing"] == 0.0
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
-def test_evaluation_subcommands_run_from_a_checkpoint(subcommand, fitted_run, real_data_dir, real_archive, monkeypatch):
-    monkeypatch.chdir(fitted_run)
-    ckpt = str(fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt")
+def test_evaluation_subcommands_run_from_a_checkpoint(subcommand, finished_copy, real_data_dir, real_archive, monkeypatch):
+    monkeypatch.chdir(finished_copy)
+    ckpt = str(finished_copy / "lightning_logs/version_0/checkpoints/last.ckpt")
     result = run_cli([subcommand, "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", ckpt])
     if subcommand == "predict":
         probabilities = torch.cat(result.trainer.predict_loop.predictions)
@@ -107,9 +107,9 @@ def test_verbose_shows_the_traceback(capsys):
         main_in_process(["fit", "--config", CONFIG, "--data.batch_size=-1", "--verbose"], capsys)
 
 
-def test_checkpoint_of_another_network_names_both(fitted_run, tmp_path, monkeypatch, refused, real_data_dir, real_archive):
+def test_checkpoint_of_another_network_names_both(finished_run, tmp_path, monkeypatch, refused, real_data_dir, real_archive):
     monkeypatch.chdir(tmp_path)
-    ckpt = fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt"
+    ckpt = finished_run / "lightning_logs/version_0/checkpoints/last.ckpt"
     line = refused("test", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--model.network=helpers.TinyNet",
                    f"--ckpt_path={ckpt}")
     assert "SeedNet" in line and "TinyNet" in line
@@ -178,9 +178,9 @@ class _RunsCodeWhenUnpickled:
         return (os.makedirs, (str(self.marker),))  # any callable would do; this one leaves a trace
 
 
-def test_checkpoint_with_a_pickled_callable_is_refused_unrun(fitted_run, tmp_path, monkeypatch, refused, real_data_dir, real_archive):
+def test_checkpoint_with_a_pickled_callable_is_refused_unrun(finished_run, tmp_path, monkeypatch, refused, real_data_dir, real_archive):
     marker = tmp_path / "code-ran"
-    checkpoint = torch.load(fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    checkpoint = torch.load(finished_run / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     checkpoint["payload"] = _RunsCodeWhenUnpickled(marker)
     crafted = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted)
@@ -189,7 +189,7 @@ def test_checkpoint_with_a_pickled_callable_is_refused_unrun(fitted_run, tmp_pat
     assert not marker.exists()
 
 
-def test_predict_on_your_own_images(fitted_run, tmp_path, real_data_dir, real_archive, monkeypatch):
+def test_predict_on_your_own_images(finished_copy, tmp_path, real_data_dir, real_archive, monkeypatch):
     import csv
 
     from PIL import Image
@@ -204,12 +204,12 @@ def test_predict_on_your_own_images(fitted_run, tmp_path, real_data_dir, real_ar
         image = Image.fromarray(arrays.test_images[i * spacing]).resize((64, 64))
         image.save(folder / f"img{i}.png") if i % 2 else image.convert("L").save(folder / "nested" / f"img{i}.jpg")
     (folder / "notes.txt").write_text("not an image")
-    monkeypatch.chdir(fitted_run)
-    ckpt = str(fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt")
+    monkeypatch.chdir(finished_copy)
+    ckpt = str(finished_copy / "lightning_logs/version_0/checkpoints/last.ckpt")
     args = ["predict", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, f"--data.predict_dir={folder}"]
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable file.*notes.txt"):
         run_cli([*args, "--ckpt_path", ckpt, "--model.tta=flip"])  # predict decides its own test-time views
-    written = sorted((fitted_run / "lightning_logs").glob("*/predictions.csv"), key=lambda p: p.stat().st_mtime)[-1]
+    written = sorted((finished_copy / "lightning_logs").glob("*/predictions.csv"), key=lambda p: p.stat().st_mtime)[-1]
     with written.open() as f:
         rows = list(csv.DictReader(f))
     assert sorted(Path(r["path"]).name for r in rows) == ["img0.jpg", "img1.png", "img2.jpg", "img3.png"]

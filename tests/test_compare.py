@@ -1,6 +1,6 @@
 """The tuning table names what each run changed against the baseline config."""
 
-from cifar_lightning.compare import changes
+from cifar_lightning.tools.compare import changes
 
 
 def test_changes_lists_only_training_differences():
@@ -15,7 +15,7 @@ def test_changes_lists_only_training_differences():
 
 
 def test_a_section_the_baseline_fills_and_the_run_leaves_empty_is_a_change():
-    teacher = {"class_path": "cifar_lightning.distillation.Distillation", "init_args": {"weight": 0.9}}
+    teacher = {"class_path": "cifar_lightning.training.distillation.Distillation", "init_args": {"weight": 0.9}}
     baseline = {"model": {"distillation": teacher, "pct_start": 0.25}}
     assert changes({"model": {"distillation": None, "pct_start": 0.25}}, baseline) == "model.distillation=None"
     assert changes({"model": {"distillation": teacher, "pct_start": 0.15}}, baseline) == "model.pct_start=0.15"

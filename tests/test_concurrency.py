@@ -8,20 +8,19 @@ import sys
 import pytest
 
 from cifar_lightning.data import sources
-from harness import CONFIG, TINY
+from harness import CONFIG, TINY, data_args
 
 
 @pytest.mark.slow
-def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive, full_copy):
+def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive):
     data_dir = tmp_path / "data"  # fresh: both runs want to unpack and decode the archive
-    command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, f"--data.data_dir={data_dir}",
-               f"--data.archive={real_archive}", *TINY]
+    command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *data_args(data_dir, real_archive), *TINY]
     runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for run in runs:
         _, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr[-3000:]
     cache = sources.read_cache(data_dir / sources.CACHE_NAME, sources.archive_key(real_archive))
-    assert cache is not None and len(cache.train_images) == 50_000
+    assert cache is not None and len(cache.train_images) == 4_000  # the shipped subset, decoded whole
     # each run has its own folder, config and checkpoint
     versions = sorted(p.name for p in (tmp_path / "lightning_logs").iterdir())
     assert versions == ["version_0", "version_1"]

@@ -126,21 +126,21 @@ def test_an_epoch_depends_on_seed_and_epoch_alone(image_folder, num_workers):
 
 @pytest.fixture(scope="module")
 def real_dm(real_data_dir, real_archive) -> CIFAR10DataModule:
-    from harness import HAVE_FULL_COPY, SUBSET_VAL_SIZE
+    from harness import SUBSET_VAL_SIZE
 
-    val_size = 5000 if HAVE_FULL_COPY else SUBSET_VAL_SIZE
-    return fitted(CIFAR10DataModule(str(real_data_dir), archive=str(real_archive), num_workers=0, batch_size=64, val_size=val_size))
+    return fitted(CIFAR10DataModule(str(real_data_dir), archive=str(real_archive), num_workers=0, batch_size=64, val_size=SUBSET_VAL_SIZE))
 
 
-def test_real_archive_split_sizes_shapes_dtypes_labels(real_dm, full_copy):
-    assert (len(real_dm.train_set), len(real_dm.val_set), len(real_dm.test_set)) == (45_000, 5_000, 10_000)
-    for dataset in (real_dm.train_set, real_dm.val_set, real_dm.test_set):
+def test_real_archive_split_sizes_shapes_dtypes_labels(full_data_dir, full_copy):
+    full = fitted(CIFAR10DataModule(str(full_data_dir), archive=str(full_copy), num_workers=0, batch_size=64))
+    assert (len(full.train_set), len(full.val_set), len(full.test_set)) == (45_000, 5_000, 10_000)
+    for dataset in (full.train_set, full.val_set, full.test_set):
         assert dataset.images.dtype == np.uint8 and dataset.images.shape[1:] == (32, 32, 3)
         assert set(np.unique(dataset.labels)) == set(range(10))
-    assert np.bincount(real_dm.test_set.labels).tolist() == [1000] * 10
+    assert np.bincount(full.test_set.labels).tolist() == [1000] * 10
     # CIFAR-10's training mean is about (0.49, 0.48, 0.45): the decode and statistics are sane
-    assert np.allclose(real_dm.mean, (0.49, 0.48, 0.45), atol=0.02)
-    images, labels = first_batch(real_dm.train_dataloader())
+    assert np.allclose(full.mean, (0.49, 0.48, 0.45), atol=0.02)
+    images, labels = first_batch(full.train_dataloader())
     assert images.shape == (64, 3, 32, 32) and images.dtype == torch.float32 and labels.dtype == torch.int64
 
 

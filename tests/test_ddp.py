@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_lightning.report import read_scalars
+from cifar_lightning.tools.report import read_scalars
 from harness import CONFIG, data_args, with_helpers
 
 DDP_CONFIG = str(Path(CONFIG).with_name("ddp.yaml"))

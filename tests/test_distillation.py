@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cifar_lightning.cli import run_cli
-from cifar_lightning.distillation import Distillation
+from cifar_lightning.lightning_cli import run_cli
+from cifar_lightning.training.distillation import Distillation
 from cifar_lightning.errors import CheckpointError
 from harness import CONFIG, REPO, TINY, cli, data_args
 
@@ -28,7 +28,7 @@ def teacher_ckpt(tmp_path_factory, real_data_dir, real_archive):
 
 
 def distillation_arg(checkpoint, teacher: dict = TEACHER) -> str:
-    spec = {"class_path": "cifar_lightning.distillation.Distillation", "init_args": {"teacher": teacher, "checkpoint": str(checkpoint)}}
+    spec = {"class_path": "cifar_lightning.training.distillation.Distillation", "init_args": {"teacher": teacher, "checkpoint": str(checkpoint)}}
     return f"--model.distillation={json.dumps(spec)}"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_lightning.report import read_scalars
+from cifar_lightning.tools.report import read_scalars
 from harness import CONFIG, data_args, tiny_run, with_helpers
 
 EPOCHS, STEPS = 3, 6

@@ -23,7 +23,7 @@ N = 256
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, real_data_dir, real_archive) -> Path:
     out = tmp_path_factory.mktemp("export")
-    command = [sys.executable, "-m", "cifar_lightning.export", "--config", CONFIG,
+    command = [sys.executable, "-m", "cifar_lightning.inference.export", "--config", CONFIG,
                "--ckpt_path", str(RUN / "last.ckpt"), "--out", str(out), *data_args(real_data_dir, real_archive)]
     result = subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -35,16 +35,6 @@ def processes_mentioning(marker: str) -> list[int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, real_data_dir, real_archive) -> Path:
-    """A finished two-epoch fit; returns its working directory (lightning_logs/version_0 in it)."""
-    work = tmp_path_factory.mktemp("faults")
-    args = [a for a in TINY if "max_epochs" not in a]
-    result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=2", cwd=work)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return work
-
-
 # ------------------------------------------------------------------ a failing loader worker
 
 
@@ -114,23 +104,23 @@ def broken_checkpoints(good: Path, folder: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text", "other-torch-file"])
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
-def test_a_broken_checkpoint_is_refused_by_every_subcommand(subcommand, kind, tiny_run, tmp_path, monkeypatch, refused):
-    path = broken_checkpoints(tiny_run / "lightning_logs/version_0/checkpoints/last.ckpt", tmp_path)[kind]
+def test_a_broken_checkpoint_is_refused_by_every_subcommand(subcommand, kind, finished_run, tmp_path, monkeypatch, refused):
+    path = broken_checkpoints(finished_run / "lightning_logs/version_0/checkpoints/last.ckpt", tmp_path)[kind]
     monkeypatch.chdir(tmp_path)
     assert f"{path} is not a complete checkpoint" in refused(subcommand, "--config", CONFIG, f"--ckpt_path={path}")
 
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text", "other-torch-file"])
-def test_a_broken_checkpoint_is_refused_by_export_load_and_the_teacher(kind, tiny_run, tmp_path, monkeypatch, capsys):
+def test_a_broken_checkpoint_is_refused_by_export_load_and_the_teacher(kind, finished_run, tmp_path, monkeypatch, capsys):
     import cifar_lightning
-    from cifar_lightning.checkpoints import read_checkpoint
-    from cifar_lightning.distillation import Distillation
+    from cifar_lightning.runs.checkpoints import read_checkpoint
+    from cifar_lightning.training.distillation import Distillation
     from cifar_lightning.errors import CheckpointError
     from cifar_lightning.models import SeedNet
 
-    from cifar_lightning import export
+    from cifar_lightning.inference import export
 
-    path = broken_checkpoints(tiny_run / "lightning_logs/version_0/checkpoints/last.ckpt", tmp_path)[kind]
+    path = broken_checkpoints(finished_run / "lightning_logs/version_0/checkpoints/last.ckpt", tmp_path)[kind]
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
         export.main(["--config", CONFIG, "--ckpt_path", str(path)])
@@ -142,11 +132,11 @@ def test_a_broken_checkpoint_is_refused_by_export_load_and_the_teacher(kind, tin
             load(path)
 
 
-def test_report_refuses_a_broken_checkpoint_in_the_run(tiny_run, tmp_path, capsys):
-    from cifar_lightning import report
+def test_report_refuses_a_broken_checkpoint_in_the_run(finished_run, tmp_path, capsys):
+    from cifar_lightning.tools import report
 
     run = tmp_path / "run"
-    shutil.copytree(tiny_run / "lightning_logs/version_0", run)
+    shutil.copytree(finished_run / "lightning_logs/version_0", run)
     (run / "checkpoints/last.ckpt").write_bytes((run / "checkpoints/last.ckpt").read_bytes()[:1000])
     with pytest.raises(SystemExit) as stopped:
         report.main([str(run)])
@@ -174,7 +164,7 @@ def test_a_full_disk_is_named_even_when_torch_only_says_unexpected_pos(free_byte
     # inline_container.cc:672] . unexpected pos 187328 vs 187224", which names no cause
     from collections import namedtuple
 
-    from cifar_lightning import checkpoint_io
+    from cifar_lightning.runs import checkpoint_io
     from cifar_lightning.errors import CheckpointError
 
     def cut_short(obj, f):
@@ -301,7 +291,7 @@ def test_a_setting_that_leaves_no_training_step_is_refused_and_leaves_no_run_fol
 
 
 def test_only_a_claimed_folder_without_a_result_is_released(tmp_path):
-    from cifar_lightning import run_folders
+    from cifar_lightning.runs import folders as run_folders
 
     logs = tmp_path / "lightning_logs"
     (logs / "version_0" / "checkpoints").mkdir(parents=True)  # not claimed by this process
@@ -319,12 +309,12 @@ def test_only_a_claimed_folder_without_a_result_is_released(tmp_path):
     assert sorted(p.name for p in logs.iterdir()) == ["version_0", trained.name]
 
 
-def test_every_fit_writes_checkpoints_atomically_and_its_config_records_it(tiny_run, tmp_path, real_data_dir, real_archive, monkeypatch):
-    from cifar_lightning.checkpoint_io import AtomicCheckpointIO
-    from cifar_lightning.cli import run_cli
+def test_every_fit_writes_checkpoints_atomically_and_its_config_records_it(finished_run, tmp_path, real_data_dir, real_archive, monkeypatch):
+    from cifar_lightning.runs.checkpoint_io import AtomicCheckpointIO
+    from cifar_lightning.lightning_cli import run_cli
 
-    config = tiny_run / "lightning_logs/version_0/config.yaml"
-    assert "cifar_lightning.checkpoint_io.AtomicCheckpointIO" in config.read_text()
+    config = finished_run / "lightning_logs/version_0/config.yaml"
+    assert "cifar_lightning.runs.checkpoint_io.AtomicCheckpointIO" in config.read_text()
     # a run's own config.yaml already names it: a fit from it must not add a second (Lightning refuses two)
     monkeypatch.chdir(tmp_path)
     again = run_cli(["fit", "--config", str(config), *data_args(real_data_dir, real_archive), "--trainer.max_epochs=1"])
@@ -352,11 +342,11 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_resume_with_other_training_settings_is_refused_and_the_record_kept(tiny_run, monkeypatch, refused, real_data_dir, real_archive):
-    record = tiny_run / "lightning_logs/version_0/config.yaml"
+def test_resume_with_other_training_settings_is_refused_and_the_record_kept(finished_copy, monkeypatch, refused, real_data_dir, real_archive):
+    record = finished_copy / "lightning_logs/version_0/config.yaml"
     before = digest(record)
     args = [a for a in TINY if "max_epochs" not in a]
-    monkeypatch.chdir(tiny_run)
+    monkeypatch.chdir(finished_copy)
     stderr = refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=2",
                      "--model.optimizer.init_args.lr=0.003", "--data.augmentation.cutout_p=0", "--ckpt_path=last")
     assert "data.augmentation.cutout_p, model.optimizer.init_args.lr" in stderr
@@ -364,19 +354,19 @@ def test_resume_with_other_training_settings_is_refused_and_the_record_kept(tiny
     assert digest(record) == before
 
 
-def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_run, monkeypatch, capsys, real_data_dir, real_archive):
-    record = tiny_run / "lightning_logs/version_0/config.yaml"
+def test_resuming_a_finished_run_says_so_and_changes_nothing(finished_copy, monkeypatch, capsys, real_data_dir, real_archive):
+    record = finished_copy / "lightning_logs/version_0/config.yaml"
     before = digest(record)
-    monkeypatch.chdir(tiny_run)
+    monkeypatch.chdir(finished_copy)
     result = main_in_process(["fit", "--config", str(record), *data_args(real_data_dir, real_archive), "--ckpt_path=last"], capsys)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "already finished its 2 epochs: nothing to resume" in result.stderr.strip().splitlines()[-1]
     assert digest(record) == before
-    assert [p.name for p in (tiny_run / "lightning_logs").iterdir()] == ["version_0"]
+    assert [p.name for p in (finished_copy / "lightning_logs").iterdir()] == ["version_0"]
 
 
-def test_resume_ignores_settings_that_do_not_change_training(tiny_run, real_data_dir, real_archive):
-    from cifar_lightning.resume import training_differences
+def test_resume_ignores_settings_that_do_not_change_training():
+    from cifar_lightning.runs.resume import training_differences
 
     assert training_differences(
         {"trainer": {"enable_progress_bar": True, "devices": 1, "max_epochs": 2}, "data": {"num_workers": 1, "batch_size": 32}},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cifar_lightning.cli import run_cli
+from cifar_lightning.lightning_cli import run_cli
 from harness import CONFIG, data_args
 
 # 60 batches of 128 = 7,680 training images, validated on 1,024 held-out images (a random sample of
@@ -15,14 +15,14 @@ MIN_VAL_ACC = 0.25
 
 
 @pytest.mark.slow
-def test_one_short_epoch_learns(tmp_path, monkeypatch, real_data_dir, real_archive, full_copy):
+def test_one_short_epoch_learns(tmp_path, monkeypatch, full_data_dir, full_copy):
     monkeypatch.chdir(tmp_path)
     result = run_cli(
         [
             "fit",
             "--config",
             CONFIG,
-            *data_args(real_data_dir, real_archive),
+            *data_args(full_data_dir, full_copy),
             "--trainer.max_epochs=1",
             # the raw weights: an average over 60 steps would still be close to the initial ones
             "--trainer.callbacks=[]",

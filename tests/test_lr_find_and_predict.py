@@ -22,7 +22,7 @@ RUN = REPO / "results" / "seed-cnn"  # a committed headline checkpoint: its pred
 
 def test_lr_find_saves_the_plot_and_suggests_a_peak_rate(tmp_path, real_data_dir, real_archive):
     out = tmp_path / "lr_find.png"
-    command = [sys.executable, "-m", "cifar_lightning.lr_find", "--config", CONFIG, "--steps", "60", "--out", str(out),
+    command = [sys.executable, "-m", "cifar_lightning.tools.lr_find", "--config", CONFIG, "--steps", "60", "--out", str(out),
                *data_args(real_data_dir, real_archive), "--data.num_workers=0", "--data.batch_size=32"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -36,7 +36,7 @@ def test_a_stopped_sweep_says_so_in_one_line_and_leaves_nothing_behind(tmp_path,
     # sweep's normal end; a SIGTERM once left one in the repository
     scratch = tmp_path / "tmp"  # the system temporary folder, for this process only
     scratch.mkdir()
-    command = [sys.executable, "-m", "cifar_lightning.lr_find", "--config", CONFIG, "--steps", "2000", "--out", str(tmp_path / "x.png"),
+    command = [sys.executable, "-m", "cifar_lightning.tools.lr_find", "--config", CONFIG, "--steps", "2000", "--out", str(tmp_path / "x.png"),
                *data_args(real_data_dir, real_archive), "--data.num_workers=0", "--data.batch_size=32"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "TMPDIR": str(scratch)})
@@ -75,7 +75,7 @@ def test_predict_on_saved_test_images_of_known_class(tmp_path, real_data_dir, re
 
 
 def test_smoothing_is_bias_corrected_from_the_first_point():
-    from cifar_lightning.lr_find import BETA, raw_losses, smoothed, steepest, tenth_of_minimum
+    from cifar_lightning.tools.lr_find import BETA, raw_losses, smoothed, steepest, tenth_of_minimum
 
     # Lightning's curve for a loss that stays at 2.3: its first point reads 2.3 / (1 + BETA), about half
     lightning = [(1 - BETA ** (t + 1)) * 2.3 / (1 - BETA ** (t + 2)) for t in range(5)]

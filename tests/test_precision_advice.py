@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cifar_lightning.cli import run_cli
-from cifar_lightning.precision_advice import cpu_flags
+from cifar_lightning.lightning_cli import run_cli
+from cifar_lightning.callbacks.precision_advice import cpu_flags
 from harness import REPO, TINY, data_args
 
 WITHOUT = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"

@@ -11,16 +11,16 @@ import torch
 
 import cifar_lightning
 from cifar_lightning.data import sources
-from cifar_lightning.module import ImageClassifier
+from cifar_lightning.training.module import ImageClassifier
 from harness import REPO
 
-# single-view test accuracy of the committed headline checkpoints (python -m cifar_lightning.retest, fp32;
+# single-view test accuracy of the committed headline checkpoints (cifar-lightning retest, fp32;
 # fast and best trained and were first tested in bf16, which moves a few of 10,000 answers)
 HEADLINE_SINGLE_VIEW = {"seed-cnn": 0.8539, "fast": 0.8564, "best": 0.8833}
 
 
-def test_load_from_checkpoint_rebuilds_the_network_with_weights_only(fitted_run):
-    ckpt = fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt"
+def test_load_from_checkpoint_rebuilds_the_network_with_weights_only(finished_run):
+    ckpt = finished_run / "lightning_logs/version_0/checkpoints/last.ckpt"
     module = ImageClassifier.load_from_checkpoint(ckpt, weights_only=True)
     assert type(module.network).__name__ == "SeedNet"
     saved = torch.load(ckpt, weights_only=True)
@@ -29,8 +29,8 @@ def test_load_from_checkpoint_rebuilds_the_network_with_weights_only(fitted_run)
     assert saved["preprocessing"]["class_names"][3] == "cat" and len(saved["preprocessing"]["mean"]) == 3
 
 
-def test_load_and_predict_in_a_fresh_process(fitted_run, real_data_dir, tmp_path):
-    ckpt = fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt"
+def test_load_and_predict_in_a_fresh_process(finished_run, real_data_dir, tmp_path):
+    ckpt = finished_run / "lightning_logs/version_0/checkpoints/last.ckpt"
     image = next((real_data_dir).rglob("test/cat/*.jpg"))
     script = f"""
 import numpy as np
@@ -57,8 +57,8 @@ def test_predict_accepts_a_batch_array_of_any_size():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run", sorted(HEADLINE_SINGLE_VIEW))
-def test_committed_headline_checkpoint_loads_and_retests_to_its_number(run, real_data_dir, full_copy):
-    arrays = sources.read_cache(real_data_dir / sources.CACHE_NAME)
+def test_committed_headline_checkpoint_loads_and_retests_to_its_number(run, full_data_dir):
+    arrays = sources.read_cache(full_data_dir / sources.CACHE_NAME)
     model = cifar_lightning.load(REPO / "results" / run / "last.ckpt")
     images = torch.from_numpy(arrays.test_images).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():

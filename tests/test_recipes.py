@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_lightning.cli import run_cli
+from cifar_lightning.lightning_cli import run_cli
 from cifar_lightning.models import CompactNet, ResidualCompactNet
-from cifar_lightning.module import ImageClassifier
+from cifar_lightning.training.module import ImageClassifier
 
 from harness import REPO, TINY, data_args
 

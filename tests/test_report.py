@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from cifar_lightning.cli import run_cli
-from cifar_lightning.report import main as report_main
-from cifar_lightning.report import read_test_views
+from cifar_lightning.lightning_cli import run_cli
+from cifar_lightning.tools.report import main as report_main
+from cifar_lightning.tools.report import read_test_views
 from harness import CONFIG, data_args, tiny_run
 
 SHORT = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cifar_lightning.cli import run_cli
+from cifar_lightning.lightning_cli import run_cli
 from harness import CONFIG, data_args, tiny_run
 
 STEPS_PER_EPOCH = 4

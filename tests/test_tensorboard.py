@@ -7,7 +7,7 @@ import json
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from cifar_lightning.cli import run_cli
+from cifar_lightning.lightning_cli import run_cli
 from harness import CONFIG, TINY, data_args
 
 SCALARS = ["train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "lr", "train/device/samples_per_sec",

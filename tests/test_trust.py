@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import cifar_lightning
-from cifar_lightning.distillation import Distillation
+from cifar_lightning.training.distillation import Distillation
 from cifar_lightning.errors import CheckpointError
 from cifar_lightning.models import SeedNet
-from cifar_lightning.module import ImageClassifier
+from cifar_lightning.training.module import ImageClassifier
 from harness import CONFIG, TINY, data_args
 
 MODULE = """
@@ -28,7 +28,7 @@ import pathlib
 pathlib.Path({marker!r}).write_text("imported")
 import torch
 from cifar_lightning.models import SeedNet
-from cifar_lightning.distillation import Distillation
+from cifar_lightning.training.distillation import Distillation
 
 
 class Net(SeedNet):
@@ -45,7 +45,7 @@ def instantiate(cls, config):
 
 
 @pytest.fixture
-def hostile(tmp_path, monkeypatch, fitted_run):
+def hostile(tmp_path, monkeypatch, finished_run):
     """``craft(edit)`` writes a copy of a real checkpoint changed by ``edit(checkpoint, module)`` beside a
     module that leaves ``marker`` when imported; the folder is the current one and on sys.path."""
     module = f"evil_{uuid.uuid4().hex[:10]}"  # a fresh name: no earlier import can hide one
@@ -53,7 +53,7 @@ def hostile(tmp_path, monkeypatch, fitted_run):
     (tmp_path / f"{module}.py").write_text(MODULE.format(marker=str(marker)))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    good = torch.load(fitted_run / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    good = torch.load(finished_run / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
 
     def craft(edit) -> Path:
         checkpoint = copy.deepcopy(good)
@@ -90,7 +90,7 @@ NAMES = {
     "optimizer": hp(optimizer={"class_path": "{m}.Opt", "init_args": {"lr": 0.1}}),
     "optimizer as a bare name": hp(optimizer="{m}.Opt"),
     "distillation": hp(distillation={"class_path": "{m}.Distillation", "init_args": {"teacher": {"class_path": SEED}, "checkpoint": "t.ckpt"}}),
-    "distillation teacher": hp(distillation={"class_path": "cifar_lightning.distillation.Distillation",
+    "distillation teacher": hp(distillation={"class_path": "cifar_lightning.training.distillation.Distillation",
                                              "init_args": {"teacher": {"class_path": "{m}.Net"}, "checkpoint": "t.ckpt"}}),
     "nested in the network": hp(network={"class_path": SEED, "init_args": {"num_classes": 10, "block": {"class_path": "{m}.Net"}}}),
     "module class": hp(_class_path="{m}.Module"),
@@ -130,7 +130,8 @@ def test_the_command_line_compares_the_whole_name_not_its_last_part(hostile, ref
 
 
 def test_export_report_and_the_teacher_read_only_data(hostile, capsys, real_data_dir, real_archive):
-    from cifar_lightning import export, report
+    from cifar_lightning.inference import export
+    from cifar_lightning.tools import report
 
     ckpt = hostile.craft(NAMES["network"])
     with pytest.raises(SystemExit):
@@ -255,7 +256,7 @@ def test_a_hostile_trainer_state_is_one_line_before_training(case, hostile, refu
 def test_a_distilled_checkpoints_teacher_is_checked_against_its_own_weights(hostile, refused, real_data_dir, real_archive):
     teacher_ckpt = hostile.craft(lambda c, m: None)
     # the teacher's init_args would build a network 10^9 classes wide; its checkpoint holds a 10-class one
-    spec = {"class_path": "cifar_lightning.distillation.Distillation",
+    spec = {"class_path": "cifar_lightning.training.distillation.Distillation",
             "init_args": {"teacher": {"class_path": SEED, "init_args": {"num_classes": 10**9}}, "checkpoint": str(teacher_ckpt)}}
     ckpt = hostile.craft(hp(distillation=spec))
     assert "do not fit the distillation teacher" in refused(*cli_args("fit", ckpt, real_data_dir, real_archive), "--trainer.max_epochs=2")

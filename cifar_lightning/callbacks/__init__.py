@@ -1,7 +1,9 @@
 """Callbacks: behaviour that cuts across model and data, one concern per module."""
 
+from cifar_lightning.callbacks.ema import EMAWithWarmup
 from cifar_lightning.callbacks.loss_guard import FiniteLossGuard, NonFiniteLossError
 from cifar_lightning.callbacks.messages import FitSummary, ResumeHint, last_checkpoint_path
+from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
 from cifar_lightning.callbacks.predictions import PredictionWriter
 from cifar_lightning.callbacks.random_state import RandomState
 from cifar_lightning.callbacks.run_record import HELD_OUT, RUN_INFO, RunInfo
@@ -9,6 +11,6 @@ from cifar_lightning.callbacks.speed import SpeedMonitor
 from cifar_lightning.callbacks.tensorboard import HParamsSummary, TestFigures
 
 __all__ = [
-    "HELD_OUT", "RUN_INFO", "FiniteLossGuard", "FitSummary", "HParamsSummary", "NonFiniteLossError", "PredictionWriter",
+    "HELD_OUT", "RUN_INFO", "EMAWithWarmup", "FiniteLossGuard", "FitSummary", "HParamsSummary", "NonFiniteLossError", "PrecisionAdvice", "PredictionWriter",
     "RandomState", "ResumeHint", "RunInfo", "SpeedMonitor", "TestFigures", "last_checkpoint_path",
 ]

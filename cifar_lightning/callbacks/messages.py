@@ -38,7 +38,7 @@ class FitSummary(Callback):
             lines.append(f"  last checkpoint: {last_checkpoint_path(trainer)}")
         if trainer.log_dir:
             lines.append(f"  test it:  python -m cifar_lightning test --config {trainer.log_dir}/config.yaml --ckpt_path <checkpoint>")
-            lines.append(f"  report:   python -m cifar_lightning.report {trainer.log_dir}")
+            lines.append(f"  report:   cifar-lightning report {trainer.log_dir}")
             lines.append(f"  curves:   tensorboard --logdir {Path(trainer.log_dir).parent}")
         rank_zero_info("\n".join(lines))
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from cifar_lightning import provenance, run_folders
-from cifar_lightning.reference_rate import train_step_rate
+from cifar_lightning.runs import folders as run_folders, provenance
+from cifar_lightning.runs.reference_rate import train_step_rate
 
 
 RUN_INFO = "run.json"

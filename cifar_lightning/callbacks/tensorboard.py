@@ -10,21 +10,11 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from cifar_lightning.figures import misclassified_figure
+from cifar_lightning.callbacks.figures import misclassified_figure
+from cifar_lightning.runs.flat_config import flatten
 
 
 HPARAM_METRICS = ("hp/best_val_acc", "hp/final_val_acc", "hp/test_acc")
-
-
-def _flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat
 
 
 class HParamsSummary(Callback):
@@ -43,7 +33,9 @@ class HParamsSummary(Callback):
             return
         import yaml
 
-        params = _flatten(yaml.safe_load(config_file.read_text()) or {})
+        flat = flatten(yaml.safe_load(config_file.read_text()) or {})
+        # TensorBoard's HPARAMS tab takes numbers, strings and booleans; lists and None as text
+        params = {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in flat.items()}
         # with metrics, the logger writes the HPARAMS tab's experiment and session records
         trainer.logger.log_hyperparams(params, metrics=dict.fromkeys(HPARAM_METRICS, 0.0))
 

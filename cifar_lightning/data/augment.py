@@ -15,17 +15,17 @@ from albumentations.pytorch import ToTensorV2
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from pydantic import ValidationError
 
+from cifar_lightning.data.sources import IMAGE_SIZE
 from cifar_lightning.errors import ConfigError
-
-IMAGE_SIZE = 32  # pixels, both sides of a CIFAR-10 image
 
 
 @dataclass(frozen=True)
 class Augmentation:
     """Training-time augmentation; each ``*_p`` is the probability that the step runs.
 
-    Checked when built (``ConfigError`` names the key and its allowed range), so a bad value
-    stops the command before any data is unpacked.
+    Checked once, when built: each range here (``ConfigError`` names the key and its allowed
+    range), then albumentations' own validation of the pipeline. The CLI builds it at parse time,
+    so a bad value stops the command before any data is unpacked.
     """
 
     hflip_p: float = 0.5
@@ -54,6 +54,7 @@ class Augmentation:
                 raise ConfigError(f"data.augmentation.{key} = {value!r} is out of range: it must be {meaning}")
         if not float(self.shift_px).is_integer():
             raise ConfigError(f"data.augmentation.shift_px = {self.shift_px!r} must be a whole number of pixels")
+        train_transform(self, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))  # placeholder statistics
 
 
 def _normalize(mean: tuple[float, ...], std: tuple[float, ...]) -> list[A.BasicTransform]:
@@ -97,11 +98,6 @@ def train_transform(aug: Augmentation, mean: tuple[float, ...], std: tuple[float
     except (ValidationError, ValueError) as err:
         first = str(err).strip().splitlines()
         raise ConfigError(f"albumentations refused data.augmentation ({' '.join(first[:3])}): check its values") from None
-
-
-def check_augmentation(aug: Augmentation) -> None:
-    """Raise ``ConfigError`` now if albumentations would refuse ``aug`` when the data is set up."""
-    train_transform(aug, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
 def eval_transform(mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:

@@ -15,7 +15,8 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from cifar_lightning.data import sources
-from cifar_lightning.data.augment import IMAGE_SIZE, Augmentation, check_augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
+from cifar_lightning.data.sources import IMAGE_SIZE
+from cifar_lightning.data.augment import Augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
 from cifar_lightning.data.dataset import ImageArrayDataset
 from cifar_lightning.data.sampling import EpochSeededSampler
 from cifar_lightning.data.preprocessing import check_preprocessing
@@ -97,10 +98,6 @@ class CIFAR10DataModule(LightningDataModule):
         predict_dir: str | None = None,
     ) -> None:
         super().__init__()
-        if batch_size <= 0 or eval_batch_size <= 0:
-            raise DataError(f"batch sizes must be positive, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
-        if val_size < 0:
-            raise DataError(f"val_size must be 0 (no validation) or positive, got {val_size}")
         self.data_dir = Path(data_dir)
         self.archive = Path(archive) if archive else None
         self.download = download
@@ -111,7 +108,6 @@ class CIFAR10DataModule(LightningDataModule):
         self.workers_setting = num_workers
         self.pin_memory = pin_memory
         self.augmentation = augmentation
-        check_augmentation(augmentation)  # albumentations' own checks, before any data is unpacked
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.held_out: list[str] = []  # identities of the validation images, after setup
         self.source = ""  # the folder the images were decoded from, after setup

@@ -54,11 +54,7 @@ def verify_checksum(archive: Path) -> None:
     if not sidecar.is_file():
         return
     expected = sidecar.read_text().split()[0].lower()
-    digest = hashlib.sha256()
-    with archive.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected:
+    if file_digest(archive) != expected:
         raise DataError(
             f"archive {archive} does not match its checksum in {sidecar.name} "
             "(truncated or corrupt download?): fetch the archive again"
@@ -249,6 +245,7 @@ def download(data_dir: Path) -> Path:
 
 
 def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read a MiB at a time."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

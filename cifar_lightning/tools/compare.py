@@ -1,8 +1,8 @@
 """Compare runs: what each changed against a baseline config, and what it did on validation.
 
-    python -m cifar_lightning.compare results/seed-cnn/runs/screen-12ep/* --baseline configs/cnn.yaml
+    cifar-lightning compare results/seed-cnn/runs/screen-12ep/* --baseline configs/cnn.yaml
 
-Each argument is a report folder (``python -m cifar_lightning.report RUN --out DIR``) that
+Each argument is a report folder (``cifar-lightning report RUN --out DIR``) that
 also holds the run's ``config.yaml``. Prints a Markdown table; test accuracy is not shown,
 because runs are compared and chosen on the validation split only.
 """
@@ -16,19 +16,12 @@ from pathlib import Path
 
 import yaml
 
+from cifar_lightning.runs.flat_config import flatten
+
 # the settings that shape training; callbacks, checkpoints and logging do not
 COMPARED = ("seed_everything", "trainer.", "model.", "data.")
 # ...except those that name a run or say where files are
 IGNORED = ("trainer.logger.", "trainer.enable_progress_bar", "trainer.enable_model_summary", "data.archive", "data.data_dir", "data.num_workers")
-
-
-def flatten(tree: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(tree, dict):
-        items: dict[str, object] = {}
-        for key, value in tree.items():
-            items.update(flatten(value, f"{prefix}{key}."))
-        return items
-    return {prefix[:-1]: tree}
 
 
 def _short(value: object) -> str:
@@ -91,7 +84,7 @@ def table(report_dirs: list[Path], baseline: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cifar_lightning.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="cifar-lightning compare", description=__doc__.splitlines()[0])
     parser.add_argument("report_dirs", type=Path, nargs="+")
     parser.add_argument("--baseline", type=Path, required=True, help="the config the runs changed")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Regenerate the README's results table from ``results/*/summary.json``.
 
-    python -m cifar_lightning.results_table [--readme README.md] [--results results]
+    python scripts/results_table.py [--readme README.md] [--results results]
 
 Only the block between the two marker comments in the README is rewritten. Our rows come
 from the summaries the report wrote; the seed's rows are its published figures.
@@ -23,15 +23,12 @@ HEADER = (
     "| reference img/s | train img/s | data | precision |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
-RETEST = "retest.json"  # python -m cifar_lightning.retest: the single-view figure beside a TTA one
+RETEST = "retest.json"  # cifar-lightning retest: the single-view figure beside a TTA one
 
 
 def views_of(s: dict) -> int:
-    """How many test-time views a summary's test accuracy averages. Summaries written before the
-    single ``model.tta`` setting recorded the mirror and the shift as two keys."""
-    if s.get("test_views") is not None:
-        return s["test_views"]
-    return 6 if s.get("test_tta_shift") else 2 if s.get("test_flip_tta") else 1
+    """How many test-time views a summary's test accuracy averages (1 when it was not tested with more)."""
+    return s.get("test_views") or 1
 
 
 def _fmt(value, spec: str, missing: str = "–") -> str:
@@ -58,9 +55,8 @@ def row_for(name: str, s: dict, single_view: float | None = None) -> str:
 
 
 def first_epoch_index(s: dict) -> int | None:
-    """The first epoch, numbered from 0, whose validation reached 85%; older summaries counted from 1."""
-    value = s.get("first_epoch_val_acc_ge_85")
-    return value if value is None or s.get("epoch_numbering") == "from 0" else value - 1
+    """The first epoch, numbered from 0, whose validation reached 85% (``cifar-lightning upgrade`` renumbers older summaries)."""
+    return s.get("first_epoch_val_acc_ge_85")
 
 
 def single_view_of(run_dir: Path) -> float | None:
@@ -84,7 +80,7 @@ def table(results: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cifar_lightning.results_table", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python scripts/results_table.py", description=__doc__.splitlines()[0])
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--results", type=Path, default=Path("results"))
     args = parser.parse_args(argv)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from cifar_lightning.errors import CheckpointError, UserError
-from cifar_lightning.run_folders import LAST_NAME, RUN_CONFIG, logger_dir
+from cifar_lightning.runs.folders import LAST_NAME, RUN_CONFIG, logger_dir
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

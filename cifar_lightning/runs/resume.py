@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from cifar_lightning.errors import UserError
+from cifar_lightning.runs.flat_config import flatten
 
 # Settings that change what a run trains. Resuming with any of them different from the run's own
 # config.yaml would continue one run under another's record, so it is refused. Everything else
@@ -31,16 +32,6 @@ TRAINING_KEYS = (
 )
 # evaluation settings inside ``model``: they change no training
 NOT_TRAINING_KEYS = ("model.tta",)
-
-
-def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists of class_path dicts are kept whole."""
-    if not isinstance(config, dict):
-        return {prefix.rstrip("."): config}
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        flat.update(flatten(value, f"{prefix}{key}."))
-    return flat
 
 
 def counts_for_training(key: str) -> bool:

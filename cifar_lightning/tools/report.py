@@ -1,6 +1,6 @@
 """What did a run achieve? Reads a run folder and writes metrics.csv, summary.json and curves.png.
 
-    python -m cifar_lightning.report lightning_logs/version_3 [--out results/seed-cnn]
+    cifar-lightning report lightning_logs/version_3 [--out results/seed-cnn]
 
 Everything comes from what the run wrote: TensorBoard event files (every ``events.*`` in
 the folder, so resumed and tested runs are included), ``run.json`` (command, commit,
@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from cifar_lightning.checkpoints import read_checkpoint  # noqa: E402
+from cifar_lightning.runs.checkpoints import read_checkpoint  # noqa: E402
 from cifar_lightning.errors import user_errors  # noqa: E402
 
 VAL_TARGET = 0.85  # the seed's headline: first epoch with validation accuracy at or above this
@@ -197,13 +197,13 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cifar_lightning.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="cifar-lightning report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a lightning_logs/version_N folder")
     parser.add_argument("--out", type=Path, help="where to write the report (default: the run folder)")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         sys.exit(f"error: {args.run_dir} is not a folder: pass a lightning_logs/version_N folder")
-    with user_errors(False, "python -m cifar_lightning.report"):
+    with user_errors(False, "cifar-lightning report"):
         summary = write_report(args.run_dir, args.out)
     keys = ("parameters", "epochs", "best_val_acc", "best_val_epoch", "test_acc", "first_epoch_val_acc_ge_85", "fit_wall_time_s")
     for key in keys:

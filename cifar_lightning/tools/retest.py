@@ -1,6 +1,6 @@
 """Single-view test accuracy of a run's checkpoint, written beside the run: the figure every TTA number is read against.
 
-    python -m cifar_lightning.retest results/fast [--checkpoint last.ckpt] [--archive PATH] [--data_dir data]
+    cifar-lightning retest results/fast [--checkpoint last.ckpt] [--archive PATH] [--data_dir data]
 
 Loads the checkpoint with ``cifar_lightning.load`` (its own normalization, weights_only) and
 classifies the official test split one view per image, in float32. Writes ``retest.json`` into
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from cifar_lightning import provenance
+from cifar_lightning.runs import provenance
 from cifar_lightning.data import sources
 from cifar_lightning.errors import user_errors
-from cifar_lightning.inference import load
+from cifar_lightning.inference.classifier import load
 
 RETEST = "retest.json"
 
@@ -34,13 +34,13 @@ def single_view_accuracy(checkpoint: Path, arrays: sources.Arrays, batch: int = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cifar_lightning.retest", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="cifar-lightning retest", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--checkpoint", default="last.ckpt", help="file name in the run folder, or in its checkpoints/")
     parser.add_argument("--archive", type=Path, default=Path("../shared/data/cifar10-jpeg.tar.gz"))
     parser.add_argument("--data_dir", type=Path, default=Path("data"))
     args = parser.parse_args(argv)
-    with user_errors(False, "python -m cifar_lightning.retest"):
+    with user_errors(False, "cifar-lightning retest"):
         checkpoint = next((p for p in (args.run_dir / args.checkpoint, args.run_dir / "checkpoints" / args.checkpoint) if p.is_file()),
                           args.run_dir / args.checkpoint)
         arrays = sources.read_cache(sources.prepare(args.data_dir, args.archive, download_ok=False))
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         "test_acc_single_view": accuracy,
         "test_images": int(len(arrays.test_labels)),
         "checkpoint": str(checkpoint),
-        "command": " ".join(["python -m cifar_lightning.retest", *sys.argv[1:]]),
+        "command": " ".join(["cifar-lightning retest", *sys.argv[1:]]),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "data": {"archive": str(args.archive), "origin": arrays.origin},
         **provenance.commit(),

@@ -5,7 +5,7 @@
     >>> model.predict(["cat.png", "ship.jpg"])          # paths, PIL images or uint8 arrays
     [Prediction(label='cat', probability=0.91, ...), ...]
 
-The checkpoint is read with ``weights_only=True`` and treated as data (``cifar_lightning.trust``):
+The checkpoint is read with ``weights_only=True`` and treated as data (``cifar_lightning.training.trust``):
 the network is rebuilt from the class_path and init_args it recorded only when that names one of
 the project's networks (or a class passed in ``trusted``) and fits the saved weights. The
 normalization and class names come from the checkpoint, not from whatever data is present.
@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from cifar_lightning.checkpoints import read_checkpoint
+from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.errors import CheckpointError, DataError
 
@@ -100,9 +100,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", trusted: li
     """The trained model in a checkpoint this project wrote, ready for ``predict``, in eval mode.
 
     The checkpoint is data: it may name only the project's own networks, unless ``trusted`` lists
-    the full class names (or the classes) you trust to be imported (``cifar_lightning.trust``).
+    the full class names (or the classes) you trust to be imported (``cifar_lightning.training.trust``).
     """
-    from cifar_lightning.module import ImageClassifier
+    from cifar_lightning.training.module import ImageClassifier
 
     checkpoint = read_checkpoint(path)
     if "preprocessing" not in checkpoint or "network" not in (checkpoint.get("hyper_parameters") or {}):

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from cifar_lightning.checkpoints import read_checkpoint
+from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.errors import CheckpointError
-from cifar_lightning.trust import NETWORK_PREFIX, TEACHER_HINT, check_shapes
+from cifar_lightning.training.trust import NETWORK_PREFIX, TEACHER_HINT, check_shapes
 
 
 

@@ -1,6 +1,6 @@
 """Lightning's learning-rate sweep on a config, read from the raw losses: a plot and a OneCycle peak rate.
 
-    python -m cifar_lightning.lr_find --config configs/cnn.yaml [--out lr_find.png] [--steps 300] [overrides...]
+    cifar-lightning lr-find --config configs/cnn.yaml [--out lr_find.png] [--steps 300] [overrides...]
 
 Runs ``Tuner.lr_find`` (an exponential sweep of the rate over ``--steps`` training batches, then
 restores the weights) on the config's model, optimizer and data, and recovers every step's raw
@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from lightning.pytorch.tuner import Tuner  # noqa: E402
 
-from cifar_lightning.cli import build  # noqa: E402
+from cifar_lightning.lightning_cli import build  # noqa: E402
 from cifar_lightning.errors import user_errors  # noqa: E402
 
 BETA = 0.98  # Lightning's smoothing factor for the sweep
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM (a scheduler, `timeout`) would otherwise kill the process where it stands; as an
     # exception it unwinds, and the sweep's scratch folder goes with it
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    with user_errors(args.verbose, "python -m cifar_lightning.lr_find"):
+    with user_errors(args.verbose, "cifar-lightning lr-find"):
         suggestion, lower = find_lr(args.config, overrides, args.steps, args.min_lr, args.max_lr, Path(args.out))
     print(f"plot: {args.out}")
     if suggestion is None:

@@ -15,10 +15,10 @@ from torch.nn import functional as F
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from cifar_lightning.checkpoints import read_checkpoint
-from cifar_lightning.distillation import Distillation
+from cifar_lightning.runs.checkpoints import read_checkpoint
+from cifar_lightning.training.distillation import Distillation
 from cifar_lightning.errors import CheckpointError, ConfigError
-from cifar_lightning.trust import (
+from cifar_lightning.training.trust import (
     check_callback_files,
     check_checkpoint,
     check_loop_state,
@@ -72,7 +72,7 @@ class ImageClassifier(LightningModule):
             weighted as much as the shifted two together). Training is unchanged. It is an evaluation
             setting: not saved with the weights, so the command that evaluates decides it.
         distillation: train against a frozen teacher's soft targets as well as the labels
-            (``cifar_lightning.distillation.Distillation``); evaluation is unchanged.
+            (``cifar_lightning.training.distillation.Distillation``); evaluation is unchanged.
     """
 
     def __init__(
@@ -247,7 +247,7 @@ class ImageClassifier(LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, hparams_file: str | Path | None = None,
                              strict: bool | None = None, weights_only: bool | None = True, *,
                              trusted: list[str | type] | str | None = None, **kwargs: Any) -> ImageClassifier:
-        """Lightning's ``load_from_checkpoint``, with the checkpoint treated as data (``cifar_lightning.trust``).
+        """Lightning's ``load_from_checkpoint``, with the checkpoint treated as data (``cifar_lightning.training.trust``).
 
         Before Lightning rebuilds the module, every class the checkpoint names is checked against
         the project's own (``trusted`` adds full class names you trust) and the network is built on

@@ -7,9 +7,9 @@ run. So every name a checkpoint holds is compared, whole, with the classes allow
 
     network, distillation teacher   the project's networks (``NETWORKS``)
     optimizer                       ``torch.optim``'s optimizers
-    distillation                    ``cifar_lightning.distillation.Distillation``
+    distillation                    ``cifar_lightning.training.distillation.Distillation``
     _instantiator                   LightningCLI's ``instantiate_module``
-    _class_path                     ``cifar_lightning.module.ImageClassifier``
+    _class_path                     ``cifar_lightning.training.module.ImageClassifier``
     anywhere else                   nothing
 
 A class the user trusts (``trusted=`` in Python, ``--trusted`` on the command line) is allowed at
@@ -30,15 +30,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifar_lightning.checkpoints import read_checkpoint
+from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.errors import EDITED, CheckpointError
 from cifar_lightning.models import CompactNet, ResidualCompactNet, SeedNet
 
 NETWORK_PREFIX = "network."  # ImageClassifier keeps its network under this state_dict prefix
 INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # what LightningCLI records for load_from_checkpoint
-MODULE_CLASS = "cifar_lightning.module.ImageClassifier"
-DISTILLATION_CLASS = "cifar_lightning.distillation.Distillation"
+MODULE_CLASS = "cifar_lightning.training.module.ImageClassifier"
+DISTILLATION_CLASS = "cifar_lightning.training.Distillation"  # also under its defining module's name
 
 
 def qualified_name(cls: type) -> str:
@@ -60,7 +60,7 @@ OPTIMIZERS = _names(
 ALLOWED = {
     "network": (set(NETWORKS), "the project's networks (" + ", ".join(sorted({f"cifar_lightning.models.{c.__name__}" for c in NETWORKS.values()})) + ")"),
     "optimizer": (set(OPTIMIZERS), "torch.optim's optimizers"),
-    "distillation": ({DISTILLATION_CLASS}, DISTILLATION_CLASS),
+    "distillation": ({DISTILLATION_CLASS, "cifar_lightning.training.distillation.Distillation"}, DISTILLATION_CLASS),
     "distillation.init_args.teacher": (set(NETWORKS), "the project's networks"),
 }
 CLASS_KEYS = ("class_path", "_class_path")  # a mapping holding one of these names a class to import
@@ -106,7 +106,7 @@ def named_classes(value: Any, place: str) -> Iterator[tuple[str, Any]]:
 
 
 def module_settings() -> set[str]:
-    from cifar_lightning.module import ImageClassifier  # the module imports this one
+    from cifar_lightning.training.module import ImageClassifier  # the module imports this one
 
     return set(inspect.signature(ImageClassifier.__init__).parameters) - {"self"}
 

@@ -1,6 +1,6 @@
 """Ship a trained network: TorchScript and ONNX files of a checkpoint.
 
-    python -m cifar_lightning.export --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt [--out DIR]
+    cifar-lightning export --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt [--out DIR]
 
 Writes ``model.ts`` (TorchScript), ``model.onnx`` and ``model.json`` into ``DIR`` (default:
 an ``export/`` folder beside the checkpoint's folder). Both files take a float tensor
@@ -16,12 +16,12 @@ import json
 from pathlib import Path
 
 import torch
-from cifar_lightning.checkpoints import read_checkpoint
-from cifar_lightning.cli import build
+from cifar_lightning.runs.checkpoints import read_checkpoint
+from cifar_lightning.lightning_cli import build
 from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.errors import CheckpointError, user_errors
-from cifar_lightning.inference import TrainedClassifier
-from cifar_lightning.trust import check_checkpoint, check_same_network, spec_name
+from cifar_lightning.inference.classifier import TrainedClassifier
+from cifar_lightning.training.trust import check_checkpoint, check_same_network, spec_name
 
 IMAGE_SHAPE = (3, 32, 32)
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     args, overrides = parser.parse_known_args(argv)
     out = Path(args.out) if args.out else Path(args.ckpt_path).resolve().parent.parent / "export"
-    with user_errors(args.verbose, "python -m cifar_lightning.export"):
+    with user_errors(args.verbose, "cifar-lightning export"):
         model, classes = load_for_export(args.config, args.ckpt_path, overrides)
         paths = export(model, classes, out)
     for kind, path in paths.items():

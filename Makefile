@@ -22,12 +22,13 @@ install: $(BIN)/.installed
 train: install
 	$(BIN)/cifar-lightning fit --config $(CONFIG) $(DATA_ARGS) $(ARGS)
 
+# the whole suite, one test process per core (pytest-xdist; the DDP tests share one), and its 15 slowest tests
 test: install
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadgroup --durations=15 $(ARGS)
 
-# while editing: the tests not marked slow, stopping at the first failure (`make test` is the whole suite)
+# while editing: the tests neither slow nor in their own process, stopping at the first failure
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" -x -q $(ARGS)
+	$(BIN)/python -m pytest -m "not slow and not process" -x -q $(ARGS)
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir lightning_logs

@@ -196,7 +196,7 @@ def report(results: dict, args, overrides: dict, data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/cnn.yaml")
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=[])
@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="timed batches of 128 images (fewer: the 2-core VM's own drift, about ±10%%, dominates)")
     parser.add_argument("--repeats", type=int, default=8, help="an even number balances the ABBA order")
     parser.add_argument("--out", default="results/bench.md")
-    args, common = parser.parse_known_args()
+    args, common = parser.parse_known_args(argv)
     chosen = GRID if args.grid else args.variant
     variants = {name: [*common, *extra.split()] for name, extra in chosen} or {"config": common}
     results = {name: {k: [] for k in KINDS} for name in variants}

@@ -1,18 +1,30 @@
-"""Regenerate the README's results table from ``results/*/summary.json``.
+"""Regenerate the README's results tables from ``results/*/summary.json``.
 
     python scripts/results_table.py [--readme README.md] [--results results]
 
-Only the block between the two marker comments in the README is rewritten. Our rows come
-from the summaries the report wrote; the seed's rows are its published figures.
+Only the blocks between the marker comments in the README are rewritten. Our rows come from the
+summaries the report wrote; the seed's rows are its published figures. A run goes into the
+results table only when the shipped config its command named still trains it: the run's
+config.yaml and that config, both as the parser fills them in, agree on every setting that
+changes training (``runs.resume.training_differences``). Any other run goes into the history
+table, with the settings that differ.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import shlex
 from pathlib import Path
 
+import yaml
+
+from cifar_lightning.runs.resume import training_differences
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+HISTORY_START, HISTORY_END = "<!-- history:start -->", "<!-- history:end -->"
 # The seed's own published results (../shared/seed-model.md), on the original lossless CIFAR-10.
 SEED_PUBLISHED = [
     {"name": "seed (published)", "network": "SeedNet", "parameters": 150_738, "epochs": 37, "test_acc": 0.8519},
@@ -69,8 +81,52 @@ def single_view_of(run_dir: Path) -> float | None:
     return json.loads(path.read_text()).get("test_acc_single_view") if path.is_file() else None
 
 
-def table(results: Path) -> str:
-    rows = [row_for(p.parent.name, json.loads(p.read_text()), single_view_of(p.parent)) for p in sorted(results.glob("*/summary.json"))]
+def parsed(config: Path) -> dict:
+    """A config as ``cifar-lightning fit --config CONFIG --print_config`` fills it in."""
+    from cifar_lightning.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main(["fit", "--config", str(config), "--print_config"])
+        except SystemExit as done:
+            if done.code:
+                raise
+    return yaml.safe_load(out.getvalue())
+
+
+def shipped_config(summary: dict, repo: Path) -> Path | None:
+    """The shipped config (configs/*.yaml) the run's fit command named."""
+    words = shlex.split(summary.get("command") or "")
+    named = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--config"]
+    return next((repo / c for c in named if c.startswith("configs/") and (repo / c).is_file()), None)
+
+
+def differences(run_dir: Path, summary: dict, repo: Path) -> list[str]:
+    """The training settings in which the run differs from the shipped config it names (all, if it names none)."""
+    config = shipped_config(summary, repo)
+    if config is None:
+        return ["no shipped config named in its command"]
+    return training_differences(parsed(run_dir / "config.yaml"), parsed(config))
+
+
+def runs(results: Path, repo: Path) -> tuple[list[str], list[str]]:
+    """(rows of runs a shipped config reproduces, rows of the others with what differs)."""
+    current, history = [], []
+    for path in sorted(results.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        row = row_for(path.parent.name, summary, single_view_of(path.parent))
+        differ = differences(path.parent, summary, repo)
+        if differ:
+            shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+            history.append(f"{row} {shown} |")
+        else:
+            current.append(row)
+    return current, history
+
+
+def table(rows: list[str]) -> str:
+    rows = list(rows)
     rows += [
         f"| {r['name']} | {r['network']} | {r['parameters']:,} | {r['epochs']} | {r['test_acc']:.2%} | {r['test_acc']:.2%} | – | – | – | – "
         "| original CIFAR-10 (lossless) | not stated |"
@@ -79,17 +135,29 @@ def table(results: Path) -> str:
     return "\n".join([HEADER, *rows])
 
 
+def history_table(rows: list[str]) -> str:
+    header, rule = HEADER.split("\n")
+    return "\n".join([f"{header} differs from today's config in |", f"{rule}---|", *rows])
+
+
+def fill(text: str, start: str, end: str, block: str, readme: Path) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"error: {readme} has no {start} ... {end} block to fill")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block}\n{end}{tail}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python scripts/results_table.py", description=__doc__.splitlines()[0])
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--repo", type=Path, default=Path("."), help="the checkout whose configs/ the runs are compared with")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"error: {args.readme} has no {START} ... {END} block to fill")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    args.readme.write_text(f"{head}{START}\n{table(args.results)}\n{END}{tail}")
+    current, history = runs(args.results, args.repo)
+    text = fill(args.readme.read_text(), START, END, table(current), args.readme)
+    text = fill(text, HISTORY_START, HISTORY_END, history_table(history), args.readme)
+    args.readme.write_text(text)
 
 
 if __name__ == "__main__":

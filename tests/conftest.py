@@ -14,6 +14,14 @@ from PIL import Image
 
 from cifar_lightning.data import sources
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two test processes on a 2-core machine: one thread each, and the same for the
+    # fits they start, instead of four threads fighting for two cores
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 from harness import CONFIG, FULL_ARCHIVE, FULL_DATA_DIR, HAVE_FULL_COPY, SUBSET_ARCHIVE, SUBSET_DATA_DIR, data_args, main_in_process, one_line_error, tiny_run
 
 

@@ -11,7 +11,7 @@ from cifar_lightning.data import sources
 from harness import CONFIG, TINY, data_args
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive):
     data_dir = tmp_path / "data"  # fresh: both runs want to unpack and decode the archive
     command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *data_args(data_dir, real_archive), *TINY]

@@ -1,4 +1,4 @@
-"""configs/ddp.yaml on this CPU: two processes (gloo), gathered metrics, one writer."""
+"""configs/ddp.yaml on this CPU: two processes (gloo), gathered metrics, one writer, predictions in order."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from harness import CONFIG, data_args, with_helpers
 DDP_CONFIG = str(Path(CONFIG).with_name("ddp.yaml"))
 
 
-@pytest.mark.slow
-def test_ddp_on_two_cpu_processes(tmp_path, real_data_dir, real_archive):
+@pytest.mark.process
+@pytest.mark.xdist_group("ddp")  # two DDP launches at once would race for a free port
+def test_ddp_fit_and_predict_on_two_cpu_processes(tmp_path, real_data_dir, real_archive):
     command = [
         sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, "--config", DDP_CONFIG,
         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.sync_batchnorm=false",
@@ -43,15 +44,14 @@ def test_ddp_on_two_cpu_processes(tmp_path, real_data_dir, real_archive):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir())[-1] == "last.ckpt"
     assert len(list((run_dir / "checkpoints").iterdir())) == 2
 
-
-@pytest.mark.slow
-def test_ddp_predict_writes_every_image_once_in_index_order(tmp_path, real_data_dir, real_archive):
+    # predict: every test image once, in index order, from the two processes
     out = tmp_path / "predictions.csv"
     command = [
         sys.executable, "-m", "cifar_lightning", "predict", "--config", CONFIG, "--config", DDP_CONFIG,
         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.sync_batchnorm=false",
         *data_args(real_data_dir, real_archive), "--trainer.limit_predict_batches=2", "--trainer.enable_progress_bar=false",
         "--data.num_workers=0", "--data.eval_batch_size=64", f"--prediction_writer.output={out}",
+        f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
     ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

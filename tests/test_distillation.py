@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch.nn import functional as F
 from cifar_lightning.lightning_cli import run_cli
 from cifar_lightning.training.distillation import Distillation
 from cifar_lightning.errors import CheckpointError
-from harness import CONFIG, REPO, TINY, cli, data_args
+from harness import CONFIG, REPO, TINY, data_args
 
 TEACHER = {"class_path": "cifar_lightning.models.ResidualCompactNet", "init_args": {"widths": [32, 48, 64]}}
 
@@ -22,8 +23,12 @@ def teacher_ckpt(tmp_path_factory, real_data_dir, real_archive):
     """A ResidualCompactNet trained for three batches here: a teacher of the right shape, nothing more."""
     work = tmp_path_factory.mktemp("teacher")
     best = str(REPO / "configs" / "best.yaml")
-    result = cli("fit", "--config", best, *data_args(real_data_dir, real_archive), *TINY, "--trainer.precision=32-true", cwd=work)
-    assert result.returncode == 0, result.stderr[-3000:]
+    previous = os.getcwd()
+    os.chdir(work)
+    try:
+        run_cli(["fit", "--config", best, *data_args(real_data_dir, real_archive), *TINY, "--trainer.precision=32-true"])
+    finally:
+        os.chdir(previous)
     return work / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
 
 

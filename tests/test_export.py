@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +20,10 @@ N = 256
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, real_data_dir, real_archive) -> Path:
+    from cifar_lightning.cli import main
+
     out = tmp_path_factory.mktemp("export")
-    command = [sys.executable, "-m", "cifar_lightning.inference.export", "--config", CONFIG,
-               "--ckpt_path", str(RUN / "last.ckpt"), "--out", str(out), *data_args(real_data_dir, real_archive)]
-    result = subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    main(["export", "--config", CONFIG, "--ckpt_path", str(RUN / "last.ckpt"), "--out", str(out), *data_args(real_data_dir, real_archive)])
     return out
 
 

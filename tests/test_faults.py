@@ -1,4 +1,4 @@
-"""Faults end in one line, never a hang, and lose nothing (issue 13): loader workers, settings,
+"""Faults end in one line, never a hang, and lose nothing: loader workers, settings,
 broken checkpoint files, failed checkpoint writes, leftovers of killed runs, resuming."""
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def processes_mentioning(marker: str) -> list[int]:
 # ------------------------------------------------------------------ a failing loader worker
 
 
+@pytest.mark.process
 def test_an_error_in_a_loader_worker_ends_the_command(tmp_path, real_data_dir, real_archive):
     marker = str(tmp_path / "worker-error")
     started = time.monotonic()
@@ -377,7 +378,8 @@ def test_resume_ignores_settings_that_do_not_change_training():
 # ------------------------------------------------------------------ DDP
 
 
-@pytest.mark.slow
+@pytest.mark.process
+@pytest.mark.xdist_group("ddp")  # two DDP launches at once would race for a free port
 def test_a_loss_gone_non_finite_on_one_ddp_process_stops_both(tmp_path, real_data_dir, real_archive):
     ddp = str(Path(CONFIG).with_name("ddp.yaml"))
     command = [

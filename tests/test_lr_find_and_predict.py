@@ -15,28 +15,29 @@ import pytest
 from PIL import Image
 
 from cifar_lightning.data import sources
-from harness import CONFIG, REPO, cli, data_args
+from harness import CONFIG, REPO, data_args, main_in_process
 
 RUN = REPO / "results" / "seed-cnn"  # a committed headline checkpoint: its predictions are checked against the truth
 
 
-def test_lr_find_saves_the_plot_and_suggests_a_peak_rate(tmp_path, real_data_dir, real_archive):
+def test_lr_find_saves_the_plot_and_suggests_a_peak_rate(tmp_path, real_data_dir, real_archive, monkeypatch, capsys):
     out = tmp_path / "lr_find.png"
-    command = [sys.executable, "-m", "cifar_lightning.tools.lr_find", "--config", CONFIG, "--steps", "60", "--out", str(out),
-               *data_args(real_data_dir, real_archive), "--data.num_workers=0", "--data.batch_size=32"]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    monkeypatch.chdir(tmp_path)
+    result = main_in_process(["lr-find", "--config", CONFIG, "--steps", "60", "--out", str(out),
+                              *data_args(real_data_dir, real_archive), "--data.num_workers=0", "--data.batch_size=32"], capsys)
     assert result.returncode == 0, result.stderr[-3000:]
     found = re.search(r"suggested OneCycle peak rate: (\S+) \(a tenth of the rate at the lowest loss", result.stdout)
     assert found and 1e-5 <= float(found.group(1)) <= 10
     assert out.stat().st_size > 10_000
 
 
+@pytest.mark.process
 def test_a_stopped_sweep_says_so_in_one_line_and_leaves_nothing_behind(tmp_path, real_data_dir, real_archive):
     # Tuner.lr_find parks the starting weights in .lr_find_<uuid>.ckpt and deletes it only at the
     # sweep's normal end; a SIGTERM once left one in the repository
     scratch = tmp_path / "tmp"  # the system temporary folder, for this process only
     scratch.mkdir()
-    command = [sys.executable, "-m", "cifar_lightning.tools.lr_find", "--config", CONFIG, "--steps", "2000", "--out", str(tmp_path / "x.png"),
+    command = [sys.executable, "-m", "cifar_lightning", "lr-find", "--config", CONFIG, "--steps", "2000", "--out", str(tmp_path / "x.png"),
                *data_args(real_data_dir, real_archive), "--data.num_workers=0", "--data.batch_size=32"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "TMPDIR": str(scratch)})
@@ -53,7 +54,7 @@ def test_a_stopped_sweep_says_so_in_one_line_and_leaves_nothing_behind(tmp_path,
     assert not [p.name for p in tmp_path.rglob(".lr_find_*")] and not list(scratch.iterdir())
 
 
-def test_predict_on_saved_test_images_of_known_class(tmp_path, real_data_dir, real_archive):
+def test_predict_on_saved_test_images_of_known_class(tmp_path, real_data_dir, real_archive, monkeypatch, capsys):
     arrays = sources.read_cache(real_data_dir / sources.CACHE_NAME)
     folder, truth = tmp_path / "photos", {}
     folder.mkdir()
@@ -62,11 +63,12 @@ def test_predict_on_saved_test_images_of_known_class(tmp_path, real_data_dir, re
         Image.fromarray(arrays.test_images[i]).resize((96, 96), Image.BICUBIC).save(folder / name, quality=95)
         truth[name] = sources.CLASSES[arrays.test_labels[i]]
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
-    result = cli("predict", "--config", CONFIG, "--ckpt_path", str(RUN / "last.ckpt"),
-                 *data_args(real_data_dir, real_archive), f"--data.predict_dir={folder}",
-                 f"--prediction_writer.output={tmp_path / 'predictions.csv'}", "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="broken.jpg"):  # listed as skipped
+        result = main_in_process(["predict", "--config", CONFIG, "--ckpt_path", str(RUN / "last.ckpt"),
+                                  *data_args(real_data_dir, real_archive), f"--data.predict_dir={folder}",
+                                  f"--prediction_writer.output={tmp_path / 'predictions.csv'}", "--trainer.enable_progress_bar=false"], capsys)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "broken.jpg" in result.stderr  # listed as skipped
     with (tmp_path / "predictions.csv").open() as f:
         rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
     assert set(rows) == set(truth)

@@ -55,6 +55,7 @@ def test_one_console_script_and_the_extras(wheel):
     assert not lightning.specifier.contains("2.6.2") and not lightning.specifier.contains("2.6.3") and lightning.specifier.contains("2.6.6")
 
 
+@pytest.mark.process
 def test_the_installed_configs_are_found_outside_a_checkout(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True, timeout=300)

@@ -1,4 +1,4 @@
-"""A trained model from Python: load_from_checkpoint, cifar_lightning.load and predict (issue 14)."""
+"""A trained model from Python: load_from_checkpoint, cifar_lightning.load and predict."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def test_load_from_checkpoint_rebuilds_the_network_with_weights_only(finished_ru
     assert saved["preprocessing"]["class_names"][3] == "cat" and len(saved["preprocessing"]["mean"]) == 3
 
 
+@pytest.mark.process
 def test_load_and_predict_in_a_fresh_process(finished_run, real_data_dir, tmp_path):
     ckpt = finished_run / "lightning_logs/version_0/checkpoints/last.ckpt"
     image = next((real_data_dir).rglob("test/cat/*.jpg"))

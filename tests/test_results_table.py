@@ -1,16 +1,32 @@
 """The README's results table is generated from summary.json files."""
 
 import json
+import shutil
 
 import pytest
 
-from results_table import END, START, main
+from harness import REPO
+from results_table import END, HISTORY_END, HISTORY_START, START, main
+
+MARKERS = f"{START}\n{END}\n{HISTORY_START}\n{HISTORY_END}\n"
+
+
+def made_by(run, config: str = "configs/cnn.yaml", **overrides) -> dict:
+    """The run folder as a fit of a shipped config writes it: its config.yaml, and the command in its summary."""
+    run.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / config, run / "config.yaml")
+    if overrides:
+        settings = (run / "config.yaml").read_text()
+        for old, new in overrides.items():
+            settings = settings.replace(old, new)
+        (run / "config.yaml").write_text(settings)
+    return {"command": f"python -m cifar_lightning fit --config {config} --data.archive x.tar.gz"}
 
 
 def test_table_is_rebuilt_between_markers(tmp_path):
     run = tmp_path / "results" / "seed-cnn"
-    run.mkdir(parents=True)
     summary = {
+        **made_by(run),
         "parameters": 150738,
         "epochs": 50,
         "test_acc": 0.8812,
@@ -26,8 +42,8 @@ def test_table_is_rebuilt_between_markers(tmp_path):
     }
     (run / "summary.json").write_text(json.dumps(summary))
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{START}\nold table\n{END}\noutro\n")
-    main(["--readme", str(readme), "--results", str(tmp_path / "results")])
+    readme.write_text(f"intro\n{START}\nold table\n{END}\n{HISTORY_START}\n{HISTORY_END}\noutro\n")
+    main(["--readme", str(readme), "--results", str(tmp_path / "results"), "--repo", str(REPO)])
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
     assert "| [seed-cnn](results/seed-cnn/) | SeedNet | 150,738 | 50 | 88.12% (1 view) | 88.12% | 30 | 25.0 min | 2,637 | 1,712 | cifar10-jpeg.tar.gz | 32-true |" in text
@@ -46,7 +62,7 @@ def test_test_time_augmentation_is_marked_beside_the_single_view(views, mark, tm
 
 def test_the_single_view_figure_comes_from_the_runs_retest(tmp_path):
     summary = {"parameters": 194130, "epochs": 15, "test_acc": 0.863, "best_val_acc": 0.86, "network": "x.CompactNet", "test_views": 2}
-    (tmp_path / "results" / "best").mkdir(parents=True)
+    made_by(tmp_path / "results" / "best", "configs/best.yaml")
     (tmp_path / "results" / "best" / "retest.json").write_text(json.dumps({"test_acc_single_view": 0.8514}))
     assert "| 86.30% (2 views: flip) | 85.14% |" in table_of_one_run(tmp_path, summary)
 
@@ -59,14 +75,26 @@ def test_a_run_without_validation_says_so(tmp_path):
 
 
 def table_of_one_run(tmp_path, summary: dict) -> str:
-    """The README text after generating the table from one run, results/best, with this summary."""
+    """The README text after generating the tables from one run of configs/best.yaml, results/best, with this summary."""
     run = tmp_path / "results" / "best"
-    run.mkdir(parents=True, exist_ok=True)
+    (run / "summary.json").write_text(json.dumps({**made_by(run, "configs/best.yaml"), **summary}))
+    readme = tmp_path / "README.md"
+    readme.write_text(MARKERS)
+    main(["--readme", str(readme), "--results", str(tmp_path / "results"), "--repo", str(REPO)])
+    return readme.read_text()
+
+
+def test_a_run_no_shipped_config_reproduces_goes_to_the_history_table_with_what_differs(tmp_path):
+    run = tmp_path / "results" / "old"
+    summary = {**made_by(run, "configs/fast.yaml", **{"shift_px: 2": "shift_px: 1", "lr: 0.4": "lr: 0.2"}),
+               "parameters": 194130, "epochs": 15, "test_acc": 0.86, "best_val_acc": 0.87, "network": "x.CompactNet"}
     (run / "summary.json").write_text(json.dumps(summary))
     readme = tmp_path / "README.md"
-    readme.write_text(f"{START}\n{END}\n")
-    main(["--readme", str(readme), "--results", str(tmp_path / "results")])
-    return readme.read_text()
+    readme.write_text(MARKERS)
+    main(["--readme", str(readme), "--results", str(tmp_path / "results"), "--repo", str(REPO)])
+    current, history = readme.read_text().split(HISTORY_START)
+    assert "[old]" not in current
+    assert "| data.augmentation.shift_px, model.optimizer.init_args.lr |" in history and "[old](results/old/)" in history
 
 
 def test_frontier_reads_views_single_view_and_reference_rate_from_the_run_folders(tmp_path):

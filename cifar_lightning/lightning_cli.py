@@ -144,6 +144,7 @@ class CifarLightningCLI(LightningCLI):
             check_teacher((checkpoint.get("hyper_parameters") or {}).get("distillation"), trusted, ckpt_path)
         run_dir = run_of_checkpoint(ckpt_path)
         if subcommand == "fit" and run_dir is not None:
+            # the run's config.yaml is parser.dump's text, so the new settings are compared in that same form
             settings = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))[subcommand]
             check_resume(run_dir, settings, checkpoint, COMMAND)
 
@@ -202,7 +203,9 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
             save_config_callback=None,
             auto_configure_optimizers=False,
             parser_kwargs={"exit_on_error": False},
-            args=["--config", yaml.safe_dump(settings), *overrides],  # a YAML string is a config too
+            # LightningCLI takes a config as a file or a string in args; a fit's config.yaml also holds
+            # ckpt_path and weights_only, which a parser without subcommands refuses, so it goes in as a string without them
+            args=["--config", yaml.safe_dump(settings), *overrides],
             run=False,
         )
 

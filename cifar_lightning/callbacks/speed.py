@@ -22,7 +22,6 @@ class SpeedMonitor(ThroughputMonitor):
 
     def __init__(self, window_size: int = 50) -> None:
         super().__init__(batch_size_fn=_batch_size, window_size=window_size)
-        self._module_has_flops = False  # images/s is the measure here; skip its FLOPs warning
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._epoch_started = time.perf_counter()

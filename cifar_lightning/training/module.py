@@ -75,6 +75,9 @@ class ImageClassifier(LightningModule):
             (``cifar_lightning.training.distillation.Distillation``); evaluation is unchanged.
     """
 
+    # read by Lightning's ThroughputMonitor (SpeedMonitor): images/s is measured here, FLOPs are not
+    flops_per_batch: int | None = None
+
     def __init__(
         self,
         network: nn.Module,

@@ -81,3 +81,20 @@ def test_a_fractional_shift_becomes_the_largest_whole_pixel_shift_it_reached(fra
 
 def test_a_missing_folder_is_one_line(refused, tmp_path):
     assert "does not exist" in refused("upgrade", str(tmp_path / "nowhere"))
+
+
+def test_a_checkpoint_whose_data_state_lacks_statistics_says_to_upgrade_and_then_loads(finished_copy, monkeypatch, refused, capsys, real_data_dir, real_archive):
+    from harness import TINY, data_args
+
+    run = finished_copy / "lightning_logs" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["CIFAR10DataModule"] = {"shuffle_seed": checkpoint["CIFAR10DataModule"]["shuffle_seed"]}  # as older versions saved it
+    torch.save(checkpoint, last)
+    monkeypatch.chdir(finished_copy)
+    validate = ["validate", "--config", str(run / "config.yaml"), *data_args(real_data_dir, real_archive), *TINY, f"--ckpt_path={last}"]
+    assert "`cifar-lightning upgrade RUN_FOLDER` adds them" in refused(*validate)
+
+    assert main_in_process(["upgrade", run], capsys).returncode == 0
+    assert torch.load(last, weights_only=True)["CIFAR10DataModule"]["mean"] == checkpoint["preprocessing"]["mean"]
+    assert main_in_process(validate, capsys).returncode == 0

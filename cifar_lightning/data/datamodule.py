@@ -227,11 +227,13 @@ class CIFAR10DataModule(LightningDataModule):
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):
             raise CheckpointError(f"the checkpoint's data state holds shuffle_seed {str(seed)[:40]}, not a seed: {EDITED}")
         self.shuffle_seed = seed
-        if state_dict.get("mean"):  # a checkpoint without statistics: the data's own then
-            checked = check_preprocessing({**state_dict, "class_names": list(self.classes)}, "the checkpoint's data state")
-            self.mean, self.std = tuple(checked["mean"]), tuple(checked["std"])
-            if hasattr(self, "train_set"):
-                self._build_transforms()
+        if not state_dict.get("mean"):
+            raise CheckpointError("the checkpoint's data state holds no training statistics: one from an older version? "
+                                  "`cifar-lightning upgrade RUN_FOLDER` adds them")
+        checked = check_preprocessing({**state_dict, "class_names": list(self.classes)}, "the checkpoint's data state")
+        self.mean, self.std = tuple(checked["mean"]), tuple(checked["std"])
+        if hasattr(self, "train_set"):
+            self._build_transforms()
 
     def val_dataloader(self) -> DataLoader | list:
         # no validation split: Lightning skips the validation loop for an empty list

@@ -9,6 +9,7 @@ options. When one is renamed, this rewrites them, so the run still tests and res
 - ``data.augmentation.shift`` (a fraction of the side, truncated toward zero by albumentations)
   becomes ``shift_px``, the largest whole-pixel shift it reached: 0.0625 reached 1 px, 0.1 3 px;
 - LightningCLI's ``optimizer``/``lr_scheduler`` keys, always null here, go (the module owns both);
+- a checkpoint's data state gets the training statistics its ``preprocessing`` records;
 - a summary's test-time views and epoch numbers in today's fields (views counted, epochs from 0).
 
 Each rewritten file is replaced atomically; the original is kept beside it as ``NAME.pre-upgrade``.
@@ -95,6 +96,9 @@ def upgrade_summary(summary: dict) -> dict:
     return summary
 
 
+DATA_STATE = "CIFAR10DataModule"  # where Lightning keeps the data module's state_dict in a checkpoint
+
+
 def upgrade_checkpoint(checkpoint: dict) -> dict:
     hparams = checkpoint.get("hyper_parameters")
     if isinstance(hparams, dict):
@@ -102,7 +106,15 @@ def upgrade_checkpoint(checkpoint: dict) -> dict:
         for key in ("flip_tta", "tta_shift"):  # evaluation settings, not saved with the weights any more
             hparams.pop(key, None)
         checkpoint["hyper_parameters"] = hparams
+    data, preprocessing = checkpoint.get(DATA_STATE), checkpoint.get("preprocessing")
+    if isinstance(data, dict) and isinstance(preprocessing, dict) and not data.get("mean"):
+        # the same training-split statistics, which the data module's state now carries too
+        checkpoint[DATA_STATE] = {**data, "mean": list(preprocessing["mean"]), "std": list(preprocessing["std"])}
     return checkpoint
+
+
+def _upgraded_parts(checkpoint: dict) -> str:
+    return json.dumps([checkpoint.get("hyper_parameters"), checkpoint.get(DATA_STATE)], sort_keys=True, default=str)
 
 
 def _replace(path: Path, write) -> None:
@@ -133,9 +145,9 @@ def upgrade_file(path: Path, write: bool = True) -> bool:
             _replace(path, lambda out: out.write_text(json.dumps(after, indent=2) + "\n"))
     elif path.suffix == ".ckpt":
         checkpoint = read_checkpoint(path)
-        before = json.dumps(checkpoint.get("hyper_parameters"), sort_keys=True, default=str)
+        before = _upgraded_parts(checkpoint)
         checkpoint = upgrade_checkpoint(checkpoint)
-        if json.dumps(checkpoint.get("hyper_parameters"), sort_keys=True, default=str) == before:
+        if _upgraded_parts(checkpoint) == before:
             return False
         if write:
             _replace(path, lambda out: torch.save(checkpoint, out))

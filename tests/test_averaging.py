@@ -30,5 +30,5 @@ def test_the_average_tracks_the_network_early_and_keeps_the_full_decay_later():
 def test_decay_out_of_range_is_refused():
     import pytest
 
-    with pytest.raises(ValueError, match="decay"):
+    with pytest.raises(ValueError, match="1.0 does not conform to restriction v>=0.0 and v<1.0"):
         EMAWithWarmup(decay=1.0)

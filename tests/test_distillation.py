@@ -50,8 +50,10 @@ def test_loss_blends_label_loss_with_the_teachers_softened_predictions():
     other = same + torch.randn_like(same)
     expected_kl = F.kl_div(F.log_softmax(other / 2, 1), F.softmax(same / 2, 1), reduction="batchmean")
     torch.testing.assert_close(distill.loss(other, label_loss, images), 0.25 * label_loss + 0.75 * 4 * expected_kl)
-    with pytest.raises(ValueError, match="weight"):
+    with pytest.raises(ValueError, match="1.5 does not conform"):
         Distillation(teacher, "unused.ckpt", weight=1.5)
+    with pytest.raises(ValueError, match="0.0 does not conform"):
+        Distillation(teacher, "unused.ckpt", temperature=0.0)
 
 
 def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(tmp_path, real_data_dir, real_archive, monkeypatch, teacher_ckpt):

@@ -43,10 +43,9 @@ class EMAWithWarmup(WeightAveraging):
     """
 
     def __init__(self, decay: Decay = 0.999, use_buffers: bool = True, **kwargs: Any) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        super().__init__(use_buffers=use_buffers, avg_fn=WarmupEMA(float(decay)), **kwargs)
-        self.decay = float(decay)
+        decay = float(Decay(decay))  # the type is the rule: the parser applies it, and so does a Python caller here
+        super().__init__(use_buffers=use_buffers, avg_fn=WarmupEMA(decay), **kwargs)
+        self.decay = decay
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None  # every optimizer step, never per epoch

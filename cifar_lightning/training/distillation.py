@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, PositiveFloat
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -34,15 +35,13 @@ class Distillation:
             on CPUs with AVX-512 BF16 and on recent GPUs.
     """
 
-    def __init__(self, teacher: nn.Module, checkpoint: str, weight: float = 0.9, temperature: float = 4.0, bf16: bool = True) -> None:
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"distillation weight must be in [0, 1], got {weight}")
-        if temperature <= 0:
-            raise ValueError(f"distillation temperature must be positive, got {temperature}")
+    def __init__(self, teacher: nn.Module, checkpoint: str, weight: ClosedUnitInterval = 0.9, temperature: PositiveFloat = 4.0,
+                 bf16: bool = True) -> None:
         self.teacher = teacher
         self.checkpoint = checkpoint
-        self.weight = weight
-        self.temperature = temperature
+        # the types are the rules: the parser applies them, and so does a Python caller here
+        self.weight = float(ClosedUnitInterval(weight))
+        self.temperature = float(PositiveFloat(temperature))
         self.bf16 = bf16
 
     def load_teacher(self, device: torch.device, channels_last: bool) -> None:

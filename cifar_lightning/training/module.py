@@ -28,9 +28,9 @@ from cifar_lightning.training.trust import (
 )
 
 
-TTALevel = Literal["none", "flip", "flip_shift"]
 # how many views each level averages: the image; its mirror too; and both shifted along the two diagonals
 TTA_VIEWS = {"none": 1, "flip": 2, "flip_shift": 6}
+TTALevel = Literal[tuple(TTA_VIEWS)]  # the levels, as the parser checks them
 # 2 px: the recipes translate training images by up to 2 px; a 3-px shift gave most of the gain back
 # (validation of four finished checkpoints: results/best/runs/tta-shift/README.md)
 TTA_SHIFT_PX = 2

@@ -26,9 +26,9 @@ train: install
 test: install
 	$(BIN)/python -m pytest -n auto --dist loadgroup --durations=15 $(ARGS)
 
-# while editing: the tests neither slow nor in their own process, stopping at the first failure
+# while editing: the tests neither slow nor in their own process, one test process per core, stopping at the first failure
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow and not process" -x -q $(ARGS)
+	$(BIN)/python -m pytest -n auto -m "not slow and not process" -x -q $(ARGS)
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir lightning_logs

@@ -27,6 +27,7 @@ def test_fit_writes_config_checkpoints_and_events(finished_run):
     assert "tensorboard --logdir lightning_logs" in log
 
 
+@pytest.mark.slow
 def test_progress_bar_shows_loss_accuracy_and_images_per_second(tmp_path, real_data_dir, real_archive, monkeypatch):
     from lightning.pytorch.callbacks import RichProgressBar
 
@@ -44,6 +45,7 @@ def test_checkpoint_loads_with_weights_only(finished_run):
     assert checkpoint["hyper_parameters"]["label_smoothing"] == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
 def test_evaluation_subcommands_run_from_a_checkpoint(subcommand, finished_copy, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(finished_copy)
@@ -63,6 +65,7 @@ def test_another_network_is_a_config_change(tmp_path, real_data_dir, real_archiv
     assert result.trainer.global_step == 3
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_needs_no_code_change(tmp_path, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--trainer.precision=bf16-mixed"])
@@ -126,6 +129,7 @@ def test_diverging_loss_stops_with_the_step_and_a_fix(tmp_path, monkeypatch, cap
     assert not list((tmp_path / "lightning_logs").glob("*/checkpoints/*.ckpt"))
 
 
+@pytest.mark.slow
 def test_a_loss_gone_nan_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--trainer.max_epochs=3"]
@@ -147,6 +151,7 @@ def test_adamw_is_a_config_change(tmp_path, real_data_dir, real_archive, monkeyp
     assert type(optimizer).__name__ == "AdamW" and optimizer.param_groups[0]["max_lr"] == 0.003
 
 
+@pytest.mark.slow
 def test_fixed_seed_repeats_a_fit(tmp_path, real_data_dir, real_archive, monkeypatch):
     def fit(folder: str) -> dict:
         monkeypatch.chdir(tmp_path)
@@ -159,6 +164,7 @@ def test_fixed_seed_repeats_a_fit(tmp_path, real_data_dir, real_archive, monkeyp
     assert fit("a") == fit("b")
 
 
+@pytest.mark.slow
 def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # lr 0 and no weight averaging: the weights never change, so epoch 1 cannot beat epoch 0's val/acc

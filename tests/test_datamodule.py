@@ -131,6 +131,7 @@ def real_dm(real_data_dir, real_archive) -> CIFAR10DataModule:
     return fitted(CIFAR10DataModule(str(real_data_dir), archive=str(real_archive), num_workers=0, batch_size=64, val_size=SUBSET_VAL_SIZE))
 
 
+@pytest.mark.slow
 def test_real_archive_split_sizes_shapes_dtypes_labels(full_data_dir, full_copy):
     full = fitted(CIFAR10DataModule(str(full_data_dir), archive=str(full_copy), num_workers=0, batch_size=64))
     assert (len(full.train_set), len(full.val_set), len(full.test_set)) == (45_000, 5_000, 10_000)

@@ -56,6 +56,7 @@ def test_loss_blends_label_loss_with_the_teachers_softened_predictions():
         Distillation(teacher, "unused.ckpt", temperature=0.0)
 
 
+@pytest.mark.slow
 def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(tmp_path, real_data_dir, real_archive, monkeypatch, teacher_ckpt):
     monkeypatch.chdir(tmp_path)
     # the overlay config as the README runs it, the teacher named on the command line
@@ -71,6 +72,7 @@ def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(tmp_path, 
     assert all(key.startswith("network.") for key in student["state_dict"]) and student["network_class"].endswith("SeedNet")
 
 
+@pytest.mark.slow
 def test_a_teacher_checkpoint_of_another_network_is_refused(tmp_path, real_data_dir, real_archive, monkeypatch, teacher_ckpt):
     monkeypatch.chdir(tmp_path)
     other = {"class_path": "cifar_lightning.models.CompactNet"}

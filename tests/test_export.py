@@ -12,6 +12,8 @@ import torch
 from cifar_lightning.data import sources
 from harness import CONFIG, REPO, data_args
 
+pytestmark = pytest.mark.slow  # an export and two runtimes: `make test-fast` leaves them out
+
 # The committed seed-cnn checkpoint: a trained network, so the check that the built-in
 # normalization is the right one (accuracy) means something; the recipe config builds its network.
 RUN = REPO / "results" / "seed-cnn"

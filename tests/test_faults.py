@@ -147,6 +147,7 @@ def test_report_refuses_a_broken_checkpoint_in_the_run(finished_run, tmp_path, c
 # ------------------------------------------------------------------ a checkpoint write that fails
 
 
+@pytest.mark.slow
 def test_a_failed_checkpoint_write_ends_the_fit_and_keeps_the_last_one(tmp_path, monkeypatch, refused, real_data_dir, real_archive):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch, "save", torch.save)  # the callback replaces it for this process: put it back after the test
@@ -240,6 +241,7 @@ def test_a_file_where_a_folder_should_be_is_named_before_any_work(subcommand, se
     assert not list(tmp_path.glob("**/version_*")) and blocked.read_text() == ""
 
 
+@pytest.mark.slow
 def test_a_read_only_folder_is_named_before_any_work(tmp_path, monkeypatch, refused, real_data_dir, real_archive):
     import tempfile
 
@@ -283,6 +285,7 @@ def test_a_write_refused_anywhere_else_is_one_line(code, why, capsys):
     ("--trainer.max_steps=0", "trainer.max_steps=0"),
     ("--trainer.max_epochs=-1", "trainer.max_epochs=-1 with no trainer.max_steps"),
 ])
+@pytest.mark.slow
 def test_a_setting_that_leaves_no_training_step_is_refused_and_leaves_no_run_folder(setting, named, tmp_path, monkeypatch, refused,
                                                                                    real_data_dir, real_archive):
     monkeypatch.chdir(tmp_path)
@@ -310,6 +313,7 @@ def test_only_a_claimed_folder_without_a_result_is_released(tmp_path):
     assert sorted(p.name for p in logs.iterdir()) == ["version_0", trained.name]
 
 
+@pytest.mark.slow
 def test_every_fit_writes_checkpoints_atomically_and_its_config_records_it(finished_run, tmp_path, real_data_dir, real_archive, monkeypatch):
     from cifar_lightning.runs.checkpoint_io import AtomicCheckpointIO
     from cifar_lightning.lightning_cli import run_cli

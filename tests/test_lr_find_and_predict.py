@@ -20,6 +20,7 @@ from harness import CONFIG, REPO, data_args, main_in_process
 RUN = REPO / "results" / "seed-cnn"  # a committed headline checkpoint: its predictions are checked against the truth
 
 
+@pytest.mark.slow
 def test_lr_find_saves_the_plot_and_suggests_a_peak_rate(tmp_path, real_data_dir, real_archive, monkeypatch, capsys):
     out = tmp_path / "lr_find.png"
     monkeypatch.chdir(tmp_path)

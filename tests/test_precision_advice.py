@@ -23,6 +23,7 @@ def test_flags_are_read_from_cpuinfo(tmp_path):
     assert cpu_flags(write(tmp_path, "no flags here")) is None and cpu_flags(tmp_path / "missing") is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("cpuinfo", "warned"), [(WITHOUT, True), (WITH, False)])
 def test_fast_preset_on_a_cpu_without_bf16_names_the_precision_to_pass(cpuinfo, warned, tmp_path, monkeypatch, recwarn,
                                                                        real_data_dir, real_archive):

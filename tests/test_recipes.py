@@ -13,6 +13,7 @@ from cifar_lightning.training.module import ImageClassifier
 from harness import REPO, TINY, data_args
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("recipe", "network_class"), [("fast", CompactNet), ("best", ResidualCompactNet)])
 def test_recipe_fits_and_tests_in_bf16_with_its_test_time_views(recipe, network_class, tmp_path, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(tmp_path)

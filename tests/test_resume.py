@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cifar_lightning.lightning_cli import run_cli
 from harness import CONFIG, data_args, tiny_run
+
+pytestmark = pytest.mark.slow  # fits: `make test-fast` leaves them out
 
 STEPS_PER_EPOCH = 4
 SMALL = tiny_run(epochs=2, train_batches=STEPS_PER_EPOCH)

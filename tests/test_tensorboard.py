@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -15,6 +17,7 @@ SCALARS = ["train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/
 IMAGES = ["test/confusion_matrix", "test/misclassified"]
 
 
+@pytest.mark.slow
 def test_fit_and_test_write_the_tags_hparams_and_figures(tmp_path, monkeypatch, real_data_dir, real_archive):
     monkeypatch.chdir(tmp_path)
     common = [*data_args(real_data_dir, real_archive), *TINY]

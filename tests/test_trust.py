@@ -236,6 +236,7 @@ TRAINER_STATE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", TRAINER_STATE)
 def test_a_hostile_trainer_state_is_one_line_before_training(case, hostile, refused, real_data_dir, real_archive):
     edit, named = TRAINER_STATE[case]
@@ -253,6 +254,7 @@ def test_a_hostile_trainer_state_is_one_line_before_training(case, hostile, refu
     assert not Path("lightning_logs/version_0").exists()  # the claimed folder went with the refusal
 
 
+@pytest.mark.slow
 def test_a_distilled_checkpoints_teacher_is_checked_against_its_own_weights(hostile, refused, real_data_dir, real_archive):
     teacher_ckpt = hostile.craft(lambda c, m: None)
     # the teacher's init_args would build a network 10^9 classes wide; its checkpoint holds a 10-class one

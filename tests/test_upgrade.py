@@ -83,6 +83,7 @@ def test_a_missing_folder_is_one_line(refused, tmp_path):
     assert "does not exist" in refused("upgrade", str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_whose_data_state_lacks_statistics_says_to_upgrade_and_then_loads(finished_copy, monkeypatch, refused, capsys, real_data_dir, real_archive):
     from harness import TINY, data_args
 

@@ -1,4 +1,4 @@
-"""The command line: LightningCLI wiring of model, data, trainer and callbacks, nothing more.
+"""LightningCLI wiring of model, data, trainer and callbacks, nothing more: the Trainer's four verbs.
 
 The CLI is shaped only through LightningCLI's public hooks; what the wiring needs to decide
 (run folders, checkpoint checks, error lines) lives in its own module.
@@ -211,7 +211,7 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
 
 
 def main(args: list[str] | None = None) -> None:
-    """The ``python -m cifar_lightning`` entry point: user errors become one line and exit code 2.
+    """The Trainer's verbs (``cli.main`` sends them here): user errors become one line and exit code 2.
 
     ``--verbose`` (anywhere on the command line) or ``CIFAR_LIGHTNING_VERBOSE=1`` shows the traceback instead.
     """

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import torch
 
 from cifar_lightning.lightning_cli import run_cli
 from cifar_lightning.tools.report import read_scalars
-from harness import CONFIG, data_args, tiny_run, with_helpers
+from harness import CONFIG, cli, data_args, tiny_run
 
 EPOCHS, STEPS = 3, 6
 ARGS = [
@@ -33,8 +32,7 @@ COMPARED_TAGS = ["train/loss_step", "train/loss_epoch", "train/acc", "val/loss",
 
 def fit_in_a_process(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     cwd.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *args]
-    return subprocess.run(command, cwd=cwd, env=with_helpers(), capture_output=True, text=True, timeout=300)
+    return cli("fit", "--config", CONFIG, *args, cwd=cwd)
 
 
 def fit_here(cwd: Path, monkeypatch, *args: str) -> None:

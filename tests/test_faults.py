@@ -7,8 +7,6 @@ import errno
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ import torch
 from cifar_lightning.data import Augmentation, sources
 from cifar_lightning.data.augment import train_transform
 from cifar_lightning.errors import ConfigError, DataError
-from harness import CONFIG, TINY, Finished, cli, data_args, main_in_process, one_line_error, with_helpers
+from harness import CONFIG, TINY, Finished, cli, data_args, main_in_process, one_line_error
 
 
 
@@ -42,12 +40,9 @@ def processes_mentioning(marker: str) -> list[int]:
 def test_an_error_in_a_loader_worker_ends_the_command(tmp_path, real_data_dir, real_archive):
     marker = str(tmp_path / "worker-error")
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY,
-         "--data.num_workers=2", "--trainer.limit_train_batches=20", "--trainer.callbacks+=helpers.FailInLoaderAt",
-         "--trainer.callbacks.at=40", f"--trainer.default_root_dir={marker}"],
-        cwd=tmp_path, capture_output=True, text=True, env=with_helpers(), timeout=120,
-    )
+    result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--data.num_workers=2",
+                 "--trainer.limit_train_batches=20", "--trainer.callbacks+=helpers.FailInLoaderAt", "--trainer.callbacks.at=40",
+                 f"--trainer.default_root_dir={marker}", cwd=tmp_path, timeout=120)
     elapsed = time.monotonic() - started
     stderr = one_line_error(result)
     assert "planted failure on call 40" in stderr and "failed in the data pipeline" in stderr
@@ -386,12 +381,9 @@ def test_resume_ignores_settings_that_do_not_change_training():
 @pytest.mark.xdist_group("ddp")  # two DDP launches at once would race for a free port
 def test_a_loss_gone_non_finite_on_one_ddp_process_stops_both(tmp_path, real_data_dir, real_archive):
     ddp = str(Path(CONFIG).with_name("ddp.yaml"))
-    command = [
-        sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, "--config", ddp, "--trainer.accelerator=cpu",
-        "--trainer.devices=2", "--trainer.sync_batchnorm=false", *data_args(real_data_dir, real_archive), *TINY,
-        "--trainer.callbacks+=helpers.PoisonBatchOnRank", "--trainer.callbacks.rank=1",
-    ]
-    result = subprocess.run(command, cwd=tmp_path, env=with_helpers(), capture_output=True, text=True, timeout=300)
+    result = cli("fit", "--config", CONFIG, "--config", ddp, "--trainer.accelerator=cpu", "--trainer.devices=2",
+                 "--trainer.sync_batchnorm=false", *data_args(real_data_dir, real_archive), *TINY,
+                 "--trainer.callbacks+=helpers.PoisonBatchOnRank", "--trainer.callbacks.rank=1", cwd=tmp_path)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: the training loss became")]
     # both processes stop at the same step, each with the one line (the healthy one says the other diverged)

@@ -98,3 +98,13 @@ def test_a_checkpoint_whose_data_state_lacks_statistics_says_to_upgrade_and_then
     assert main_in_process(["upgrade", run], capsys).returncode == 0
     assert torch.load(last, weights_only=True)["CIFAR10DataModule"]["mean"] == checkpoint["preprocessing"]["mean"]
     assert main_in_process(validate, capsys).returncode == 0
+
+
+def test_a_file_upgrade_cannot_read_is_one_line_and_a_second_upgrade_keeps_the_first_original(tmp_path, refused, capsys):
+    (tmp_path / "config.yaml").write_text("model: [unclosed\n")
+    assert "is not YAML" in refused("upgrade", str(tmp_path / "config.yaml"))
+    (tmp_path / "config.yaml").write_text("model: {flip_tta: true}\n")
+    (tmp_path / "config.yaml.pre-upgrade").write_text("an earlier upgrade's original\n")
+    assert main_in_process(["upgrade", tmp_path / "config.yaml"], capsys).returncode == 0
+    assert (tmp_path / "config.yaml.pre-upgrade").read_text() == "an earlier upgrade's original\n"
+    assert "flip_tta" in (tmp_path / "config.yaml.pre-upgrade.1").read_text()

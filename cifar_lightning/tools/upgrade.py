@@ -32,6 +32,7 @@ import yaml
 from cifar_lightning.errors import ConfigError, user_errors
 from cifar_lightning.renames import RENAMED_CLASSES
 from cifar_lightning.runs.checkpoints import read_checkpoint
+from cifar_lightning.training.module import TTA_VIEWS
 
 IMAGE_SIDE = 32  # pixels: what the old fractional shift was a fraction of
 BACKUP_SUFFIX = ".pre-upgrade"
@@ -85,7 +86,7 @@ def upgrade_config(config: dict) -> dict:
 def upgrade_summary(summary: dict) -> dict:
     summary = renamed(summary)
     if "test_views" not in summary and ("test_flip_tta" in summary or "test_tta_shift" in summary):
-        summary["test_views"] = {"none": 1, "flip": 2, "flip_shift": 6}[tta_level(summary.get("test_flip_tta"), summary.get("test_tta_shift"))]
+        summary["test_views"] = TTA_VIEWS[tta_level(summary.get("test_flip_tta"), summary.get("test_tta_shift"))]
     for key in ("test_flip_tta", "test_tta_shift"):
         summary.pop(key, None)
     if summary.get("epoch_numbering") != "from 0":  # summaries without the field counted epochs from 1
@@ -120,7 +121,10 @@ def _upgraded_parts(checkpoint: dict) -> str:
 def _replace(path: Path, write) -> None:
     partial = path.with_name(f".{path.name}.partial")
     write(partial)
-    shutil.copy2(path, path.with_name(path.name + BACKUP_SUFFIX))
+    backup, n = path.with_name(path.name + BACKUP_SUFFIX), 1
+    while backup.exists():  # an earlier upgrade's original stays as it is
+        backup, n = path.with_name(f"{path.name}{BACKUP_SUFFIX}.{n}"), n + 1
+    shutil.copy2(path, backup)
     os.replace(partial, path)
 
 
@@ -128,7 +132,10 @@ def upgrade_file(path: Path, write: bool = True) -> bool:
     """Rewrite one config, summary or checkpoint if it needs it; True when it did (or, with
     ``write=False``, would)."""
     if path.suffix in (".yaml", ".yml"):
-        before = yaml.safe_load(path.read_text())
+        try:
+            before = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not YAML ({' '.join(str(err).split()[:12])}): nothing was changed") from None
         if not isinstance(before, dict):
             return False
         after = upgrade_config(json.loads(json.dumps(before)))
@@ -137,7 +144,12 @@ def upgrade_file(path: Path, write: bool = True) -> bool:
         if write:
             _replace(path, lambda out: out.write_text(yaml.safe_dump(after, sort_keys=False)))
     elif path.suffix == ".json":
-        before = json.loads(path.read_text())
+        try:
+            before = json.loads(path.read_text())
+        except ValueError as err:
+            raise ConfigError(f"{path} is not JSON ({err}): nothing was changed") from None
+        if not isinstance(before, dict):
+            return False
         after = upgrade_summary(json.loads(json.dumps(before)))
         if after == before:
             return False

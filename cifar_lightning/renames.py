@@ -18,6 +18,12 @@ RENAMED_OPTIONS = {
     "data.augmentation.shift": "data.augmentation.shift_px",
     "optimizer": "model.optimizer",  # LightningCLI's own, always null here
     "lr_scheduler": "the module's OneCycle schedule",
+    "speed_monitor.window_size": "trainer.log_every_n_steps",  # the rate is averaged between logging steps
+}
+
+# settings added since runs were first written -> the value every run written before then used
+ADDED_SETTINGS = {
+    "data.pipeline": "albumentations",
 }
 
 

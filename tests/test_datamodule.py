@@ -11,6 +11,8 @@ from cifar_lightning.data import Augmentation, CIFAR10DataModule
 from cifar_lightning.data.augment import eval_transform
 
 NO_AUGMENTATION = Augmentation(hflip_p=0, affine_p=0, cutout_p=0)
+# the albumentations pipeline in the main process and in loader workers, and the device pipeline (no workers)
+PIPELINES = [("albumentations", 0), ("albumentations", 2), ("device", 0)]
 
 
 def fitted(dm: CIFAR10DataModule) -> CIFAR10DataModule:
@@ -76,7 +78,8 @@ def identical_images(dm: CIFAR10DataModule) -> CIFAR10DataModule:
 
 def test_workers_and_epochs_draw_different_augmentations(image_folder):
     seed_everything(3)
-    dm = identical_images(fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=2)))
+    dm = identical_images(fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=2,
+                                                   pipeline="albumentations")))
     loader = dm.train_dataloader()
     epoch1 = list(loader)
     loader.sampler.set_epoch(1)  # as Lightning does before each epoch
@@ -86,11 +89,12 @@ def test_workers_and_epochs_draw_different_augmentations(image_folder):
     assert not torch.equal(epoch1[0][0], epoch2[0][0])
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_fixed_seed_reproduces_augmentation(image_folder, num_workers):
+@pytest.mark.parametrize(("pipeline", "num_workers"), PIPELINES)
+def test_fixed_seed_reproduces_augmentation(image_folder, pipeline, num_workers):
     def two_epochs():
         seed_everything(11)
-        dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers))
+        dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers,
+                                      pipeline=pipeline))
         loader = dm.train_dataloader()
         epochs = []
         for epoch in range(2):
@@ -103,13 +107,14 @@ def test_fixed_seed_reproduces_augmentation(image_folder, num_workers):
     assert not torch.equal(first[0], first[1])
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_an_epoch_depends_on_seed_and_epoch_alone(image_folder, num_workers):
+@pytest.mark.parametrize(("pipeline", "num_workers"), PIPELINES)
+def test_an_epoch_depends_on_seed_and_epoch_alone(image_folder, pipeline, num_workers):
     """What exact resume rests on: epoch 2 straight away equals epoch 2 after epochs 0 and 1."""
 
     def epochs(which):
         seed_everything(5)
-        dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers))
+        dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers,
+                                      pipeline=pipeline))
         loader = dm.train_dataloader()
         out = {}
         for epoch in which:
@@ -128,7 +133,8 @@ def test_an_epoch_depends_on_seed_and_epoch_alone(image_folder, num_workers):
 def real_dm(real_data_dir, real_archive) -> CIFAR10DataModule:
     from harness import SUBSET_VAL_SIZE
 
-    return fitted(CIFAR10DataModule(str(real_data_dir), archive=str(real_archive), num_workers=0, batch_size=64, val_size=SUBSET_VAL_SIZE))
+    return fitted(CIFAR10DataModule(str(real_data_dir), archive=str(real_archive), num_workers=0, batch_size=64, val_size=SUBSET_VAL_SIZE,
+                                    pipeline="albumentations"))
 
 
 @pytest.mark.slow
@@ -156,6 +162,20 @@ def test_real_train_augmentation_changes_pixels_but_val_and_test_do_not(real_dm)
         expected = torch.stack([plain(image=dataset.images[i])["image"] for i in range(len(images))])
         assert torch.equal(images, expected)
         assert torch.equal(first_batch(loader)[0], images)
+
+
+def test_the_device_pipeline_evaluates_the_same_images_unaugmented(real_data_dir, real_archive):
+    from harness import SUBSET_VAL_SIZE
+
+    dm = fitted(CIFAR10DataModule(str(real_data_dir), archive=str(real_archive), batch_size=64, val_size=SUBSET_VAL_SIZE, pipeline="device"))
+    plain = eval_transform(dm.mean, dm.std)
+    for dataset, loader in ((dm.val_set, dm.val_dataloader()), (dm.test_set, dm.test_dataloader())):
+        images, labels = first_batch(loader)
+        expected = torch.stack([plain(image=dataset.images[i])["image"] for i in range(len(images))])
+        # the same normalisation, computed in another order: equal to float rounding
+        assert torch.allclose(images, expected, atol=1e-5) and labels.tolist() == dataset.labels[: len(images)].tolist()
+        assert images.is_contiguous(memory_format=torch.channels_last)  # the layout the recipes train in, without a copy
+    assert len(dm.test_dataloader()) == -(-len(dm.test_set) // dm.eval_batch_size)
 
 
 def test_val_size_larger_than_the_training_set(image_folder):

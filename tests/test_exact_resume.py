@@ -1,8 +1,9 @@
 """A fit killed mid-epoch and resumed with ``--ckpt_path last`` matches one that never stopped, bit for bit.
 
 The killed fit is a process of its own (SIGKILL); the straight fit and the resume run the same
-entry point in this process. All use a loader worker, configs/cnn.yaml's EMA callback and a fixed
-seed, with a network that draws from torch's global RNG (dropout). What makes it exact:
+entry point in this process. Each data pipeline is tried (albumentations in a loader worker, and the
+device pipeline), with configs/cnn.yaml's EMA callback and a fixed seed, and a network that draws
+from torch's global RNG (dropout). What makes it exact:
 epoch-seeded shuffling and augmentation (``data/sampling.py``), the global RNG states in the
 checkpoint (``RandomState``; this test fails without them), and the optimizer, OneCycle and EMA
 states Lightning saves.
@@ -23,7 +24,7 @@ from harness import CONFIG, cli, data_args, tiny_run
 
 EPOCHS, STEPS = 3, 6
 ARGS = [
-    *tiny_run(epochs=EPOCHS, train_batches=STEPS, workers=1),
+    *tiny_run(epochs=EPOCHS, train_batches=STEPS),
     "--trainer.enable_model_summary=false",
     "--trainer.log_every_n_steps=1",  # compare every step
 ]
@@ -63,9 +64,14 @@ def scalars_from_epoch(run_dir: Path, first_epoch: int) -> dict[str, list[tuple[
     return {tag: [(step, value) for _, step, value in scalars[tag] if step >= first_step] for tag in COMPARED_TAGS}
 
 
+# the albumentations pipeline in a loader worker; the device pipeline in the training process
+PIPELINES = {"albumentations": ["--data.pipeline=albumentations", "--data.num_workers=1"], "device": ["--data.pipeline=device"]}
+
+
 @pytest.mark.process
-def test_sigkill_mid_epoch_then_resume_equals_never_stopping(tmp_path, real_data_dir, real_archive, monkeypatch):
-    args = [*data_args(real_data_dir, real_archive), *ARGS, "--model.network=helpers.DropoutNet"]
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_sigkill_mid_epoch_then_resume_equals_never_stopping(pipeline, tmp_path, real_data_dir, real_archive, monkeypatch):
+    args = [*data_args(real_data_dir, real_archive), *ARGS, *PIPELINES[pipeline], "--model.network=helpers.DropoutNet"]
 
     fit_here(tmp_path / "straight", monkeypatch, *args)
 
@@ -95,7 +101,7 @@ def test_sigkill_mid_epoch_then_resume_equals_never_stopping(tmp_path, real_data
 @pytest.mark.process
 def test_a_kill_during_a_save_keeps_the_previous_last_checkpoint(tmp_path, real_data_dir, real_archive, monkeypatch):
     # save_top_k=0: the only file written at the end of epoch 1 is last.ckpt, so the kill lands in its save
-    args = [*data_args(real_data_dir, real_archive), *ARGS, "--checkpoint.save_top_k=0"]
+    args = [*data_args(real_data_dir, real_archive), *ARGS, "--checkpoint.save_top_k=0", *PIPELINES["albumentations"]]
     died = fit_in_a_process(tmp_path, *args, "--trainer.callbacks+=helpers.DieDuringSave", "--trainer.callbacks.epoch=1")
     assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
     last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"

@@ -26,6 +26,7 @@ data:
   augmentation: {hflip_p: 0.5, shift: 0.0625}
 optimizer: null
 lr_scheduler: null
+speed_monitor: {window_size: 50}
 """
 
 
@@ -58,6 +59,7 @@ def test_an_old_run_folder_is_upgraded_once_and_keeps_its_originals(tmp_path, ca
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"] == {"tta": "flip"} and "optimizer" not in config and "lr_scheduler" not in config
     assert config["data"]["augmentation"] == {"hflip_p": 0.5, "shift_px": 1}
+    assert config["data"]["pipeline"] == "albumentations" and config["speed_monitor"] == {}  # what the run used; a retired option gone
     assert config["trainer"]["callbacks"][0]["class_path"] == "cifar_lightning.callbacks.EMAWithWarmup"
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["test_views"], summary["best_val_epoch"], summary["first_epoch_val_acc_ge_85"]) == (6, 49, 44)

@@ -18,6 +18,7 @@ from cifar_lightning.data import sources
 from cifar_lightning.data.sources import IMAGE_SIZE
 from cifar_lightning.data.augment import Augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
 from cifar_lightning.data.dataset import ImageArrayDataset
+from cifar_lightning.data.device_batches import DeviceImages, DeviceSplit, EvalBatches, TrainBatches, already_batched
 from cifar_lightning.data.sampling import EpochSeededSampler
 from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.errors import EDITED, CheckpointError, DataError
@@ -73,9 +74,15 @@ class CIFAR10DataModule(LightningDataModule):
         split_seed: seed of the train/validation split (independent of the run's seed).
         batch_size: training batch size.
         eval_batch_size: batch size for validation, test and predict (no gradients, so larger).
-        num_workers: DataLoader worker processes for augmentation; ``auto`` takes one per usable
-            CPU core, less one for the main process, shared among this machine's devices
-            (a GPU run: ``configs/gpu.yaml``).
+        pipeline: where the images are augmented and batched. ``device``: the decoded split is kept on
+            the training device (the GPU, or the CPU itself) and each batch is indexed out of it and
+            augmented there as tensor operations, with no loader worker (``data/device_batches.py``).
+            ``albumentations``: a DataLoader passes each image through the albumentations pipeline in
+            ``num_workers`` processes, the way to add any other albumentations transform.
+            Both apply the same augmentation (``tests/test_tensor_augment.py``).
+        num_workers: DataLoader worker processes for the albumentations pipeline and for ``predict``
+            on a folder; ``auto`` takes one per usable CPU core, less one for the main process,
+            shared among this machine's devices.
         pin_memory: page-locked batches for faster copies to a GPU; ``null`` turns it on when
             the Trainer runs on CUDA.
         augmentation: the training augmentation (validation and test are never augmented).
@@ -92,6 +99,7 @@ class CIFAR10DataModule(LightningDataModule):
         split_seed: int = 0,
         batch_size: PositiveInt = 128,
         eval_batch_size: PositiveInt = 512,
+        pipeline: Literal["device", "albumentations"] = "device",
         num_workers: NonNegativeInt | Literal["auto"] = 1,
         pin_memory: bool | None = None,
         augmentation: Augmentation = Augmentation(),
@@ -105,6 +113,7 @@ class CIFAR10DataModule(LightningDataModule):
         self.split_seed = split_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
+        self.pipeline = pipeline
         self.workers_setting = num_workers
         self.pin_memory = pin_memory
         self.augmentation = augmentation
@@ -118,6 +127,7 @@ class CIFAR10DataModule(LightningDataModule):
         # seed of the epoch-seeded shuffling and augmentation; saved in checkpoints so a
         # resumed run replays the same epochs (state_dict below)
         self.shuffle_seed: int | None = None
+        self._device_splits: dict[tuple, DeviceSplit] = {}  # (split, device, statistics): the device pipeline's copies
 
     def prepare_data(self) -> None:
         started = time.perf_counter()
@@ -186,18 +196,40 @@ class CIFAR10DataModule(LightningDataModule):
             **kwargs,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def _device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def _on_device(self, name: str, dataset: ImageArrayDataset) -> DeviceSplit:
+        """``dataset`` as a ``DeviceSplit`` on the training device, copied there once (and again only if the statistics change)."""
+        key = (name, str(self._device()), self.mean, self.std)
+        if key not in self._device_splits:
+            for old in [k for k in self._device_splits if k[0] == name]:
+                del self._device_splits[old]  # one copy of each split on the device
+            self._device_splits[key] = DeviceSplit(dataset.images, dataset.labels, self.mean, self.std, self._device())
+        return self._device_splits[key]
+
+    def _rank(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def _epoch(self) -> int:
+        # the epoch Lightning is about to run (current_epoch lags by one after a resume from an
+        # end-of-epoch checkpoint); it is what Lightning passes to set_epoch
+        return self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+
+    def train_dataloader(self) -> DataLoader | TrainBatches:
         if self.shuffle_seed is None:
             # the run's seed (seed_everything sets torch's); a resumed run gets it from the checkpoint
             self.shuffle_seed = torch.initial_seed()
+        if self.pipeline == "device":
+            rank, world_size = self._rank()
+            return TrainBatches(self._on_device("train", self.train_set), self.batch_size, self.augmentation,
+                                self.shuffle_seed, self._epoch(), rank, world_size)
         trainer = self.trainer  # None when used outside a Trainer
         loader_generator = torch.Generator()
         sampler = EpochSeededSampler(
             len(self.train_set),
             self.shuffle_seed,
-            # the epoch Lightning is about to run (current_epoch lags by one after a resume
-            # from an end-of-epoch checkpoint); it is what Lightning passes to set_epoch
-            epoch=trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0,
+            epoch=self._epoch(),
             loader_generator=loader_generator,
             reseed_in_process=None if self.num_workers else self._reseed_in_process,
             rank=trainer.global_rank if trainer is not None else 0,
@@ -235,16 +267,24 @@ class CIFAR10DataModule(LightningDataModule):
         if hasattr(self, "train_set"):
             self._build_transforms()
 
-    def val_dataloader(self) -> DataLoader | list:
-        # no validation split: Lightning skips the validation loop for an empty list
-        return self._loader(self.val_set, self.eval_batch_size) if len(self.val_set) else []
+    def _evaluation(self, name: str, dataset: ImageArrayDataset) -> DataLoader | EvalBatches:
+        if self.pipeline == "device":
+            return EvalBatches(self._on_device(name, dataset), self.eval_batch_size, *self._rank())
+        return self._loader(dataset, self.eval_batch_size)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size)
+    def val_dataloader(self) -> DataLoader | EvalBatches | list:
+        # no validation split: Lightning skips the validation loop for an empty list
+        return self._evaluation("val", self.val_set) if len(self.val_set) else []
+
+    def test_dataloader(self) -> DataLoader | EvalBatches:
+        return self._evaluation("test", self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_dir is None:  # the built-in test split, each item named by split and index
             names = [f"test[{i}]" for i in range(len(self.test_set))]
+            if self.pipeline == "device":  # the batch indices name the predictions: a DataLoader, reading the device's copy
+                return DataLoader(DeviceImages(self._on_device("test", self.test_set), names), batch_size=self.eval_batch_size,
+                                  collate_fn=already_batched)
             dataset = ImageArrayDataset(self.test_set.images, self.test_set.labels, self.test_set.transform, names)
             return self._loader(dataset, self.eval_batch_size)
         images, paths = sources.decode_folder(self.predict_dir)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Sampler
 
 # independent streams derived from (seed, epoch)
-ORDER, LOADER, IN_PROCESS_AUGMENTATION = range(3)
+ORDER, LOADER, IN_PROCESS_AUGMENTATION, TENSOR_AUGMENTATION = range(4)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int, *more: int) -> int:
@@ -63,8 +63,11 @@ class EpochSeededSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.size
 
+    def permutation(self) -> torch.Tensor:
+        """This epoch's order, as a CPU tensor of indices."""
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, ORDER)))
+
     def __iter__(self) -> Iterator[int]:
-        order = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, ORDER))
         if self.reseed_in_process is not None:
             self.reseed_in_process(epoch_seed(self.seed, self.epoch, IN_PROCESS_AUGMENTATION, self.rank))
-        yield from torch.randperm(self.size, generator=order).tolist()
+        yield from self.permutation().tolist()

@@ -9,6 +9,9 @@ options. When one is renamed, this rewrites them, so the run still tests and res
 - ``data.augmentation.shift`` (a fraction of the side, truncated toward zero by albumentations)
   becomes ``shift_px``, the largest whole-pixel shift it reached: 0.0625 reached 1 px, 0.1 3 px;
 - LightningCLI's ``optimizer``/``lr_scheduler`` keys, always null here, go (the module owns both);
+- ``speed_monitor.window_size`` goes: the rate is averaged between logging steps;
+- settings added since the run was written get the value the run used (``renames.ADDED_SETTINGS``:
+  ``data.pipeline: albumentations``);
 - a checkpoint's data state gets the training statistics its ``preprocessing`` records;
 - a summary's test-time views and epoch numbers in today's fields (views counted, epochs from 0).
 
@@ -30,7 +33,7 @@ import torch
 import yaml
 
 from cifar_lightning.errors import ConfigError, user_errors
-from cifar_lightning.renames import RENAMED_CLASSES
+from cifar_lightning.renames import ADDED_SETTINGS, RENAMED_CLASSES
 from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.training.module import TTA_VIEWS
 
@@ -73,6 +76,9 @@ def upgrade_config(config: dict) -> dict:
     for key in ("optimizer", "lr_scheduler"):  # LightningCLI's own, always null here: the module owns both
         if key in config and config[key] is None:
             del config[key]
+    if isinstance(config.get("speed_monitor"), dict) and "window_size" in config["speed_monitor"]:
+        # the rate is now averaged between logging steps (trainer.log_every_n_steps)
+        config["speed_monitor"] = {k: v for k, v in config["speed_monitor"].items() if k != "window_size"}
     if isinstance(config.get("model"), dict):
         config["model"] = upgrade_model_settings(config["model"])
     augmentation = (config.get("data") or {}).get("augmentation") if isinstance(config.get("data"), dict) else None
@@ -80,6 +86,10 @@ def upgrade_config(config: dict) -> dict:
         augmentation = dict(augmentation)
         augmentation.setdefault("shift_px", whole_pixel_shift(float(augmentation.pop("shift"))))
         config["data"] = {**config["data"], "augmentation": augmentation}
+    for key, value in ADDED_SETTINGS.items():  # settings added since: what the run used, said outright
+        section, _, name = key.partition(".")
+        if isinstance(config.get(section), dict) and name not in config[section]:
+            config[section] = {**config[section], name: value}
     return config
 
 

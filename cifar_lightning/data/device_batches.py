@@ -1,0 +1,129 @@
+"""Batches indexed out of a split that lives on the training device, augmented there as tensors.
+
+The ``device`` pipeline: the decoded uint8 split is copied to the device once, each epoch's
+augmentation parameters are drawn on the CPU for every image at once and copied over once, and
+every batch is an index into the split followed by ``tensor_augment``'s gather: no loader
+worker, no per-image Python, and no value read back from the device. Lightning takes any
+iterable with ``__len__`` as a loader (the length is what OneCycle's step count comes from) and
+calls ``set_epoch`` on its ``sampler``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from cifar_lightning.data.augment import Augmentation
+from cifar_lightning.data.sampling import TENSOR_AUGMENTATION, EpochSeededSampler, epoch_seed
+from cifar_lightning.data.tensor_augment import augment, draw, fill_value, normalize
+
+Batch = tuple[Tensor, Tensor]
+
+
+class DeviceSplit:
+    """N x H x W x C uint8 images and their int64 labels on ``device``, with the statistics that normalise them.
+
+    On the CPU the tensors share the decoded arrays' memory; on a GPU they are copied once.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device)
+        self.fill = fill_value(tuple(mean), device)  # cutout's, the training mean as the albumentations pipeline fills it
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, index: Tensor) -> Batch:
+        """Images ``index`` normalised, unaugmented, and their labels."""
+        return normalize(self.images.index_select(0, index), self.mean, self.std), self.labels.index_select(0, index)
+
+
+class TrainBatches:
+    """One epoch of augmented training batches from a ``DeviceSplit``, epoch-seeded and sharded by rank.
+
+    The order is ``EpochSeededSampler``'s (a function of the seed and the epoch); each process takes
+    every ``world_size``-th image of it from its ``rank`` on, cut to the same number of whole
+    batches on every process. An image's augmentation is drawn from ``(seed, epoch)`` for the
+    whole split at once and read by the image's number, so it depends on the seed, the epoch and
+    the image only: not on the batch size, the rank or the number of processes.
+    """
+
+    def __init__(self, split: DeviceSplit, batch_size: int, augmentation: Augmentation, seed: int, epoch: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.split = split
+        self.batch_size = batch_size
+        self.augmentation = augmentation
+        self.rank, self.world_size = rank, world_size
+        self.sampler = EpochSeededSampler(len(split), seed, epoch)  # Lightning calls its set_epoch
+
+    def __len__(self) -> int:
+        return len(self.split) // self.world_size // self.batch_size  # a ragged last batch is dropped
+
+    def __iter__(self) -> Iterator[Batch]:
+        sampler = self.sampler
+        order = sampler.permutation()[self.rank :: self.world_size][: len(self) * self.batch_size]
+        generator = torch.Generator().manual_seed(epoch_seed(sampler.seed, sampler.epoch, TENSOR_AUGMENTATION))
+        draws = draw(self.augmentation, len(self.split), self.split.images.shape[1], generator).rows(order)
+        # one copy of the epoch's order and draws to the device; the batches below only index them
+        device = self.split.device
+        order, draws = order.to(device), draws.to(device)
+        for start in range(0, len(order), self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            index = order[rows]
+            images = augment(self.split.images.index_select(0, index), draws.rows(rows), self.augmentation, self.split.fill)
+            yield normalize(images, self.split.mean, self.split.std), self.split.labels.index_select(0, index)
+
+
+class EvalBatches:
+    """Validation or test batches from a ``DeviceSplit``, in order, unaugmented; process ``rank`` takes every ``world_size``-th image."""
+
+    def __init__(self, split: DeviceSplit, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.split = split
+        self.batch_size = batch_size
+        self.index = torch.arange(rank, len(split), world_size, device=split.device)
+
+    def __len__(self) -> int:
+        return -(-len(self.index) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for start in range(0, len(self.index), self.batch_size):
+            yield self.split.batch(self.index[start : start + self.batch_size])
+
+
+class DeviceImages(Dataset):
+    """A ``DeviceSplit`` as a map-style dataset whose batches are read whole (``__getitems__``), for
+    ``predict``: a DataLoader over it keeps the batch indices that the prediction writer names
+    the images by. Use with ``collate_fn=already_batched`` and no workers."""
+
+    def __init__(self, split: DeviceSplit, names: Sequence[str]) -> None:
+        self.split = split
+        self.names = names
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def name(self, index: int) -> str:
+        return str(self.names[index])
+
+    def __getitem__(self, index: int) -> Batch:
+        images, labels = self.__getitems__([index])
+        return images[0], labels[0]
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        return self.split.batch(torch.tensor(indices, device=self.split.device))
+
+
+def already_batched(batch: Batch) -> Batch:
+    """The DataLoader's ``collate_fn`` for ``DeviceImages``, whose ``__getitems__`` returns a whole batch."""
+    return batch

@@ -1,0 +1,187 @@
+"""The training augmentation as tensor operations on a batch: flip, whole-pixel shift, scale/rotate, cutout.
+
+The same steps as ``augment.train_transform`` (albumentations, one image at a time), in the same
+order and with the same distributions, applied to many uint8 images at once on whatever device
+holds them. Written by hand because no library fit: torchvision.transforms.v2 draws one set of
+parameters for a whole batch, and kornia draws per image but launches many small kernels per
+call (kornia #4531); airbench and hlb-CIFAR10 do the same by hand for the same reason.
+
+Parameters are drawn on the CPU from a seeded ``torch.Generator``, one row per image, so an
+image's draw is the same on every device and in every process layout; ``apply`` then runs
+without reading anything back to the host (no ``.item()``, no boolean indexing), so a GPU never
+waits for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from cifar_lightning.data.augment import Augmentation
+
+
+@dataclass
+class Draws:
+    """One image's augmentation per row. Whole pixels: ``shift_x`` moves content right, ``shift_y`` down."""
+
+    flip: Tensor  # bool, mirrored left-right
+    shift_x: Tensor  # int64, pixels, 0 where the affine step does not run
+    shift_y: Tensor
+    scale: Tensor  # float32, relative zoom, 1 where the affine step does not run
+    angle: Tensor  # float32, degrees counter-clockwise as albumentations' Affine, 0 where it does not run
+    hole: Tensor  # bool, cutout runs
+    hole_top: Tensor  # int64, the hole's first row and column, inside the image as CoarseDropout draws them
+    hole_left: Tensor
+
+    def to(self, device: torch.device) -> Draws:
+        pin = device.type == "cuda"  # page-locked, so the one copy an epoch does not wait for the GPU
+        return Draws(**{k: (v.pin_memory() if pin else v).to(device, non_blocking=pin) for k, v in vars(self).items()})
+
+    def rows(self, index: Tensor) -> Draws:
+        return Draws(**{k: v[index] for k, v in vars(self).items()})
+
+
+def draw(aug: Augmentation, count: int, size: int, generator: torch.Generator) -> Draws:
+    """``count`` images' parameters for ``size`` x ``size`` images, each as albumentations draws it.
+
+    HorizontalFlip fires with ``hflip_p``; Affine with ``affine_p``, its translation a whole
+    number uniform in ``-shift_px..shift_px`` per axis, its zoom uniform in ``1 ± scale`` and its
+    angle uniform in ``± rotate``; CoarseDropout with ``cutout_p``, one ``cutout_size`` hole whose
+    top-left corner is uniform over the positions that keep it inside the image.
+    """
+
+    def chance(p: float) -> Tensor:
+        return torch.rand(count, generator=generator) < p
+
+    def uniform(half_width: float) -> Tensor:
+        return (torch.rand(count, generator=generator) * 2 - 1) * half_width
+
+    flip = chance(aug.hflip_p)
+    affine = chance(aug.affine_p)
+    shift = int(aug.shift_px)
+    shift_x = torch.randint(-shift, shift + 1, (count,), generator=generator) * affine
+    shift_y = torch.randint(-shift, shift + 1, (count,), generator=generator) * affine
+    scale = torch.where(affine, 1 + uniform(aug.scale), torch.ones(count))
+    angle = torch.where(affine, uniform(aug.rotate), torch.zeros(count))
+    hole = chance(aug.cutout_p) & (aug.cutout_size > 0)
+    positions = size - aug.cutout_size + 1
+    hole_top = torch.randint(0, positions, (count,), generator=generator)
+    hole_left = torch.randint(0, positions, (count,), generator=generator)
+    return Draws(flip, shift_x, shift_y, scale, angle, hole, hole_top, hole_left)
+
+
+def reflect_101(position: Tensor, size: int) -> Tensor:
+    """Pixel indices folded back into ``0..size-1`` about the edge pixels (OpenCV's BORDER_REFLECT_101: ``dcb|abcd|cba``)."""
+    period = 2 * (size - 1)
+    folded = position.remainder(period)
+    return torch.where(folded < size, folded, period - folded)
+
+
+def pixel_table(images: Tensor, fill: Tensor) -> Tensor:
+    """N x H x W x C images as an (N * H * W + 1) x C table of pixels, the last row the cutout ``fill``."""
+    return torch.cat([images.reshape(-1, images.shape[-1]), fill[None].to(images.dtype)])
+
+
+def source_pixels(draws: Draws, image: Tensor, height: int, width: int, hole_size: int = 0) -> Tensor:
+    """For each output pixel (N x H x W) of the images numbered ``image``, its row in their ``pixel_table``.
+
+    Mirrored where ``draws.flip``, then moved by whole pixels with a reflect-101 border; inside a
+    cutout hole (``hole_size`` > 0) the row is the table's last, the fill. One index, so the whole
+    augmentation of a batch is one gather from the split.
+    """
+    device = image.device
+    rows = reflect_101(torch.arange(height, device=device) - draws.shift_y[:, None], height)
+    cols = reflect_101(torch.arange(width, device=device) - draws.shift_x[:, None], width)
+    cols = torch.where(draws.flip[:, None], width - 1 - cols, cols)  # the mirror comes first, then the shift
+    index = image[:, None, None] * (height * width) + rows[:, :, None] * width + cols[:, None, :]
+    if hole_size > 0:
+        index = torch.where(in_hole(draws, height, width, hole_size), -1, index)  # -1: the fill row
+    return index
+
+
+def in_hole(draws: Draws, height: int, width: int, size: int) -> Tensor:
+    """N x H x W: inside the image's ``size`` x ``size`` cutout hole, where ``draws.hole``."""
+    device = draws.flip.device
+    rows = torch.arange(height, device=device) - draws.hole_top[:, None]
+    cols = torch.arange(width, device=device) - draws.hole_left[:, None]
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    return inside & draws.hole[:, None, None]
+
+
+def gather_pixels(table: Tensor, index: Tensor) -> Tensor:
+    """The pixels of ``table`` (``pixel_table``) at ``index`` (``source_pixels``), N x H x W x C.
+
+    uint8 values are copied, never interpolated, so a whole-pixel shift equals OpenCV's
+    ``warpAffine`` with ``BORDER_REFLECT_101`` bit for bit.
+    """
+    flat = torch.where(index < 0, len(table) - 1, index).reshape(-1)
+    return table.index_select(0, flat).view(*index.shape, table.shape[1])
+
+
+def flip_and_shift(images: Tensor, draws: Draws) -> Tensor:
+    """N x H x W x C images mirrored where ``draws.flip``, then moved by whole pixels (reflect-101 border)."""
+    n, height, width, channels = images.shape
+    return gather_pixels(images.reshape(-1, channels), source_pixels(draws, torch.arange(n, device=images.device), height, width))
+
+
+def scale_and_rotate(images: Tensor, draws: Draws) -> Tensor:
+    """N x H x W x C images through albumentations' Affine matrix (zoom, rotation, translation about the
+    centre), bilinear with a reflect-101 border, rounded back to uint8 as OpenCV's warp does.
+
+    ``grid_sample`` with ``align_corners=True`` places -1 and 1 on the edge pixels' centres, so its
+    reflection folds about them: reflect-101. Values match OpenCV to rounding, not bit for bit.
+    """
+    n, height, width = images.shape[:3]
+    device = images.device
+    radians = torch.deg2rad(draws.angle)
+    cos, sin = torch.cos(radians) * draws.scale, torch.sin(radians) * draws.scale
+    # albumentations' forward map about the centre c: x' = R S (x - c) + c + t, with R = [[cos, sin], [-sin, cos]];
+    # the sampler needs the inverse, x = (R S)^-1 (x' - c - t) + c
+    det = cos * cos + sin * sin
+    inverse = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2) / det[:, None, None]
+    centre = torch.tensor([(width - 1) / 2, (height - 1) / 2], device=device)
+    shift = torch.stack([draws.shift_x, draws.shift_y], -1).to(inverse.dtype)
+    offset = centre - (inverse @ (centre + shift)[:, :, None])[:, :, 0]
+    # pixels to grid_sample's [-1, 1] (align_corners=True): u = 2 x / (side - 1) - 1
+    to_unit = torch.tensor([2 / (width - 1), 2 / (height - 1)], device=device)
+    linear = inverse * to_unit[None, :, None] / to_unit[None, None, :]
+    translation = (offset * to_unit - 1) + (linear @ torch.ones(n, 2, 1, device=device))[:, :, 0]
+    theta = torch.cat([linear, translation[:, :, None]], 2)
+    grid = F.affine_grid(theta, [n, images.shape[3], height, width], align_corners=True)
+    source = images.permute(0, 3, 1, 2).float()
+    warped = F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+    return warped.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def cutout(images: Tensor, draws: Draws, size: int, fill: Tensor) -> Tensor:
+    """A ``size`` x ``size`` hole filled with ``fill`` (C uint8 values) where ``draws.hole``, as CoarseDropout fills it."""
+    return torch.where(in_hole(draws, *images.shape[1:3], size)[..., None], fill, images)
+
+
+def fill_value(mean: tuple[float, ...], device: torch.device) -> Tensor:
+    """The training mean in uint8 units, truncated as albumentations casts a float fill to a uint8 image."""
+    return torch.tensor([math.floor(255.0 * m) for m in mean], dtype=torch.uint8, device=device)
+
+
+def augment(images: Tensor, draws: Draws, aug: Augmentation, fill: Tensor) -> Tensor:
+    """The training augmentation of N x H x W x C uint8 images, in albumentations' order; ``fill`` is cutout's."""
+    n, height, width, _ = images.shape
+    number = torch.arange(n, device=images.device)
+    hole = aug.cutout_size if aug.cutout_p > 0 else 0
+    if aug.scale > 0 or aug.rotate > 0:  # interpolated: the flip is a gather, the warp a grid_sample
+        unshifted = Draws(**{**vars(draws), "shift_x": torch.zeros_like(draws.shift_x), "shift_y": torch.zeros_like(draws.shift_y)})
+        mirrored = gather_pixels(pixel_table(images, fill), source_pixels(unshifted, number, height, width))
+        warped = scale_and_rotate(mirrored, draws)
+        return cutout(warped, draws, hole, fill) if hole else warped
+    # a batch's own table: gathering pixels from the whole split would miss the cache on every pixel
+    return gather_pixels(pixel_table(images, fill), source_pixels(draws, number, height, width, hole))
+
+
+def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """N x H x W x C uint8 to N x C x H x W float32, ``(x / 255 - mean) / std`` per channel, channels-last in memory."""
+    scale, bias = 1 / (255.0 * std), -mean / std
+    return torch.addcmul(bias[:, None, None], images.permute(0, 3, 1, 2).float(), scale[:, None, None])

@@ -24,6 +24,7 @@ a torchmetrics accuracy update, and the EMA update when the config has EMAWeight
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -34,10 +35,9 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 from torch.optim.lr_scheduler import OneCycleLR
-from torch.optim.swa_utils import AveragedModel
 from torchmetrics.classification import MulticlassAccuracy
 
-from cifar_lightning.callbacks.ema import EMAWithWarmup, WarmupEMA
+from cifar_lightning.callbacks.ema import EMAWithWarmup, update_average, warmed_up_decay
 from cifar_lightning.runs.provenance import commit_label, cpu_model, data_copy, gpu_model
 from cifar_lightning.lightning_cli import build
 
@@ -136,7 +136,8 @@ def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: in
     accuracy = MulticlassAccuracy(hp.num_classes, average="micro").to(device)
     ema = next((c for c in trainer.callbacks if isinstance(c, EMAWithWarmup)), None)
     # the same average the callback keeps: every step, buffers included, the warmed-up decay
-    averaged = AveragedModel(model, use_buffers=True, avg_fn=WarmupEMA(ema.decay)) if ema else None
+    averaged = copy.deepcopy(model) if ema else None
+    updates = 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in str(trainer.precision) else nullcontext()
 
     def step(batch) -> None:
@@ -150,7 +151,9 @@ def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: in
         scheduler.step()
         accuracy.update(logits.detach(), labels)
         if averaged is not None:
-            averaged.update_parameters(model)
+            nonlocal updates
+            update_average(averaged, model, warmed_up_decay(ema.decay, updates))
+            updates += 1
 
     return _timed_batches(loader, warmup, steps, step, device)
 

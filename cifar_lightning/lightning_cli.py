@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -23,6 +23,7 @@ from cifar_lightning.callbacks import (
     FiniteLossGuard,
     FitSummary,
     HParamsSummary,
+    LoggingStepProgressBar,
     PredictionWriter,
     RandomState,
     ResumeHint,
@@ -165,6 +166,16 @@ class CifarLightningCLI(LightningCLI):
             # checkpoints are data, not code: refuse pickled objects unless asked otherwise
             config["weights_only"] = True
         run_folders.claim_run_folder(config, config.get("ckpt_path"))
+
+    def instantiate_trainer(self, **kwargs):
+        # Lightning's default bar reads the step's loss from the device every batch; this one, only at
+        # logging steps. Added here, not in the config, so that it is no setting of the run.
+        trainer = (self.config_init[self.subcommand] if self.subcommand else self.config_init).get("trainer", {})
+        callbacks = trainer.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs.setdefault("callbacks", [*callbacks, LoggingStepProgressBar()])
+        return super().instantiate_trainer(**kwargs)
 
 
 def run_cli(args: list[str] | None = None) -> CifarLightningCLI:

@@ -14,8 +14,7 @@ from harness import CONFIG, data_args, tiny_run
 
 SHORT = [
     *tiny_run(epochs=2, train_batches=8, workers=1, batch_size=64, eval_batch_size=256),
-    "--trainer.log_every_n_steps=1",  # so the learning rate is logged within 8 steps
-    "--speed_monitor.window_size=4",  # so images/s is logged within 8 steps
+    "--trainer.log_every_n_steps=1",  # so the learning rate and images/s are logged within 8 steps
 ]
 
 

@@ -21,7 +21,7 @@ IMAGES = ["test/confusion_matrix", "test/misclassified"]
 def test_fit_and_test_write_the_tags_hparams_and_figures(tmp_path, monkeypatch, real_data_dir, real_archive):
     monkeypatch.chdir(tmp_path)
     common = [*data_args(real_data_dir, real_archive), *TINY]
-    run_cli(["fit", "--config", CONFIG, *common, "--trainer.log_every_n_steps=1", "--speed_monitor.window_size=2"])
+    run_cli(["fit", "--config", CONFIG, *common, "--trainer.log_every_n_steps=1"])
     run_dir = tmp_path / "lightning_logs" / "version_0"
     run_cli(["test", "--config", str(run_dir / "config.yaml"), *common, "--ckpt_path", str(run_dir / "checkpoints/last.ckpt")])
 

@@ -5,12 +5,13 @@ from cifar_lightning.callbacks.loss_guard import FiniteLossGuard, NonFiniteLossE
 from cifar_lightning.callbacks.messages import FitSummary, ResumeHint, last_checkpoint_path
 from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
 from cifar_lightning.callbacks.predictions import PredictionWriter
+from cifar_lightning.callbacks.progress import LoggingStepProgressBar
 from cifar_lightning.callbacks.random_state import RandomState
 from cifar_lightning.callbacks.run_record import HELD_OUT, RUN_INFO, RunInfo
 from cifar_lightning.callbacks.speed import SpeedMonitor
 from cifar_lightning.callbacks.tensorboard import HParamsSummary, TestFigures
 
 __all__ = [
-    "HELD_OUT", "RUN_INFO", "EMAWithWarmup", "FiniteLossGuard", "FitSummary", "HParamsSummary", "NonFiniteLossError", "PrecisionAdvice", "PredictionWriter",
+    "HELD_OUT", "RUN_INFO", "EMAWithWarmup", "FiniteLossGuard", "FitSummary", "HParamsSummary", "LoggingStepProgressBar", "NonFiniteLossError", "PrecisionAdvice", "PredictionWriter",
     "RandomState", "ResumeHint", "RunInfo", "SpeedMonitor", "TestFigures", "last_checkpoint_path",
 ]

@@ -1,37 +1,45 @@
-"""Images per second and epoch time, in TensorBoard and on the progress bar."""
+"""Images per second and epoch time, in the logger and on the progress bar, without waiting for the device."""
 
 from __future__ import annotations
 
 import time
 
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from cifar_lightning.callbacks.steps import is_logging_step
 
 
-def _batch_size(batch) -> int:
-    return len(batch[0])
+class SpeedMonitor(Callback):
+    """``train/device/samples_per_sec`` (this process) and ``train/samples_per_sec`` (all processes) at each
+    logging step, ``img/s`` for the progress bar (the epoch so far), and ``time/epoch_s`` (training plus validation).
 
-
-class SpeedMonitor(ThroughputMonitor):
-    """Images per second and epoch time, in TensorBoard and on the progress bar.
-
-    Lightning's ThroughputMonitor logs ``train/samples_per_sec`` (and batches, per device)
-    over a window of steps; this adds ``time/epoch_s`` (training plus validation) and an
-    ``img/s`` figure on the progress bar, averaged over the epoch so far.
+    Lightning's ``ThroughputMonitor`` synchronizes the GPU every batch to time it. Here the rate is
+    images over the host's clock between logging steps: the host runs at most a few queued steps
+    ahead of the device, so over ``log_every_n_steps`` steps the two clocks agree, and no step waits.
     """
 
-    def __init__(self, window_size: int = 50) -> None:
-        super().__init__(batch_size_fn=_batch_size, window_size=window_size)
-
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._epoch_started = time.perf_counter()
-        self._epoch_images = 0
+        self._epoch_started = self._window_started = time.perf_counter()
+        self._epoch_images = self._window_images = 0
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        self._epoch_images += _batch_size(batch)
-        rate = self._epoch_images / max(time.perf_counter() - self._epoch_started, 1e-9)
-        pl_module.log("img/s", rate, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        images = len(batch[0])  # a shape, not a value: nothing is read from the device
+        self._epoch_images += images
+        self._window_images += images
+        if not is_logging_step(trainer):
+            return
+        now = time.perf_counter()
+        rate = self._window_images / max(now - self._window_started, 1e-9)
+        self._window_started, self._window_images = now, 0
+        pl_module.log("train/device/samples_per_sec", rate, on_step=True, on_epoch=False)
+        pl_module.log("train/samples_per_sec", rate * trainer.world_size, on_step=True, on_epoch=False)
+        # not a progress-bar value (Lightning would read it back every batch): the bar shows it from here
+        pl_module.log("img/s", self._epoch_rate(now), logger=False, on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        pl_module.log("time/epoch_s", time.perf_counter() - self._epoch_started, on_step=False, on_epoch=True)
+        now = time.perf_counter()
+        pl_module.log("time/epoch_s", now - self._epoch_started, on_step=False, on_epoch=True)
+        pl_module.log("img/s", self._epoch_rate(now), logger=False, on_step=False, on_epoch=True)
+
+    def _epoch_rate(self, now: float) -> float:
+        return self._epoch_images / max(now - self._epoch_started, 1e-9)

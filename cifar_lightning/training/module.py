@@ -75,9 +75,6 @@ class ImageClassifier(LightningModule):
             (``cifar_lightning.training.distillation.Distillation``); evaluation is unchanged.
     """
 
-    # read by Lightning's ThroughputMonitor (SpeedMonitor): images/s is measured here, FLOPs are not
-    flops_per_batch: int | None = None
-
     def __init__(
         self,
         network: nn.Module,
@@ -110,7 +107,8 @@ class ImageClassifier(LightningModule):
         # a plain attribute, not a submodule: the teacher stays out of parameters() and state_dict()
         self.distillation = distillation
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # no argument checks while training: they call torch.unique, which a GPU answers only by waiting
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_single_view = MulticlassAccuracy(num_classes, average="micro")  # beside every TTA figure
@@ -151,8 +149,10 @@ class ImageClassifier(LightningModule):
         accuracy(logits, labels)
         on_step = stage == "train"
         # val/test loss is averaged over all DDP processes (accuracy is a torchmetrics metric,
-        # which syncs itself); the per-step training loss stays local to avoid a sync per step
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
+        # which syncs itself); the per-step training loss stays local to avoid a sync per step. Lightning
+        # reads every progress-bar value from the device after every batch, so the step's loss is not
+        # one: the bar (LoggingStepProgressBar) shows it from each logging step
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=not on_step, sync_dist=not on_step)
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         return loss, logits
 

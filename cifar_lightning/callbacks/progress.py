@@ -1,0 +1,37 @@
+"""Lightning's Rich progress bar, showing the step's figures as of the last logging step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import RichProgressBar
+
+from cifar_lightning.callbacks.steps import is_logging_step
+
+# figures logged every step (or every logging step) but not as progress-bar values: Lightning
+# converts each progress-bar value to a number after every batch, a read from the device each
+STEP_FIGURES = ("train/loss_step", "img/s")
+
+
+class LoggingStepProgressBar(RichProgressBar):
+    """The bar Lightning would show, plus the training loss and images per second read at each logging
+    step and epoch end, not every batch (a GPU waits for its queue at every read). Its counter
+    still moves every batch. The CLI adds it when ``trainer.enable_progress_bar`` is on and no
+    other progress bar is configured."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._shown: dict | None = None
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict:
+        if not trainer.training or self._shown is None or is_logging_step(trainer):
+            shown = super().get_metrics(trainer, pl_module)
+            figures = trainer.callback_metrics
+            shown.update({key: float(figures[key]) for key in STEP_FIGURES if key in figures})
+            self._shown = shown
+        return self._shown
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._shown = None  # the epoch's figures are read once, at its end
+        super().on_train_epoch_end(trainer, pl_module)

@@ -184,3 +184,15 @@ class PoisonBatchOnRank(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if (trainer.global_rank, trainer.current_epoch, batch_idx) == (self.rank, self.epoch, self.batch):
             batch[0].fill_(float("inf"))
+
+
+TRACED_BY_COMPILER: list[bool] = []
+
+
+class CompileProbeNet(TinyNet):
+    """TinyNet that notes whether torch.compile traced its forward (tests/test_compile.py)."""
+
+    def forward(self, images):
+        if torch.compiler.is_compiling():
+            TRACED_BY_COMPILER.append(True)
+        return super().forward(images)

@@ -32,8 +32,8 @@ TRAINING_KEYS = (
     "trainer.limit_train_batches",
     "trainer.callbacks",
 )
-# evaluation settings inside ``model``: they change no training
-NOT_TRAINING_KEYS = ("model.tta",)
+# settings inside ``model`` that change no training
+NOT_TRAINING_KEYS = ("model.tta", "model.compile")  # model.compile: how the network runs, not what it learns
 
 
 def counts_for_training(key: str) -> bool:

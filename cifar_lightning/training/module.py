@@ -34,6 +34,8 @@ TTALevel = Literal[tuple(TTA_VIEWS)]  # the levels, as the parser checks them
 # 2 px: the recipes translate training images by up to 2 px; a 3-px shift gave most of the gain back
 # (validation of four finished checkpoints: results/best/runs/tta-shift/README.md)
 TTA_SHIFT_PX = 2
+# torch.compile's modes for the network, and "off"
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 
 
 def empty_schedule(trainer) -> str:
@@ -73,6 +75,10 @@ class ImageClassifier(LightningModule):
             setting: not saved with the weights, so the command that evaluates decides it.
         distillation: train against a frozen teacher's soft targets as well as the labels
             (``cifar_lightning.training.distillation.Distillation``); evaluation is unchanged.
+        compile: ``torch.compile`` the network for a fit, in this mode (``reduce-overhead`` uses CUDA
+            graphs), or ``off``. It compiles in place, so checkpoints keep their keys; the first
+            steps wait for the compiler. A recipe turns it on only where it measured faster,
+            compile time included (docs/performance.md).
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class ImageClassifier(LightningModule):
         channels_last: bool = True,
         tta: TTALevel = "none",
         distillation: Distillation | None = None,
+        compile: CompileMode = "off",
     ) -> None:
         super().__init__()
         # The test-time views are an evaluation setting, chosen by the command that evaluates:
@@ -208,6 +215,11 @@ class ImageClassifier(LightningModule):
             final_div_factor=self.hparams.final_div_factor,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.get("compile", "off") != "off" and stage == "fit":
+            # in place (nn.Module.compile), so parameter names and checkpoint keys stay the network's own
+            self.network.compile(mode=self.hparams.compile)
 
     def on_fit_start(self) -> None:
         if self.distillation is not None:

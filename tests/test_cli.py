@@ -176,6 +176,19 @@ def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path, re
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1
 
 
+@pytest.mark.slow
+def test_a_checkpoint_saved_between_logging_steps_never_holds_a_diverged_loss(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
+    # the guard reads its flag only at logging steps (every 50 here) and before each save: a
+    # checkpoint after every step must stop at the first diverged one, unwritten
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--trainer.max_epochs=3",
+            "--last_checkpoint.every_n_train_steps=1", "--trainer.callbacks+=helpers.PoisonAt", "--trainer.callbacks.epoch=1"]
+    stderr = one_line_error(main_in_process(args, capsys))
+    assert "at epoch 1, step 4" in stderr
+    last = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 3 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
 class _RunsCodeWhenUnpickled:
     def __init__(self, marker):
         self.marker = marker

@@ -13,7 +13,7 @@ from scipy.stats import chisquare
 
 from cifar_lightning.data import Augmentation
 from cifar_lightning.data.device_batches import DeviceSplit, TrainBatches
-from cifar_lightning.data.tensor_augment import augment, draw, fill_value, flip_and_shift, scale_and_rotate
+from cifar_lightning.data.tensor_augment import augment, cutout, draw, fill_value, scale_and_rotate
 
 SIDE = 32
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
@@ -32,7 +32,7 @@ def test_the_shift_equals_opencvs_warp_with_the_reflect_101_border_bit_for_bit(i
     # shifts up to 31 px: far past the border, where reflect-101 folds more than once on the way
     aug = Augmentation(hflip_p=0.5, affine_p=0.9, shift_px=31, scale=0, rotate=0, cutout_p=0)
     draws = draws_for(aug, len(images))
-    out = flip_and_shift(torch.from_numpy(images), draws).numpy()
+    out = augment(torch.from_numpy(images), draws, aug, fill_value(MEAN, torch.device("cpu"))).numpy()
     for i, image in enumerate(images):
         mirrored = cv2.flip(image, 1) if draws.flip[i] else image
         matrix = np.float32([[1, 0, int(draws.shift_x[i])], [0, 1, int(draws.shift_y[i])]])
@@ -44,13 +44,15 @@ def test_the_shift_equals_opencvs_warp_with_the_reflect_101_border_bit_for_bit(i
 def test_the_cutout_equals_coarse_dropouts_hole(images):
     aug = Augmentation(hflip_p=0, affine_p=0, cutout_p=1.0, cutout_size=16)
     draws = draws_for(aug, len(images))
-    out = augment(torch.from_numpy(images), draws, aug, fill_value(MEAN, torch.device("cpu"))).numpy()
+    fill = fill_value(MEAN, torch.device("cpu"))
+    out = augment(torch.from_numpy(images), draws, aug, fill).numpy()  # the hole as part of the one gather
+    after_warp = cutout(torch.from_numpy(images), draws, 16, fill).numpy()  # the hole after a scale/rotate warp
     dropout = A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(16, 16), hole_width_range=(16, 16),
                               fill=tuple(255.0 * m for m in MEAN), p=1.0)  # as augment.train_transform builds it
     for i, image in enumerate(images):
         top, left = int(draws.hole_top[i]), int(draws.hole_left[i])
         expected = dropout.apply(image, holes=np.array([[left, top, left + 16, top + 16]]), seed=0)
-        assert np.array_equal(out[i], expected), f"image {i}: hole at {top}, {left}"
+        assert np.array_equal(out[i], expected) and np.array_equal(after_warp[i], expected), f"image {i}: hole at {top}, {left}"
 
 
 def test_scale_and_rotate_match_albumentations_affine_to_rounding(images):

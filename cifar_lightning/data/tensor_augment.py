@@ -122,12 +122,6 @@ def gather_pixels(table: Tensor, index: Tensor) -> Tensor:
     return table.index_select(0, flat).view(*index.shape, table.shape[1])
 
 
-def flip_and_shift(images: Tensor, draws: Draws) -> Tensor:
-    """N x H x W x C images mirrored where ``draws.flip``, then moved by whole pixels (reflect-101 border)."""
-    n, height, width, channels = images.shape
-    return gather_pixels(images.reshape(-1, channels), source_pixels(draws, torch.arange(n, device=images.device), height, width))
-
-
 def scale_and_rotate(images: Tensor, draws: Draws) -> Tensor:
     """N x H x W x C images through albumentations' Affine matrix (zoom, rotation, translation about the
     centre), bilinear with a reflect-101 border, rounded back to uint8 as OpenCV's warp does.

@@ -6,8 +6,10 @@ Only the blocks between the marker comments in the README are rewritten. Our row
 summaries the report wrote; the seed's rows are its published figures. A run goes into the
 results table only when the shipped config its command named still trains it: the run's
 config.yaml and that config, both as the parser fills them in, agree on every setting that
-changes training (``runs.resume.training_differences``). Any other run goes into the history
-table, with the settings that differ.
+changes training (``runs.resume.training_differences``), except ``data.pipeline``: the two data
+pipelines apply the same augmentation from other random draws (docs/data.md; the four runs of
+results/fast/NOTES.md), so a run made with the other one stays, its pipeline in the data column.
+Any other run goes into the history table, with the settings that differ.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ HEADER = (
     "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 RETEST = "retest.json"  # cifar-lightning retest: the single-view figure beside a TTA one
+# settings that change a run's random draws but not its recipe: a run differing only in these is still the recipe's
+SAME_RECIPE = ("data.pipeline",)
 
 
 def views_of(s: dict) -> int:
@@ -47,7 +51,7 @@ def _fmt(value, spec: str, missing: str = "–") -> str:
     return missing if value is None else format(value, spec)
 
 
-def row_for(name: str, s: dict, single_view: float | None = None) -> str:
+def row_for(name: str, s: dict, single_view: float | None = None, pipeline: str | None = None) -> str:
     machine = s.get("machine") or {}
     archive = (s.get("data") or {}).get("archive") or "torchvision download"
     minutes = None if s.get("fit_wall_time_s") is None else s["fit_wall_time_s"] / 60
@@ -62,7 +66,8 @@ def row_for(name: str, s: dict, single_view: float | None = None) -> str:
         f"| {_fmt(first_epoch_index(s), 'd', 'never' if s.get('best_val_acc') is not None else 'no val')} | {_fmt(minutes, '.1f')} min "
         # the machine's speed when the run was made (reference_rate.py), so minutes compare across days
         f"| {_fmt(s.get('reference_images_per_s'), ',.0f', 'not measured')} "
-        f"| {_fmt(s.get('train_images_per_sec'), ',.0f')} | {Path(archive).name} | {machine.get('precision', '?')} |"
+        f"| {_fmt(s.get('train_images_per_sec'), ',.0f')} | {Path(archive).name}{f' ({pipeline} pipeline)' if pipeline else ''} "
+        f"| {machine.get('precision', '?')} |"
     )
 
 
@@ -115,8 +120,12 @@ def runs(results: Path, repo: Path) -> tuple[list[str], list[str]]:
     current, history = [], []
     for path in sorted(results.glob("*/summary.json")):
         summary = json.loads(path.read_text())
-        row = row_for(path.parent.name, summary, single_view_of(path.parent))
         differ = differences(path.parent, summary, repo)
+        pipeline = None
+        if "data.pipeline" in differ:
+            pipeline = (yaml.safe_load((path.parent / "config.yaml").read_text()).get("data") or {}).get("pipeline")
+        differ = [d for d in differ if d not in SAME_RECIPE]
+        row = row_for(path.parent.name, summary, single_view_of(path.parent), pipeline)
         if differ:
             shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
             history.append(f"{row} {shown} |")

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 from harness import REPO
 from results_table import END, HISTORY_END, HISTORY_START, START, main
@@ -95,6 +96,23 @@ def test_a_run_no_shipped_config_reproduces_goes_to_the_history_table_with_what_
     current, history = readme.read_text().split(HISTORY_START)
     assert "[old]" not in current
     assert "| data.augmentation.shift_px, model.optimizer.init_args.lr |" in history and "[old](results/old/)" in history
+
+
+def test_a_run_of_the_recipe_on_the_other_data_pipeline_stays_in_the_results_table_and_says_which(tmp_path):
+    run = tmp_path / "results" / "other-pipeline"
+    summary = {**made_by(run, "configs/fast.yaml"), "parameters": 194130, "epochs": 15, "test_acc": 0.86, "best_val_acc": 0.87,
+               "network": "x.CompactNet"}
+    shipped = yaml.safe_load((REPO / "configs/fast.yaml").read_text())["data"].get("pipeline", "device")  # the data module's default
+    other = "albumentations" if shipped == "device" else "device"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["pipeline"] = other
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run / "summary.json").write_text(json.dumps(summary))
+    readme = tmp_path / "README.md"
+    readme.write_text(MARKERS)
+    main(["--readme", str(readme), "--results", str(tmp_path / "results"), "--repo", str(REPO)])
+    current, history = readme.read_text().split(HISTORY_START)
+    assert "[other-pipeline]" in current and f"({other} pipeline)" in current and "[other-pipeline]" not in history
 
 
 def test_frontier_reads_views_single_view_and_reference_rate_from_the_run_folders(tmp_path):

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from cifar_lightning.data.augment import Augmentation
 from cifar_lightning.data.sampling import TENSOR_AUGMENTATION, EpochSeededSampler, epoch_seed
-from cifar_lightning.data.tensor_augment import augment, draw, fill_value, normalize
+from cifar_lightning.data.tensor_augment import augment, draw, fill_value, normalize, to_device
 
 Batch = tuple[Tensor, Tensor]
 
@@ -77,7 +77,7 @@ class TrainBatches:
         draws = draw(self.augmentation, len(self.split), self.split.images.shape[1], generator).rows(order)
         # one copy of the epoch's order and draws to the device; the batches below only index them
         device = self.split.device
-        order, draws = order.to(device), draws.to(device)
+        order, draws = to_device(order, device), draws.to(device)
         for start in range(0, len(order), self.batch_size):
             rows = slice(start, start + self.batch_size)
             index = order[rows]

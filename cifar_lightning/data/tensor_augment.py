@@ -38,11 +38,17 @@ class Draws:
     hole_left: Tensor
 
     def to(self, device: torch.device) -> Draws:
-        pin = device.type == "cuda"  # page-locked, so the one copy an epoch does not wait for the GPU
-        return Draws(**{k: (v.pin_memory() if pin else v).to(device, non_blocking=pin) for k, v in vars(self).items()})
+        return Draws(**{k: to_device(v, device) for k, v in vars(self).items()})
 
     def rows(self, index: Tensor) -> Draws:
         return Draws(**{k: v[index] for k, v in vars(self).items()})
+
+
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """A CPU tensor copied to ``device``; to a GPU from page-locked memory, so the copy does not wait for its queue."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def draw(aug: Augmentation, count: int, size: int, generator: torch.Generator) -> Draws:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from cifar_lightning.data.augment import Augmentation
 from cifar_lightning.data.sampling import TENSOR_AUGMENTATION, EpochSeededSampler, epoch_seed
-from cifar_lightning.data.tensor_augment import augment, draw, fill_value, normalize, to_device
+from cifar_lightning.data.tensor_augment import augment, draw, fill_value, normalization, normalize, to_device
 
 Batch = tuple[Tensor, Tensor]
 
@@ -33,8 +33,7 @@ class DeviceSplit:
     def __init__(self, images: np.ndarray, labels: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device)
+        self.scale, self.bias = normalization(torch.tensor(mean, device=device), torch.tensor(std, device=device))
         self.fill = fill_value(tuple(mean), device)  # cutout's, the training mean as the albumentations pipeline fills it
 
     @property
@@ -46,7 +45,7 @@ class DeviceSplit:
 
     def batch(self, index: Tensor) -> Batch:
         """Images ``index`` normalised, unaugmented, and their labels."""
-        return normalize(self.images.index_select(0, index), self.mean, self.std), self.labels.index_select(0, index)
+        return normalize(self.images.index_select(0, index), self.scale, self.bias), self.labels.index_select(0, index)
 
 
 class TrainBatches:
@@ -82,7 +81,7 @@ class TrainBatches:
             rows = slice(start, start + self.batch_size)
             index = order[rows]
             images = augment(self.split.images.index_select(0, index), draws.rows(rows), self.augmentation, self.split.fill)
-            yield normalize(images, self.split.mean, self.split.std), self.split.labels.index_select(0, index)
+            yield normalize(images, self.split.scale, self.split.bias), self.split.labels.index_select(0, index)
 
 
 class EvalBatches:

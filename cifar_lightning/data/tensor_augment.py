@@ -181,7 +181,11 @@ def augment(images: Tensor, draws: Draws, aug: Augmentation, fill: Tensor) -> Te
     return gather_pixels(pixel_table(images, fill), source_pixels(draws, number, height, width, hole))
 
 
-def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """N x H x W x C uint8 to N x C x H x W float32, ``(x / 255 - mean) / std`` per channel, channels-last in memory."""
-    scale, bias = 1 / (255.0 * std), -mean / std
-    return torch.addcmul(bias[:, None, None], images.permute(0, 3, 1, 2).float(), scale[:, None, None])
+def normalization(mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
+    """The per-channel ``scale`` and ``bias`` (C x 1 x 1) that ``normalize`` applies: ``(x / 255 - mean) / std``."""
+    return (1 / (255.0 * std))[:, None, None], (-mean / std)[:, None, None]
+
+
+def normalize(images: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
+    """N x H x W x C uint8 to N x C x H x W float32 through ``normalization``'s scale and bias, channels-last in memory."""
+    return torch.addcmul(bias, images.permute(0, 3, 1, 2).float(), scale)

@@ -16,9 +16,10 @@ from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from cifar_lightning.runs import folders as run_folders
+from cifar_lightning.runs import folders as run_folders, loggers as run_loggers
 from cifar_lightning.callbacks import (
     FiniteLossGuard,
     FitSummary,
@@ -63,9 +64,22 @@ class SaveStageConfig(SaveConfigCallback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn enum
         self.config_filename = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
-        if stage == "fit" and trainer.log_dir is not None and (Path(trainer.log_dir) / "config.yaml").is_file():
-            self.already_saved = True
+        log_dir = self.run_dir = trainer.log_dir  # every rank: a broadcast, which save_config (rank zero only) must not make
+        if not self.already_saved and stage == "fit" and log_dir is not None:
+            # rank zero's view, before it writes the file: every rank then takes the same branch
+            resumed = trainer.strategy.broadcast((Path(log_dir) / "config.yaml").is_file())
+            if resumed:
+                if trainer.is_global_zero:  # a resumed run's other stores (a new W&B or MLflow run) get its config too
+                    self.save_config(trainer, pl_module, stage)
+                self.already_saved = True
         super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        """The saved config file, into every logger's store; one line for a logger that takes no files."""
+        path = Path(self.run_dir) / self.config_filename
+        for logger in trainer.loggers:
+            if not run_loggers.send_file(logger, path):
+                rank_zero_info(f"{type(logger).__name__} takes no files: the run's config is {path}")
 
 
 class CifarLightningCLI(LightningCLI):
@@ -123,6 +137,8 @@ class CifarLightningCLI(LightningCLI):
         if subcommand is None:
             return
         config = self.config[subcommand]
+        # the logger that keeps the run folder goes first, before --ckpt_path last looks for runs there
+        run_loggers.arrange(config)
         augmentation = config.get("data", {}).get("augmentation")
         if augmentation is not None:  # built now (it checks itself), before a run folder or the data exist
             Augmentation(**augmentation.as_dict())
@@ -165,7 +181,7 @@ class CifarLightningCLI(LightningCLI):
         if config.get("weights_only") is None:
             # checkpoints are data, not code: refuse pickled objects unless asked otherwise
             config["weights_only"] = True
-        run_folders.claim_run_folder(config, config.get("ckpt_path"))
+        run_folders.claim_run_folder(config, config.get("ckpt_path"), fit=self.subcommand == "fit")
 
     def instantiate_trainer(self, **kwargs):
         # Lightning's default bar reads the step's loss from the device every batch; this one, only at
@@ -178,8 +194,12 @@ class CifarLightningCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
-def run_cli(args: list[str] | None = None) -> CifarLightningCLI:
-    """Parse ``args`` (default: ``sys.argv``) and run the subcommand; user errors propagate."""
+def run_cli(args: list[str] | None = None, extra_callbacks: list | None = None) -> CifarLightningCLI:
+    """Parse ``args`` (default: ``sys.argv``) and run the subcommand; user errors propagate.
+
+    ``extra_callbacks``: objects the trainer gets besides the config's (a search's pruning
+    callback, which holds its trial); they are no setting of the run and stay out of its config.yaml.
+    """
     return CifarLightningCLI(
         ImageClassifier,
         CIFAR10DataModule,
@@ -191,6 +211,7 @@ def run_cli(args: list[str] | None = None) -> CifarLightningCLI:
         auto_configure_optimizers=False,
         # parse errors raise (main() prints one line) instead of printing the whole usage
         parser_kwargs={"exit_on_error": False},
+        trainer_defaults={"callbacks": extra_callbacks} if extra_callbacks else None,
         args=args,
     )
 

@@ -20,7 +20,7 @@ import torch
 
 from cifar_lightning.lightning_cli import run_cli
 from cifar_lightning.tools.report import read_scalars
-from harness import CONFIG, cli, data_args, tiny_run
+from harness import CONFIG, REPO, cli, data_args, tiny_run
 
 EPOCHS, STEPS = 3, 6
 ARGS = [
@@ -68,10 +68,14 @@ def scalars_from_epoch(run_dir: Path, first_epoch: int) -> dict[str, list[tuple[
 PIPELINES = {"albumentations": ["--data.pipeline=albumentations", "--data.num_workers=1"], "device": ["--data.pipeline=device"]}
 
 
+# TensorBoard's event files, or a CSVLogger's metrics.csv (which the resumed fit continues)
+LOGGERS = {"tensorboard": [], "csv": ["--config", str(REPO / "configs" / "logger" / "csv.yaml")]}
+
+
 @pytest.mark.process
-@pytest.mark.parametrize("pipeline", PIPELINES)
-def test_sigkill_mid_epoch_then_resume_equals_never_stopping(pipeline, tmp_path, real_data_dir, real_archive, monkeypatch):
-    args = [*data_args(real_data_dir, real_archive), *ARGS, *PIPELINES[pipeline], "--model.network=helpers.DropoutNet"]
+@pytest.mark.parametrize(("pipeline", "logger"), [("albumentations", "tensorboard"), ("device", "tensorboard"), ("device", "csv")])
+def test_sigkill_mid_epoch_then_resume_equals_never_stopping(pipeline, logger, tmp_path, real_data_dir, real_archive, monkeypatch):
+    args = [*LOGGERS[logger], *data_args(real_data_dir, real_archive), *ARGS, *PIPELINES[pipeline], "--model.network=helpers.DropoutNet"]
 
     fit_here(tmp_path / "straight", monkeypatch, *args)
 

@@ -32,8 +32,10 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_carries_the_package_every_config_and_the_license_but_not_the_lab(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
-    assert sorted(Path(n).name for n in names if n.startswith("cifar_lightning/configs/")) == shipped
+    # the recipes and the add-on configs in their folders (configs/logger/, configs/search/)
+    shipped = sorted(str(p.relative_to(REPO / "configs")) for p in (REPO / "configs").rglob("*.yaml"))
+    assert any("/" in name for name in shipped)
+    assert sorted(n.removeprefix("cifar_lightning/configs/") for n in names if n.startswith("cifar_lightning/configs/") and n.endswith(".yaml")) == shipped
     tracked = subprocess.run(["git", "ls-files", "cifar_lightning"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     modules = sorted(name for name in tracked if name.endswith(".py"))
     assert sorted(n for n in names if n.endswith(".py")) == modules
@@ -50,6 +52,9 @@ def test_one_console_script_and_the_extras(wheel):
     lines = next(metadata.read(n).decode() for n in metadata.namelist() if n.endswith("METADATA")).splitlines()
     requires = [Requirement(line.removeprefix("Requires-Dist: ")) for line in lines if line.startswith("Requires-Dist: ")]
     assert {r.name for r in requires if r.marker and "export" in str(r.marker)} >= {"onnx"}  # export libraries are an extra
+    assert {r.name for r in requires if r.marker and "loggers" in str(r.marker)} == {"wandb", "mlflow"}
+    assert {r.name for r in requires if r.marker and "search" in str(r.marker)} >= {"optuna", "optuna-integration"}
+    assert not {"wandb", "mlflow", "optuna"} & {r.name for r in requires if not r.marker}  # none of them for a plain install
     (lightning,) = [r for r in requires if r.name == "lightning"]
     # the two malicious releases can never be installed; the tested line can
     assert not lightning.specifier.contains("2.6.2") and not lightning.specifier.contains("2.6.3") and lightning.specifier.contains("2.6.6")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -53,3 +55,14 @@ def test_resume_with_another_max_epochs_is_a_clear_error(tmp_path, monkeypatch, 
     (loose,) = tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")
     shutil.copy(loose, tmp_path / "loose.ckpt")
     assert "OneCycle schedule is 8 steps long but this config gives 12" in refused(*longer, f"--ckpt_path={tmp_path / 'loose.ckpt'}")
+
+def test_a_new_fit_from_a_runs_config_gets_a_folder_of_its_own(tmp_path, monkeypatch, real_data_dir, real_archive):
+    """A run's config.yaml names its folder (the logger's version); training from it again keeps that run whole."""
+    monkeypatch.chdir(tmp_path)
+    args = [*data_args(real_data_dir, real_archive), *tiny_run(epochs=1), "--model.network=helpers.TinyNet"]
+    run_cli(["fit", "--config", CONFIG, *args])
+    first = tmp_path / "lightning_logs" / "version_0"
+    kept = {p.name: p.read_bytes() for p in (first / "checkpoints").iterdir()}
+    again = run_cli(["fit", "--config", str(first / "config.yaml"), *args])
+    assert Path(again.trainer.log_dir).resolve() == tmp_path / "lightning_logs" / "version_1"
+    assert {p.name: p.read_bytes() for p in (first / "checkpoints").iterdir()} == kept

@@ -7,8 +7,11 @@ import time
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from cifar_lightning.runs import loggers as run_loggers
 
 
 def last_checkpoint_path(trainer: Trainer) -> str:
@@ -39,7 +42,10 @@ class FitSummary(Callback):
         if trainer.log_dir:
             lines.append(f"  test it:  python -m cifar_lightning test --config {trainer.log_dir}/config.yaml --ckpt_path <checkpoint>")
             lines.append(f"  report:   cifar-lightning report {trainer.log_dir}")
-            lines.append(f"  curves:   tensorboard --logdir {Path(trainer.log_dir).parent}")
+            if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+                lines.append(f"  curves:   tensorboard --logdir {Path(trainer.log_dir).parent}")
+            for logger in trainer.loggers[1:]:  # the first keeps the run folder
+                lines.append(f"  {type(logger).__name__}: {run_loggers.store_of(logger)}")
         rank_zero_info("\n".join(lines))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from cifar_lightning.runs import folders as run_folders, provenance
+from cifar_lightning.runs import folders as run_folders, loggers as run_loggers, provenance
 from cifar_lightning.runs.reference_rate import train_step_rate
 
 
@@ -53,6 +53,8 @@ class RunInfo(Callback):
                 "precision": str(trainer.precision),
             },
             "parameters": sum(p.numel() for p in pl_module.parameters()),
+            # where each logger keeps what it was sent (the first one keeps this folder)
+            "loggers": [{"logger": type(logger).__name__, "store": run_loggers.store_of(logger)} for logger in trainer.loggers],
             "data_preparation_s": getattr(trainer.datamodule, "preparation_seconds", None),
             "reference": {
                 "images_per_s": train_step_rate(

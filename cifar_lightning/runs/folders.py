@@ -6,7 +6,10 @@ import os
 import shutil
 from pathlib import Path
 
+from lightning.pytorch.utilities import rank_zero_info
+
 from cifar_lightning.errors import ensure_writable_folder
+from cifar_lightning.runs import loggers
 
 VERSION_ENV = "CIFAR_LIGHTNING_RUN_VERSION"  # the run folder, handed to DDP processes started later
 LAST_NAME = "last"  # checkpoints/last.ckpt, written after every epoch
@@ -19,12 +22,18 @@ TRAINED: set[Path] = set()
 
 
 def logger_dir(config) -> Path | None:
-    """``save_dir/name`` of the configured TensorBoardLogger, or None for another logger."""
-    logger = config["trainer"].get("logger")
-    if not logger or isinstance(logger, (bool, list)) or "TensorBoardLogger" not in str(logger.get("class_path")):
+    """``save_dir/name`` of the logger that keeps the run folder (the first, once ``loggers.arrange`` ran), or None without one."""
+    logger = next(iter(loggers.entries(config)), None)
+    if logger is None or not issubclass(loggers.logger_class(logger) or object, loggers.FOLDER_LOGGERS):
         return None
     args = logger["init_args"]
-    return Path(args.get("save_dir") or ".") / (args.get("name") or "lightning_logs")
+    return Path(args.get("save_dir") or ".") / (args.get("name") or loggers.RECORD_NAME)
+
+
+def folder_logger_args(config):
+    """The init_args of the logger that keeps the run folder."""
+    logger = config["trainer"]["logger"]
+    return (logger[0] if isinstance(logger, list) else logger)["init_args"]
 
 
 def run_version(config, ckpt_path: str) -> str | None:
@@ -59,11 +68,12 @@ def claim_version(folder: Path) -> str:
             number += 1
 
 
-def claim_run_folder(config, ckpt_path: str | None) -> None:
+def claim_run_folder(config, ckpt_path: str | None, fit: bool = False) -> None:
     """Decide where this command logs, and check that it can write there, before anything runs.
 
     A resumed fit continues in its run's folder, and an evaluation lands beside the run it
-    evaluates; a new run claims the next ``version_N`` (``config`` gets that version, so the
+    evaluates; a new run claims the next ``version_N``, also when its config (a run's config.yaml)
+    names a folder that holds another run (``config`` gets that version, so the
     run's config.yaml records it). DDP processes that Lightning starts later re-read the command
     line and join the launcher's folder through ``VERSION_ENV``.
     """
@@ -71,8 +81,14 @@ def claim_run_folder(config, ckpt_path: str | None) -> None:
     if folder is None:  # another logger, or none: Lightning's default root holds the checkpoints
         ensure_writable_folder(Path(config["trainer"].get("default_root_dir") or "."), "log", "pass another --trainer.default_root_dir")
         return
-    logger_args = config["trainer"]["logger"]["init_args"]
+    logger_args = folder_logger_args(config)
     version = run_version(config, ckpt_path) if ckpt_path else None
+    named = logger_args.get("version")
+    if version is None and fit and named is not None and (folder / str(named) / RUN_CONFIG).is_file():
+        # a new fit started from a run's config.yaml, which names that run's folder: a folder of its own
+        logger_args["version"] = None
+        rank_zero_info(f"{folder / str(named)} holds another run: this fit logs into a new folder "
+                      f"(to resume that run instead: --ckpt_path {folder / str(named) / 'checkpoints' / (LAST_NAME + '.ckpt')})")
     if version is not None:
         logger_args["version"] = version
     elif logger_args.get("version") is None:

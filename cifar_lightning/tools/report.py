@@ -3,8 +3,10 @@
     cifar-lightning report lightning_logs/version_3 [--out results/seed-cnn]
 
 Everything comes from what the run wrote: TensorBoard event files (every ``events.*`` in
-the folder, so resumed and tested runs are included), ``run.json`` (command, commit,
-versions, data copy, machine), ``test_confusion_matrix.csv`` and the checkpoints.
+the folder, so resumed and tested runs are included) or, in a run folder a CSVLogger keeps, its
+``metrics.csv``; ``run.json`` (command, commit, versions, data copy, machine),
+``test_confusion_matrix.csv`` and the checkpoints. The report never writes over a logger's file:
+in a CSVLogger's run folder its files go to ``report/``.
 """
 
 from __future__ import annotations
@@ -30,11 +32,29 @@ VAL_TARGET = 0.85  # the seed's headline: first epoch with validation accuracy a
 COLUMNS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "wall_time_s", "epoch_time_s"]
 
 
-def read_scalars(run_dir: Path) -> dict[str, list[tuple[float, int, float]]]:
-    """tag -> [(wall_time, step, value)], merged over all event files, last write per step wins."""
+LOGGER_CSV = "metrics.csv"  # CSVLogger's file name, and the report's own
+
+
+def is_logger_csv(path: Path) -> bool:
+    """A CSVLogger's metrics.csv (a column for each logged tag, "train/loss_step"...), not a report's table of epochs."""
+    if not path.is_file():
+        return False
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), [])
+    return "step" in header and any("/" in column for column in header)
+
+
+def read_scalars(run_dir: Path, started: float | None = None) -> dict[str, list[tuple[float, int, float]]]:
+    """tag -> [(wall_time, step, value)], merged over all event files, last write per step wins.
+
+    From a CSVLogger's metrics.csv when the folder has no event files. A CSV has no clock: a point's
+    wall time is then ``started`` (default 0) plus the epochs' own times (``time/epoch_s``) up to its epoch.
+    """
     events = sorted(run_dir.glob("events.out.tfevents.*"))
+    if not events and is_logger_csv(run_dir / LOGGER_CSV):
+        return read_csv_scalars(run_dir / LOGGER_CSV, started or 0.0)
     if not events:
-        raise SystemExit(f"error: no TensorBoard event files in {run_dir}: pass a lightning_logs/version_N folder")
+        raise SystemExit(f"error: no TensorBoard event files or CSVLogger {LOGGER_CSV} in {run_dir}: pass a lightning_logs/version_N folder")
     merged: dict[str, dict[int, tuple[float, int, float]]] = {}
     for path in events:
         acc = EventAccumulator(str(path), size_guidance={"scalars": 0})  # 0: keep every point
@@ -42,6 +62,29 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[float, int, float]]]:
         for tag in acc.Tags()["scalars"]:
             for e in acc.Scalars(tag):
                 merged.setdefault(tag, {})[e.step] = (e.wall_time, e.step, e.value)
+    return {tag: sorted(points.values(), key=lambda p: p[1]) for tag, points in merged.items()}
+
+
+def read_csv_scalars(path: Path, started: float) -> dict[str, list[tuple[float, int, float]]]:
+    """A CSVLogger's rows as ``read_scalars`` returns them; a resumed run's repeated steps, last row wins."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    epoch_seconds: dict[int, float] = {}
+    for row in rows:
+        if row.get("time/epoch_s") and row.get("epoch"):
+            epoch_seconds[int(float(row["epoch"]))] = float(row["time/epoch_s"])
+    elapsed, clock = 0.0, {}
+    for epoch in range(max(epoch_seconds, default=-1) + 1):
+        elapsed += epoch_seconds.get(epoch, 0.0)
+        clock[epoch] = started + elapsed
+    merged: dict[str, dict[int, tuple[float, int, float]]] = {}
+    for row in rows:
+        step = int(float(row["step"]))
+        epoch = int(float(row["epoch"])) if row.get("epoch") else None
+        wall = clock.get(epoch, started + elapsed) if epoch is not None else started
+        for tag, value in row.items():
+            if tag != "step" and value not in (None, ""):
+                merged.setdefault(tag, {})[step] = (wall, step, float(value))
     return {tag: sorted(points.values(), key=lambda p: p[1]) for tag, points in merged.items()}
 
 
@@ -178,13 +221,20 @@ def plot(rows: list[dict], scalars: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def default_out(run_dir: Path) -> Path:
+    """The run folder, or its report/ where a CSVLogger's metrics.csv is."""
+    return run_dir / "report" if is_logger_csv(run_dir / LOGGER_CSV) else run_dir
+
+
 def write_report(run_dir: Path, out_dir: Path | None = None) -> dict:
-    out_dir = out_dir or run_dir
+    out_dir = out_dir or default_out(run_dir)
+    if is_logger_csv(out_dir / LOGGER_CSV):
+        raise SystemExit(f"error: {out_dir / LOGGER_CSV} is a logger's record, not a report: pass another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    scalars = read_scalars(run_dir)
     starts = read_run_info(run_dir).get("starts") or [{}]
+    scalars = read_scalars(run_dir, starts[0].get("started"))
     rows = epoch_rows(scalars, starts[0].get("started"))
-    with (out_dir / "metrics.csv").open("w", newline="") as f:
+    with (out_dir / LOGGER_CSV).open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -199,7 +249,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cifar-lightning report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a lightning_logs/version_N folder")
-    parser.add_argument("--out", type=Path, help="where to write the report (default: the run folder)")
+    parser.add_argument("--out", type=Path, help="where to write the report (default: the run folder; its report/ when a CSVLogger keeps it)")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         sys.exit(f"error: {args.run_dir} is not a folder: pass a lightning_logs/version_N folder")
@@ -208,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     keys = ("parameters", "epochs", "best_val_acc", "best_val_epoch", "test_acc", "first_epoch_val_acc_ge_85", "fit_wall_time_s")
     for key in keys:
         print(f"{key:>28}: {summary[key]}")
+    print(f"{'written to':>28}: {args.out or default_out(args.run_dir)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""TensorBoard's HPARAMS tab and the test figures: what the module logged, drawn and written."""
+"""What every logger of a run gets besides the module's metrics: the run's settings with its final
+accuracies (TensorBoard's HPARAMS tab), and the test figures."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from cifar_lightning.callbacks.figures import misclassified_figure
+from cifar_lightning.runs import loggers as run_loggers
 from cifar_lightning.runs.flat_config import flatten
 
 
@@ -18,49 +20,54 @@ HPARAM_METRICS = ("hp/best_val_acc", "hp/final_val_acc", "hp/test_acc")
 
 
 class HParamsSummary(Callback):
-    """TensorBoard's HPARAMS tab: the run's whole config, with its final val and test accuracy.
+    """The run's whole config as every logger's hyperparameters, with its final val and test accuracy.
 
     The config is the run's ``config.yaml``, flattened (``model.optimizer.init_args.lr``...).
-    The tab's metrics are declared once, when the fit starts; their values are scalars logged
-    when known: best and final val accuracy at the end of ``fit``, test accuracy when ``test``
-    runs on a checkpoint of the run (it logs into the same folder). Set the logger's
-    ``default_hp_metric: false``: TensorBoard keeps the first hparams record of a run.
+    TensorBoard's HPARAMS tab declares its metrics once, when the fit starts; their values are
+    scalars logged to every logger when known: best and final val accuracy at the end of ``fit``,
+    test accuracy when ``test`` runs on a checkpoint of the run (it logs into the same folder).
+    Set TensorBoard's ``default_hp_metric: false``: TensorBoard keeps the first hparams record of a run.
     """
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         config_file = Path(trainer.log_dir or ".") / "config.yaml"  # every rank: log_dir is a broadcast
-        if not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger) or not config_file.is_file():
+        if not trainer.is_global_zero or not config_file.is_file():
             return
         import yaml
 
         flat = flatten(yaml.safe_load(config_file.read_text()) or {})
-        # TensorBoard's HPARAMS tab takes numbers, strings and booleans; lists and None as text
+        # loggers take numbers, strings and booleans; lists and None as text
         params = {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in flat.items()}
-        # with metrics, the logger writes the HPARAMS tab's experiment and session records
-        trainer.logger.log_hyperparams(params, metrics=dict.fromkeys(HPARAM_METRICS, 0.0))
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # with metrics, TensorBoard writes the HPARAMS tab's experiment and session records
+                logger.log_hyperparams(params, metrics=dict.fromkeys(HPARAM_METRICS, 0.0))
+            else:
+                logger.log_hyperparams(params)
 
     @rank_zero_only
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.logger is None:
-            return
         metrics = {}
         best = getattr(trainer.checkpoint_callback, "best_model_score", None)
         if best is not None:
             metrics["hp/best_val_acc"] = float(best)
         if "val/acc" in trainer.callback_metrics:
             metrics["hp/final_val_acc"] = float(trainer.callback_metrics["val/acc"])
-        trainer.logger.log_metrics(metrics, step=trainer.global_step)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
 
     @rank_zero_only
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.logger is not None and "test/acc" in trainer.callback_metrics:
-            trainer.logger.log_metrics({"hp/test_acc": float(trainer.callback_metrics["test/acc"])}, step=trainer.global_step)
+        if "test/acc" in trainer.callback_metrics:
+            for logger in trainer.loggers:
+                logger.log_metrics({"hp/test_acc": float(trainer.callback_metrics["test/acc"])}, step=trainer.global_step)
 
 
 class TestFigures(Callback):
     """At ``test``: the per-class table on the terminal, ``test_confusion_matrix.csv`` in the run
-    folder, and in TensorBoard the confusion matrix (torchmetrics' own plot) and a grid of
-    misclassified test images.
+    folder, and to every logger the confusion matrix (torchmetrics' own plot) and a grid of
+    misclassified test images. A logger that takes no images (CSV) gets them as PNG files in the
+    run folder instead, and a line says so.
 
     Args:
         max_images: how many misclassified images the grid shows (the first ones met).
@@ -82,6 +89,7 @@ class TestFigures(Callback):
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         matrix = pl_module.test_confusion.compute().cpu()  # every rank: the metric syncs across processes
+        log_dir = trainer.log_dir  # every rank: a broadcast
         if not trainer.is_global_zero:
             return
         names = pl_module.hparams.class_names or [str(i) for i in range(len(matrix))]
@@ -89,20 +97,27 @@ class TestFigures(Callback):
         lines = [f"{'class':>12} {'accuracy':>8}  confusion row (predicted " + " ".join(n[:4] for n in names) + ")"]
         lines += [f"{name:>12} {acc:8.2%}  " + " ".join(f"{int(v):4d}" for v in row) for name, acc, row in zip(names, per_class, matrix)]
         rank_zero_info("\n".join(lines))
-        if trainer.log_dir is not None:
-            with open(Path(trainer.log_dir) / "test_confusion_matrix.csv", "w") as f:
+        if log_dir is not None:
+            with open(Path(log_dir) / "test_confusion_matrix.csv", "w") as f:
                 f.write("true\\predicted," + ",".join(names) + "\n")
                 f.writelines(f"{name}," + ",".join(str(int(v)) for v in row) + "\n" for name, row in zip(names, matrix))
-        writer = getattr(trainer.logger, "experiment", None)
-        if not hasattr(writer, "add_figure"):
+        if not trainer.loggers:
             return
-        step = trainer.global_step
-        figure, _ = pl_module.test_confusion.plot(val=matrix, labels=names, add_text=True)
-        writer.add_figure("test/confusion_matrix", figure, step)
+        figures = {"test/confusion_matrix": pl_module.test_confusion.plot(val=matrix, labels=names, add_text=True)[0]}
         if self.wrong:
             mean = torch.tensor(trainer.datamodule.mean).view(3, 1, 1)
             std = torch.tensor(trainer.datamodule.std).view(3, 1, 1)
             pixels = [((image * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy() for image, _, _ in self.wrong]
-            figure = misclassified_figure(np.stack(pixels), [names[t] for _, t, _ in self.wrong], [names[p] for _, _, p in self.wrong])
-            writer.add_figure("test/misclassified", figure, step)
-        writer.flush()
+            figures["test/misclassified"] = misclassified_figure(
+                np.stack(pixels), [names[t] for _, t, _ in self.wrong], [names[p] for _, _, p in self.wrong])
+        no_images = [logger for logger in trainer.loggers
+                     if not all([run_loggers.send_figure(logger, tag, figure, trainer.global_step) for tag, figure in figures.items()])]
+        if no_images and log_dir is not None:
+            for tag, figure in figures.items():
+                figure.savefig(Path(log_dir) / f"{tag.replace('/', '_')}.png", dpi=100)
+            kinds = ", ".join(sorted({type(logger).__name__ for logger in no_images}))
+            rank_zero_info(f"{kinds} takes no images: the test figures are in {log_dir} as test_*.png")
+        import matplotlib.pyplot as plt
+
+        for figure in figures.values():
+            plt.close(figure)

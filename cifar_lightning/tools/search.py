@@ -1,0 +1,270 @@
+"""Tune chosen settings of a recipe on the validation split with Optuna: a resumable study in SQLite.
+
+    cifar-lightning search --config configs/fast.yaml --space configs/search/fast.yaml [--trials 20] [overrides...]
+
+Each trial is a fit of the recipe with the trial's settings (a run folder of its own, as any fit),
+pruned by Optuna's Lightning callback when its validation accuracy falls behind the median of
+earlier trials at the same epoch. The score is the trial's best validation accuracy; the test set
+is never read. The study lives in one SQLite file (``--study``, default
+``lightning_logs/search-<config>.db``): run the same command again to add trials, or in several
+terminals at once to run trials in parallel. The file remembers a hash of the recipe's training
+settings and refuses another recipe. A new study's first trial is the recipe's own values.
+
+After this process's trials, beside the study file: ``<study>.trials.csv`` (every trial),
+``<study>.importance.png`` (each setting's share of the score's variation) and
+``<study>.best.yaml``, the best trial's whole config, which ``fit --config`` trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from filelock import FileLock
+
+from cifar_lightning.errors import ConfigError, UserError, user_errors
+from cifar_lightning.runs.flat_config import flatten
+from cifar_lightning.runs.resume import counts_for_training
+
+MONITOR = "val/acc"  # what the trials are scored and pruned on
+HASH_ATTR = "base_config_sha256"
+SPACE_FORMS = "{low: L, high: H} (floats, or ints when both are ints; log: true for a log scale) or {choices: [...]}"
+
+
+def read_space(path: Path) -> dict[str, dict]:
+    """The search space file: setting key -> {low, high[, log]} or {choices}; one line for a bad entry."""
+    if not path.is_file():
+        raise ConfigError(f"search space {path} does not exist: pass a YAML file like configs/search/fast.yaml")
+    space = yaml.safe_load(path.read_text())
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"search space {path} holds no settings: give each setting as key: {SPACE_FORMS}")
+    for key, spec in space.items():
+        ok = isinstance(spec, dict) and (
+            (set(spec) == {"choices"} and isinstance(spec["choices"], list) and spec["choices"])
+            or ({"low", "high"} <= set(spec) <= {"low", "high", "log"}
+                and all(isinstance(spec[b], (int, float)) and not isinstance(spec[b], bool) for b in ("low", "high"))
+                and spec["low"] < spec["high"])
+        )
+        if not ok:
+            raise ConfigError(f"search space {path}: {key} must be {SPACE_FORMS}, not {spec!r}")
+    return space
+
+
+def check_keys(space: dict, settings: dict[str, Any], config: str) -> None:
+    """Every key of the space is a setting of the recipe, named when it is not."""
+    for key in space:
+        if key not in settings:
+            close = difflib.get_close_matches(key, list(settings), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"search space key {key} is not a setting of {config}{hint}: give the full dotted key, as config.yaml nests it")
+
+
+def training_hash(settings: dict[str, Any], space: dict) -> str:
+    """A hash of the recipe's training settings, less the ones searched: what a study belongs to."""
+    kept = {k: v for k, v in settings.items() if counts_for_training(k) and k not in space}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def suggest(trial, key: str, spec: dict):
+    if "choices" in spec:
+        return trial.suggest_categorical(key, spec["choices"])
+    if isinstance(spec["low"], int) and isinstance(spec["high"], int):
+        return trial.suggest_int(key, spec["low"], spec["high"], log=bool(spec.get("log")))
+    return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+
+
+def in_space(value, spec: dict) -> bool:
+    if "choices" in spec:
+        return value in spec["choices"]
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and spec["low"] <= value <= spec["high"]
+
+
+def set_key(tree: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        tree = tree[part]
+    tree[last] = value
+
+
+def parse_enqueued(text: str, space: dict) -> dict:
+    """``key=value,key=value`` -> a trial's settings (YAML values), every key in the space."""
+    params = {}
+    for pair in filter(None, text.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep or key not in space:
+            raise ConfigError(f"--enqueue {text}: each entry must be KEY=VALUE with KEY in the search space ({', '.join(space)})")
+        params[key] = yaml.safe_load(value)
+    return params
+
+
+SQLITE_WAIT_S = 60  # how long a process waits for another's write to the study file before failing
+
+
+def open_study(path: Path, fingerprint: str, config: str, startup: int, seed: int | None):
+    import optuna
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": SQLITE_WAIT_S}})
+    study = optuna.create_study(
+        study_name=path.stem, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(startup, 1)),
+        # pruning from the first epoch on, once `startup` trials have finished
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0),
+    )
+    stored = study.user_attrs.get(HASH_ATTR)
+    if stored is None:
+        study.set_user_attr(HASH_ATTR, fingerprint)
+        study.set_user_attr("config", config)
+    elif stored != fingerprint:
+        raise UserError(f"study {path} belongs to another recipe ({study.user_attrs.get('config')}, other training settings): "
+                        f"pass another --study for {config}")
+    return study
+
+
+def objective(config: str, overrides: list[str], space: dict):
+    import optuna
+    from lightning.pytorch.callbacks import LambdaCallback
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    from cifar_lightning.callbacks import NonFiniteLossError
+    from cifar_lightning.lightning_cli import run_cli
+
+    def run_trial(trial) -> float:
+        params = {key: suggest(trial, key, spec) for key, spec in space.items()}
+        args = ["fit", "--config", config, *overrides, *(f"--{key}={json.dumps(value)}" for key, value in params.items())]
+        callbacks = [
+            PyTorchLightningPruningCallback(trial, monitor=MONITOR),
+            LambdaCallback(on_fit_start=lambda trainer, module: trial.set_user_attr("run_dir", trainer.log_dir)),
+        ]
+        try:
+            cli = run_cli(args, extra_callbacks=callbacks)
+        except optuna.TrialPruned:
+            trial.set_user_attr("stopped_by", "pruner (validation curve)")
+            raise
+        except NonFiniteLossError as err:  # diverged: as unpromising as a trial gets
+            trial.set_user_attr("stopped_by", f"non-finite loss ({err})")
+            raise optuna.TrialPruned(str(err)) from None
+        best = cli.trainer.checkpoint_callback.best_model_score
+        if best is None:
+            raise UserError(f"trial {trial.number} logged no {MONITOR}: a search needs the validation split (data.val_size > 0)")
+        return float(best)
+
+    return run_trial
+
+
+def write_outputs(study, path: Path, base: dict) -> list[str]:
+    """The study's table, importance plot and best config beside it; the lines that say what was written."""
+    import optuna
+
+    lines = []
+    table = path.with_suffix(".trials.csv")
+    study.trials_dataframe().to_csv(table, index=False)
+    lines.append(f"trials: {table}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) >= 2:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        axes = optuna.visualization.matplotlib.plot_param_importances(study)
+        axes.figure.tight_layout()
+        axes.figure.savefig(path.with_suffix(".importance.png"), dpi=110)
+        plt.close(axes.figure)
+        lines.append(f"importance: {path.with_suffix('.importance.png')}")
+    else:
+        lines.append(f"importance: not drawn ({len(complete)} finished trial(s); it needs 2)")
+    if complete:
+        best = study.best_trial
+        for key, value in best.params.items():
+            set_key(base, key, value)
+        best_config = path.with_suffix(".best.yaml")
+        header = (f"# the best trial of study {path} (trial {best.number}, best {MONITOR} {best.value:.4f}, "
+                  f"run {best.user_attrs.get('run_dir')})\n")
+        best_config.write_text(header + yaml.safe_dump(base, sort_keys=False))
+        settings = "\n".join(f"  {key}: {value}" for key, value in best.params.items())
+        lines += [f"best trial {best.number}: {MONITOR} {best.value:.4f} with", settings,
+                  f"train it: cifar-lightning fit --config {best_config}"]
+    return lines
+
+
+def importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def report_trials_on_stderr() -> None:
+    """Optuna's line for each trial, on this call's stderr: its own handler keeps the stream it first
+    met, which a caller running several searches in one process (the tests) has replaced since."""
+    import logging
+
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    logger = logging.getLogger("optuna")
+    for handler in [h for h in logger.handlers if getattr(h, "search_lines", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler.search_lines = True
+    handler.setFormatter(logging.Formatter("[%(levelname)s %(asctime)s] %(message)s"))
+    logger.addHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="cifar-lightning search", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="the recipe to tune (configs/fast.yaml)")
+    parser.add_argument("--space", required=True, type=Path, help=f"YAML: setting key -> {SPACE_FORMS}")
+    parser.add_argument("--study", type=Path, help="the study's SQLite file (default lightning_logs/search-<config>.db)")
+    parser.add_argument("--trials", type=int, default=10, help="trials this process runs (default 10)")
+    parser.add_argument("--timeout", type=float, help="minutes after which this process starts no new trial")
+    parser.add_argument("--startup", type=int, default=3, help="finished trials before pruning starts (default 3)")
+    parser.add_argument("--seed", type=int, help="the sampler's seed (leave unset when several processes share a study)")
+    parser.add_argument("--enqueue", action="append", default=[], metavar="KEY=VALUE,...",
+                        help="a trial to run first with these settings; repeat for more")
+    args, overrides = parser.parse_known_args(argv)
+    with user_errors("--verbose" in overrides, "cifar-lightning search"):
+        overrides = [a for a in overrides if a != "--verbose"]
+        missing = [name for name in ("optuna", "optuna_integration", "pandas") if not importable(name)]
+        if missing:
+            raise ConfigError(f"cifar-lightning search needs {', '.join(missing)}, not installed: pip install 'cifar_lightning[search]'")
+        from cifar_lightning.lightning_cli import build
+
+        space = read_space(args.space)
+        base_cli = build(args.config, overrides)
+        base = yaml.safe_load(base_cli.parser.dump(base_cli.config, skip_none=False))
+        settings = flatten(base)
+        check_keys(space, settings, args.config)
+        if not settings.get("data.val_size"):
+            raise ConfigError("a search scores trials on the validation split: data.val_size must be above 0")
+        report_trials_on_stderr()
+        study_path = args.study or Path("lightning_logs") / f"search-{Path(args.config).stem}.db"
+        enqueued = [parse_enqueued(text, space) for text in args.enqueue]
+        study_path.parent.mkdir(parents=True, exist_ok=True)
+        # processes that start together create the SQLite file's tables once, one after the other
+        with FileLock(f"{study_path}.lock"):
+            study = open_study(study_path, training_hash(settings, space), args.config, args.startup, args.seed)
+            if not study.trials:  # the recipe as it is, the yardstick for every other trial
+                own = {key: settings[key] for key in space if in_space(settings[key], space[key])}
+                if len(own) == len(space):
+                    study.enqueue_trial(own, skip_if_exists=True)
+            for params in enqueued:
+                study.enqueue_trial(params)
+        del base_cli
+        study.optimize(objective(args.config, overrides, space), n_trials=args.trials, gc_after_trial=True,
+                       timeout=args.timeout * 60 if args.timeout else None)
+        for line in write_outputs(study, study_path, base):
+            print(line)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cifar_lightning.runs import folders as run_folders, loggers as run_loggers
 from cifar_lightning.callbacks import (
+    AugmentationPreview,
     FiniteLossGuard,
     FitSummary,
     HParamsSummary,
@@ -99,6 +100,7 @@ class CifarLightningCLI(LightningCLI):
         parser.add_lightning_class_args(SpeedMonitor, "speed_monitor")
         parser.add_lightning_class_args(HParamsSummary, "hparams_summary")
         parser.add_lightning_class_args(TestFigures, "test_figures")
+        parser.add_lightning_class_args(AugmentationPreview, "augmentation_preview")
         parser.add_lightning_class_args(PrecisionAdvice, "precision_advice")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(

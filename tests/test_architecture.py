@@ -14,13 +14,14 @@ PACKAGE = REPO / "cifar_lightning"
 LAYERS = [
     {"errors", "renames"},
     {"models"},
+    {"explain"},
     {"data"},
     {"runs"},
     {"training"},
     {"callbacks"},
     {"lightning_cli"},
     {"inference"},
-    {"tools"},
+    {"tools", "demo"},
     {"cli", "recipes", "__main__", "__init__"},
 ]
 # what a part must not know, though the layers would allow it: networks are plain torch, and
@@ -28,6 +29,7 @@ LAYERS = [
 FORBIDDEN = {
     "models": ("lightning", "pytorch_lightning", "torchmetrics", "albumentations", "cifar_lightning.data"),
     "data": ("cifar_lightning.models",),
+    "explain": ("lightning", "cifar_lightning.models"),  # maps of any torch network
 }
 
 

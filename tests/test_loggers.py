@@ -15,21 +15,21 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from cifar_lightning.lightning_cli import run_cli
 from cifar_lightning.tools.report import write_report
-from harness import CONFIG, REPO, TINY, data_args, one_line_error
+from harness import CONFIG, PREVIEW_ON, REPO, TINY, data_args, one_line_error
 
 LOGGER_CONFIGS = REPO / "configs" / "logger"
 LR_KEY = "model.optimizer.init_args.lr"  # one of the run's settings, as every logger's hyperparameters name it
 
 SCALARS = ["train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "lr", "train/device/samples_per_sec",
            "time/epoch_s", "hp/best_val_acc", "hp/final_val_acc", "hp/test_acc", "test/acc"]
-IMAGES = ["test/confusion_matrix", "test/misclassified"]
+IMAGES = ["test/confusion_matrix", "test/misclassified", "test/misclassified_cam", "train/augmentation"]
 
 
 @pytest.mark.slow
 def test_fit_and_test_write_the_tags_hparams_and_figures(tmp_path, monkeypatch, real_data_dir, real_archive):
     monkeypatch.chdir(tmp_path)
     common = [*data_args(real_data_dir, real_archive), *TINY]
-    run_cli(["fit", "--config", CONFIG, *common, "--trainer.log_every_n_steps=1"])
+    run_cli(["fit", "--config", CONFIG, *common, "--trainer.log_every_n_steps=1", PREVIEW_ON])
     run_dir = tmp_path / "lightning_logs" / "version_0"
     run_cli(["test", "--config", str(run_dir / "config.yaml"), *common, "--ckpt_path", str(run_dir / "checkpoints/last.ckpt")])
 
@@ -85,7 +85,7 @@ def fit_and_test(tmp_path, monkeypatch, real_data_dir, real_archive, *settings: 
     """
     monkeypatch.chdir(tmp_path)
     common = [*data_args(real_data_dir, real_archive), *TINY, "--trainer.max_epochs=2"]
-    run_cli(["fit", "--config", CONFIG, *settings, *common, "--trainer.log_every_n_steps=1"])
+    run_cli(["fit", "--config", CONFIG, *settings, *common, "--trainer.log_every_n_steps=1", PREVIEW_ON])
     between()
     (run_dir,) = (tmp_path / "lightning_logs").glob("version_*")
     run_cli(["test", "--config", str(run_dir / "config.yaml"), *common, "--ckpt_path", str(run_dir / "checkpoints/last.ckpt")])
@@ -106,7 +106,8 @@ def test_the_csv_logger_keeps_the_run_folder_its_record_and_the_figures(tmp_path
     assert [r["hp/final_val_acc"] for r in rows if r.get("hp/final_val_acc")] and [r["hp/test_acc"] for r in rows if r.get("hp/test_acc")]
     assert yaml.safe_load((run_dir / "hparams.yaml").read_text())[LR_KEY] == 0.1
     assert (run_dir / "config.yaml").is_file() and (run_dir / "test_confusion_matrix.csv").is_file()
-    assert all((run_dir / f"test_{name}.png").stat().st_size > 10_000 for name in ("confusion_matrix", "misclassified"))
+    assert all((run_dir / f"test_{name}.png").stat().st_size > 10_000 for name in ("confusion_matrix", "misclassified", "misclassified_cam"))
+    assert (run_dir / "train_augmentation.png").stat().st_size > 10_000  # the fit's augmentation preview
     # the report reads the CSV, and writes beside it, not over it
     summary = write_report(run_dir)
     assert summary["epochs"] == 2 and summary["test_acc"] is not None and summary["fit_wall_time_s"] > 0
@@ -175,11 +176,11 @@ def test_mlflow_in_sqlite_beside_tensorboard(tmp_path, monkeypatch, real_data_di
     assert json.loads((run_dir / "run.json").read_text())["loggers"][1]["store"].endswith(fit.info.run_id)
     assert client.get_metric_history(fit.info.run_id, "val/acc") and fit.data.metrics["hp/final_val_acc"] >= 0
     assert float(fit.data.params[LR_KEY]) == 0.1
-    assert [a.path for a in client.list_artifacts(fit.info.run_id)] == ["config.yaml"]
+    assert {a.path for a in client.list_artifacts(fit.info.run_id)} == {"config.yaml", "train"}  # train/augmentation.png
     artifacts = client.download_artifacts(fit.info.run_id, "config.yaml", str(tmp_path))
     assert yaml.safe_load(Path(artifacts).read_text()) == logged_settings(run_dir)
     assert "test/acc" in test.data.metrics
-    assert {a.path for a in client.list_artifacts(test.info.run_id, "test")} == {"test/confusion_matrix.png", "test/misclassified.png"}
+    assert {a.path for a in client.list_artifacts(test.info.run_id, "test")} == {"test/confusion_matrix.png", "test/misclassified.png", "test/misclassified_cam.png"}
 
 
 @pytest.mark.slow

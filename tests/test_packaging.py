@@ -35,6 +35,7 @@ def test_the_wheel_carries_the_package_every_config_and_the_license_but_not_the_
     # the recipes and the add-on configs in their folders (configs/logger/, configs/search/)
     shipped = sorted(str(p.relative_to(REPO / "configs")) for p in (REPO / "configs").rglob("*.yaml"))
     assert any("/" in name for name in shipped)
+    assert len([n for n in names if n.startswith("cifar_lightning/demo/examples/") and n.endswith(".jpg")]) == 10  # the demo's examples
     assert sorted(n.removeprefix("cifar_lightning/configs/") for n in names if n.startswith("cifar_lightning/configs/") and n.endswith(".yaml")) == shipped
     tracked = subprocess.run(["git", "ls-files", "cifar_lightning"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     modules = sorted(name for name in tracked if name.endswith(".py"))

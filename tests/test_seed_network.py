@@ -1,4 +1,4 @@
-"""The seed network matches the published torchsummary layer table row by row."""
+"""The seed network matches the published torchsummary layer table row by row, as `cifar-lightning summary` prints it."""
 
 import re
 from pathlib import Path
@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from cifar_lightning.explain.receptive_field import layer_table
 from cifar_lightning.models import SeedNet
 
 TABLE = Path(__file__).parent / "data" / "seed_layer_table.txt"  # copied verbatim from seed-model.md
@@ -23,28 +24,9 @@ def published_rows() -> list[tuple[str, list[int], int]]:
     return rows
 
 
-def torchsummary_rows(model: nn.Module, input_size=(3, 32, 32)) -> list[tuple[str, list[int], int]]:
-    """What torchsummary prints: one row per module that is not a container, in forward-hook order,
-    counting only that module's own ``weight`` and ``bias``."""
-    rows, hooks = [], []
-
-    def hook(module, inputs, output):
-        params = sum(
-            getattr(module, name).numel()
-            for name in ("weight", "bias")
-            if isinstance(getattr(module, name, None), torch.Tensor)
-        )
-        rows.append((type(module).__name__, [-1, *output.shape[1:]], params))
-
-    for module in model.modules():
-        if module is not model and not isinstance(module, (nn.Sequential, nn.ModuleList)):
-            hooks.append(module.register_forward_hook(hook))
-    model.eval()
-    with torch.no_grad():
-        model(torch.zeros(2, *input_size))
-    for h in hooks:
-        h.remove()
-    return rows
+def summary_rows(model: nn.Module) -> list[tuple[str, list[int], int]]:
+    """``cifar-lightning summary``'s rows (torchsummary's: every module but the containers, each with its own parameters)."""
+    return [(row.name.rsplit("-", 1)[0], [-1, *row.shape], row.parameters) for row in layer_table(model)]
 
 
 def test_table_fixture_is_complete():
@@ -54,7 +36,7 @@ def test_table_fixture_is_complete():
 
 
 def test_seed_network_matches_published_table_row_by_row():
-    ours, theirs = torchsummary_rows(SeedNet()), published_rows()
+    ours, theirs = summary_rows(SeedNet()), published_rows()
     assert len(ours) == len(theirs)
     for index, (mine, published) in enumerate(zip(ours, theirs), start=1):
         assert mine == published, f"row {index}: ours {mine}, published {published}"

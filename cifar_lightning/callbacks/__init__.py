@@ -9,9 +9,9 @@ from cifar_lightning.callbacks.progress import LoggingStepProgressBar
 from cifar_lightning.callbacks.random_state import RandomState
 from cifar_lightning.callbacks.run_record import HELD_OUT, RUN_INFO, RunInfo
 from cifar_lightning.callbacks.speed import SpeedMonitor
-from cifar_lightning.callbacks.summaries import HParamsSummary, TestFigures
+from cifar_lightning.callbacks.summaries import AugmentationPreview, HParamsSummary, TestFigures
 
 __all__ = [
-    "HELD_OUT", "RUN_INFO", "EMAWithWarmup", "FiniteLossGuard", "FitSummary", "HParamsSummary", "LoggingStepProgressBar", "NonFiniteLossError", "PrecisionAdvice", "PredictionWriter",
+    "HELD_OUT", "RUN_INFO", "AugmentationPreview", "EMAWithWarmup", "FiniteLossGuard", "FitSummary", "HParamsSummary", "LoggingStepProgressBar", "NonFiniteLossError", "PrecisionAdvice", "PredictionWriter",
     "RandomState", "ResumeHint", "RunInfo", "SpeedMonitor", "TestFigures", "last_checkpoint_path",
 ]

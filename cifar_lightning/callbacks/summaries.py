@@ -11,7 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from cifar_lightning.callbacks.figures import misclassified_figure
+from cifar_lightning.callbacks.figures import augmentation_figure, misclassified_figure
+from cifar_lightning.explain import activation_maps, default_layer, overlay
 from cifar_lightning.runs import loggers as run_loggers
 from cifar_lightning.runs.flat_config import flatten
 
@@ -65,16 +66,23 @@ class HParamsSummary(Callback):
 
 class TestFigures(Callback):
     """At ``test``: the per-class table on the terminal, ``test_confusion_matrix.csv`` in the run
-    folder, and to every logger the confusion matrix (torchmetrics' own plot) and a grid of
-    misclassified test images. A logger that takes no images (CSV) gets them as PNG files in the
-    run folder instead, and a line says so.
+    folder, and to every logger the confusion matrix (torchmetrics' own plot), a grid of
+    misclassified test images and the same images under the Grad-CAM map of the class they were
+    taken for (``cifar_lightning.explain``). A logger that takes no images (CSV) gets them as PNG
+    files in the run folder instead, and a line says so.
 
     Args:
-        max_images: how many misclassified images the grid shows (the first ones met).
+        max_images: how many misclassified images the grids show (the first ones met).
+        cam_layer: the network's layer whose Grad-CAM the second grid shows; default its last convolution.
+        cam_opacity: how strongly the map covers the image, 0 (not at all) to 1 (only the map).
     """
 
-    def __init__(self, max_images: int = 32) -> None:
+    def __init__(self, max_images: int = 32, cam_layer: str | None = None, cam_opacity: float = 0.5) -> None:
+        if not 0.0 <= cam_opacity <= 1.0:
+            raise ValueError(f"test_figures.cam_opacity must be between 0 and 1, not {cam_opacity}")
         self.max_images = max_images
+        self.cam_layer = cam_layer
+        self.cam_opacity = cam_opacity
 
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.wrong: list[tuple[torch.Tensor, int, int]] = []
@@ -108,16 +116,66 @@ class TestFigures(Callback):
             mean = torch.tensor(trainer.datamodule.mean).view(3, 1, 1)
             std = torch.tensor(trainer.datamodule.std).view(3, 1, 1)
             pixels = [((image * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy() for image, _, _ in self.wrong]
-            figures["test/misclassified"] = misclassified_figure(
-                np.stack(pixels), [names[t] for _, t, _ in self.wrong], [names[p] for _, _, p in self.wrong])
-        no_images = [logger for logger in trainer.loggers
-                     if not all([run_loggers.send_figure(logger, tag, figure, trainer.global_step) for tag, figure in figures.items()])]
-        if no_images and log_dir is not None:
-            for tag, figure in figures.items():
-                figure.savefig(Path(log_dir) / f"{tag.replace('/', '_')}.png", dpi=100)
-            kinds = ", ".join(sorted({type(logger).__name__ for logger in no_images}))
-            rank_zero_info(f"{kinds} takes no images: the test figures are in {log_dir} as test_*.png")
-        import matplotlib.pyplot as plt
+            true, taken_for = [names[t] for _, t, _ in self.wrong], [names[p] for _, _, p in self.wrong]
+            figures["test/misclassified"] = misclassified_figure(np.stack(pixels), true, taken_for)
+            maps = activation_maps(pl_module.network, torch.stack([image for image, _, _ in self.wrong]).to(pl_module.device),
+                                   self.cam_layer, [p for _, _, p in self.wrong])
+            layer = self.cam_layer or default_layer(pl_module.network)
+            figures["test/misclassified_cam"] = misclassified_figure(
+                overlay(np.stack(pixels), maps, self.cam_opacity), true, taken_for,
+                title=f"what the network looked at for the class it chose (Grad-CAM of {layer}; true → predicted)")
+        log_figures(trainer, figures, log_dir)
 
-        for figure in figures.values():
-            plt.close(figure)
+
+def log_figures(trainer: Trainer, figures: dict, log_dir: str | None) -> None:
+    """Each figure to every logger that takes images; as ``<tag>.png`` in the run folder for the ones
+    that do not (CSV), with one line saying so. Rank zero only; the figures are closed after."""
+    import matplotlib.pyplot as plt
+
+    no_images = [logger for logger in trainer.loggers
+                 if not all([run_loggers.send_figure(logger, tag, figure, trainer.global_step) for tag, figure in figures.items()])]
+    if no_images and log_dir is not None:
+        names = []
+        for tag, figure in figures.items():
+            names.append(f"{tag.replace('/', '_')}.png")
+            figure.savefig(Path(log_dir) / names[-1], dpi=100)
+        kinds = ", ".join(sorted({type(logger).__name__ for logger in no_images}))
+        rank_zero_info(f"{kinds} takes no images: {', '.join(names)} are in {log_dir}")
+    for figure in figures.values():
+        plt.close(figure)
+
+
+class AugmentationPreview(Callback):
+    """At the start of a new fit, to every logger: a fixed set of training images (one of each class
+    first), each beside ``draws`` augmented versions, as the run's pipeline draws them.
+
+    ``cifar-lightning preview --config CFG`` writes the same grid to a PNG before any run.
+
+    Args:
+        images: how many training images the grid shows.
+        draws: how many augmented versions of each; 0 leaves the preview out.
+    """
+
+    def __init__(self, images: int = 8, draws: int = 5) -> None:
+        self.images = images
+        self.draws = draws
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_dir = trainer.log_dir  # every rank: a broadcast
+        if not trainer.is_global_zero or self.draws <= 0 or self.images <= 0 or trainer.global_step > 0 or not trainer.loggers:
+            return  # a resumed run showed it when it started
+        log_figures(trainer, {"train/augmentation": preview_figure(trainer.datamodule, self.images, self.draws)}, log_dir)
+
+
+def preview_figure(datamodule, images: int, draws: int):
+    """The augmentation preview of a set-up data module."""
+    from cifar_lightning.data.preview import augmented_draws, one_per_class
+
+    picked = one_per_class(datamodule.train_set.labels, images)
+    originals = datamodule.train_set.images[picked]
+    drawn = augmented_draws(originals, datamodule.augmentation, datamodule.mean, datamodule.pipeline, draws)
+    names = [datamodule.classes[int(label)] for label in datamodule.train_set.labels[picked]]
+    aug = datamodule.augmentation
+    title = (f"data.augmentation ({datamodule.pipeline} pipeline): flip {aug.hflip_p}, affine {aug.affine_p} "
+             f"(shift {aug.shift_px} px, scale {aug.scale}, rotate {aug.rotate}), cutout {aug.cutout_p} ({aug.cutout_size} px)")
+    return augmentation_figure(originals, drawn, names, title)

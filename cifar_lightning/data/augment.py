@@ -67,6 +67,11 @@ def train_transform(aug: Augmentation, mean: tuple[float, ...], std: tuple[float
 
     Raises ``ConfigError`` when albumentations itself refuses a value.
     """
+    return augmentation_transform(aug, mean, _normalize(mean, std))
+
+
+def augmentation_transform(aug: Augmentation, mean: tuple[float, ...], after: list[A.BasicTransform] | None = None) -> A.Compose:
+    """Flip, shift/scale/rotate and cutout of uint8 images (the training pipeline before ``after``, its normalisation)."""
     steps: list[A.BasicTransform] = []
     try:
         if aug.hflip_p > 0:
@@ -94,7 +99,7 @@ def train_transform(aug: Augmentation, mean: tuple[float, ...], std: tuple[float
                 )
             )
         # strict: a misspelled or pre-2.0 argument name is an error, not a silently ignored warning
-        return A.Compose(steps + _normalize(mean, std), strict=True)
+        return A.Compose(steps + list(after or []), strict=True)
     except (ValidationError, ValueError) as err:
         first = str(err).strip().splitlines()
         raise ConfigError(f"albumentations refused data.augmentation ({' '.join(first[:3])}): check its values") from None

@@ -96,6 +96,22 @@ class TrainedClassifier(nn.Module):
         ]
 
 
+    def activation_maps(self, images: ImageLike | Sequence[ImageLike], layer: str | None = None,
+                        classes: Sequence[int | str] | None = None) -> np.ndarray:
+        """Grad-CAM map of ``layer`` for each image: N x H x W floats in [0, 1].
+
+        ``layer``: a module name of the network (``model.network``); default its last convolution
+        (``cifar_lightning.explain.default_layer``). ``classes``: the class to explain for each
+        image, by index or name; default, each image's predicted class.
+        """
+        from cifar_lightning.explain import activation_maps
+
+        if classes is not None:
+            classes = [self.class_names.index(c) if isinstance(c, str) else int(c) for c in classes]
+        batch = self.to_tensor(images).to(self.mean.device)
+        return activation_maps(self.network, (batch - self.mean) / self.std, layer, classes)
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu", trusted: list[str | type] | str | None = None) -> TrainedClassifier:
     """The trained model in a checkpoint this project wrote, ready for ``predict``, in eval mode.
 

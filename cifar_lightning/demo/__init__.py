@@ -1,0 +1,1 @@
+"""The demo page (``cifar-lightning demo``, Gradio): classify an upload or an example, with its Grad-CAM overlay."""

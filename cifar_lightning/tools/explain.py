@@ -1,0 +1,80 @@
+"""Grad-CAM overlays of a checkpoint's decisions, one PNG an image.
+
+    cifar-lightning explain --ckpt_path results/fast/last.ckpt cat.png truck.jpg photos/ [--out explain] [--layer NAME]
+
+For each image (a file, or every image in a folder): the predicted class and its probability on the
+terminal, and ``<out>/<name>-cam.png``, the image beside its overlay, enlarged ``--scale`` times
+(a 32-pixel image is hard to see). The checkpoint is read as data (``cifar_lightning.load``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cifar_lightning.errors import DataError, user_errors
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """The files named, and the images in the folders named (sorted), in the order given."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"{path} does not exist: pass image files or folders of images")
+    if not found:
+        raise DataError(f"no images in {', '.join(map(str, paths))}: pass image files ({', '.join(IMAGE_SUFFIXES)}) or folders of them")
+    return found
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """``<stem>-cam.png`` for each file; two files with one stem get their position too."""
+    stems = [f.stem for f in files]
+    return [f"{stem}-cam.png" if stems.count(stem) == 1 else f"{stem}-{i}-cam.png" for i, stem in enumerate(stems)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="cifar-lightning explain", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint this project wrote")
+    parser.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
+    parser.add_argument("--out", type=Path, default=Path("explain"), help="the folder for the overlays (default explain/)")
+    parser.add_argument("--layer", help="the network's module to explain (default: its last convolution)")
+    parser.add_argument("--opacity", type=float, default=0.5, help="how strongly the map covers the image, 0 to 1 (default 0.5)")
+    parser.add_argument("--scale", type=int, default=4, help="how many times larger the PNGs are than the network's input (default 4)")
+    parser.add_argument("--trusted", action="append", default=None, help="a class the checkpoint may name besides the project's own")
+    args = parser.parse_args(argv)
+    with user_errors(False, "cifar-lightning explain"):
+        from cifar_lightning.explain import default_layer, overlay
+        from cifar_lightning.inference.classifier import load
+
+        if not 0.0 <= args.opacity <= 1.0 or args.scale < 1:
+            raise DataError(f"--opacity must be between 0 and 1 and --scale at least 1 (got {args.opacity}, {args.scale})")
+        files = image_files(args.images)
+        model = load(args.ckpt_path, trusted=args.trusted)
+        try:
+            maps = model.activation_maps(files, layer=args.layer)
+        except ValueError as err:  # a layer the network does not have
+            raise DataError(str(err)) from None
+        predictions = model.predict(files)
+        pixels = (model.to_tensor(files).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        overlays = overlay(pixels, maps, args.opacity)
+        args.out.mkdir(parents=True, exist_ok=True)
+        height, width = model.input_size
+        size = (width * args.scale * 2, height * args.scale)
+        for file, name, image, shown, answer in zip(files, output_names(files), pixels, overlays, predictions):
+            pair = Image.fromarray(np.concatenate([image, shown], axis=1)).resize(size, Image.Resampling.NEAREST)
+            pair.save(args.out / name)
+            print(f"{file}: {answer.label} ({answer.probability:.1%}) -> {args.out / name}")
+        print(f"layer: {args.layer or default_layer(model.network)}")
+
+
+if __name__ == "__main__":
+    main()

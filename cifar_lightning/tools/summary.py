@@ -1,0 +1,29 @@
+"""A config's network, layer by layer: output shape, parameters, receptive field, jump, cumulative stride.
+
+    cifar-lightning summary --config configs/cnn.yaml [overrides...]
+
+How the field is computed, and what it shows for a residual block: ``cifar_lightning/explain/receptive_field.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cifar_lightning.errors import user_errors
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="cifar-lightning summary", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a recipe (configs/cnn.yaml) or a run's config.yaml")
+    args, overrides = parser.parse_known_args(argv)
+    with user_errors(False, "cifar-lightning summary"):
+        from cifar_lightning.data.sources import IMAGE_SIZE
+        from cifar_lightning.explain.receptive_field import format_table
+        from cifar_lightning.lightning_cli import build
+
+        network = build(args.config, overrides).model.network
+        print(format_table(network, IMAGE_SIZE))
+
+
+if __name__ == "__main__":
+    main()

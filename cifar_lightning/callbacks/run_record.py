@@ -12,7 +12,7 @@ import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from cifar_lightning.runs import folders as run_folders, loggers as run_loggers, provenance
-from cifar_lightning.runs.reference_rate import train_step_rate
+from cifar_lightning.runs.reference_rate import YARDSTICK_REFERENCE, YARDSTICK_WORK, train_step_rate, yardstick_rate
 
 
 RUN_INFO = "run.json"
@@ -28,7 +28,7 @@ class RunInfo(Callback):
     before that gives back the folder it claimed (``run_folders.release_unused``).
 
     Args:
-        reference_seconds: how long to time the reference work when the fit starts; 0 skips it.
+        reference_seconds: how long to time the reference work, and again the yardstick, when the fit starts; 0 skips both.
     """
 
     def __init__(self, reference_seconds: float = 3.0) -> None:
@@ -56,6 +56,12 @@ class RunInfo(Callback):
             # where each logger keeps what it was sent (the first one keeps this folder)
             "loggers": [{"logger": type(logger).__name__, "store": run_loggers.store_of(logger)} for logger in trainer.loggers],
             "data_preparation_s": getattr(trainer.datamodule, "preparation_seconds", None),
+            # one fixed piece of work for every run: scales fit minutes to the reference machine's
+            "yardstick": {
+                "images_per_s": yardstick_rate(pl_module.device, self.reference_seconds),
+                "reference_images_per_s": YARDSTICK_REFERENCE.get(pl_module.device.type),
+                "work": YARDSTICK_WORK,
+            },
             "reference": {
                 "images_per_s": train_step_rate(
                     pl_module.network, trainer.datamodule.batch_size, "bf16" in str(trainer.precision),

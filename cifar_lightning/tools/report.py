@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from cifar_lightning.runs.checkpoints import read_checkpoint  # noqa: E402
+from cifar_lightning.runs.reference_rate import scaled_minutes  # noqa: E402
 from cifar_lightning.errors import user_errors  # noqa: E402
 
 VAL_TARGET = 0.85  # the seed's headline: first epoch with validation accuracy at or above this
@@ -153,6 +154,12 @@ def read_run_info(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def device_type(info: dict) -> str | None:
+    """"cpu" or "cuda" from run.json's accelerator (``CPUAccelerator``, ``CUDAAccelerator``)."""
+    accelerator = ((info.get("machine") or {}).get("accelerator") or "").lower()
+    return "cpu" if accelerator.startswith("cpu") else "cuda" if accelerator.startswith("cuda") else None
+
+
 def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
     info = read_run_info(run_dir)
     facts = checkpoint_facts(run_dir)
@@ -195,6 +202,11 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
         "data_preparation_s": info.get("data_preparation_s"),
         # a fixed piece of work timed on the same machine as the fit started: scales minutes across machines
         "reference_images_per_s": (info.get("reference") or {}).get("images_per_s"),
+        # the yardstick (one fixed network for every run) and the fit's minutes scaled to its committed value
+        "yardstick_images_per_s": (info.get("yardstick") or {}).get("images_per_s"),
+        "fit_minutes": wall / 60 if wall else None,
+        "fit_minutes_scaled": scaled_minutes(wall / 60 if wall else None, (info.get("yardstick") or {}).get("images_per_s"),
+                                             device_type(info)),
         "checkpoints": facts["checkpoints"],
     }
 

@@ -70,3 +70,20 @@ def test_flip_shift_adds_the_mirrored_pairs_shifted_two_pixels_both_diagonal_way
 def test_an_unknown_test_time_level_is_refused_in_python():
     with pytest.raises(ValueError, match="tta must be one of none, flip, flip_shift"):
         ImageClassifier(LeftHalfNet(), tta="mirror")
+
+
+PARAMETER_BUDGET = 200_000  # the project's rule for every network it ships
+RECIPES_WITH_A_NETWORK = sorted(p.name for p in (REPO / "configs").glob("*.yaml") if "network:" in p.read_text())
+
+
+def test_every_shipped_recipe_names_a_network():
+    assert RECIPES_WITH_A_NETWORK == ["best.yaml", "cnn.yaml", "fast.yaml"]  # the add-ons (gpu, ddp, distill, logger/) name none
+
+
+@pytest.mark.parametrize("recipe", RECIPES_WITH_A_NETWORK)
+def test_every_shipped_recipes_network_is_under_the_parameter_budget(recipe):
+    """Built as the config builds it (LightningCLI, the config's own init_args), not from the class's defaults."""
+    from cifar_lightning.lightning_cli import build
+
+    network = build(str(REPO / "configs" / recipe), []).model.network
+    assert sum(p.numel() for p in network.parameters()) < PARAMETER_BUDGET

@@ -110,7 +110,6 @@ SQLITE_WAIT_S = 60  # how long a process waits for another's write to the study 
 def open_study(path: Path, fingerprint: str, config: str, startup: int, seed: int | None):
     import optuna
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": SQLITE_WAIT_S}})
     study = optuna.create_study(
         study_name=path.stem, storage=storage, direction="maximize", load_if_exists=True,

@@ -61,7 +61,10 @@ def assert_same(a, b, where: str = "") -> None:
 def scalars_from_epoch(run_dir: Path, first_epoch: int) -> dict[str, list[tuple[int, float]]]:
     scalars = read_scalars(run_dir)
     first_step = first_epoch * STEPS
-    return {tag: [(step, value) for _, step, value in scalars[tag] if step >= first_step] for tag in COMPARED_TAGS}
+    # "lr", or with a second parameter group (bias_lr_scale) "lr/pg1" and "lr/pg2"
+    tags = [tag for tag in scalars if tag in COMPARED_TAGS or tag.startswith("lr/")]
+    assert set(COMPARED_TAGS) - {"lr"} <= set(tags) and any(tag.startswith("lr") for tag in tags)
+    return {tag: [(step, value) for _, step, value in scalars[tag] if step >= first_step] for tag in tags}
 
 
 # the albumentations pipeline in a loader worker; the device pipeline in the training process
@@ -76,7 +79,26 @@ LOGGERS = {"tensorboard": [], "csv": ["--config", str(REPO / "configs" / "logger
 @pytest.mark.parametrize(("pipeline", "logger"), [("albumentations", "tensorboard"), ("device", "tensorboard"), ("device", "csv")])
 def test_sigkill_mid_epoch_then_resume_equals_never_stopping(pipeline, logger, tmp_path, real_data_dir, real_archive, monkeypatch):
     args = [*LOGGERS[logger], *data_args(real_data_dir, real_archive), *ARGS, *PIPELINES[pipeline], "--model.network=helpers.DropoutNet"]
+    kill_resume_and_compare(args, tmp_path, monkeypatch)
 
+
+# airbench's techniques keep state of their own: the fitted stem, Lookahead's slow copy, a second
+# parameter group, the epoch's flips
+TRICKS = [
+    "--model.network=cifar_lightning.models.CompactNet", "--model.network.stem=whiten", "--model.network.bn_train_scale=false",
+    "--trainer.callbacks+=cifar_lightning.callbacks.FitPatchWhitening", "--trainer.callbacks.images=64",
+    "--trainer.callbacks.bias_epochs=2", "--trainer.callbacks+=cifar_lightning.callbacks.Lookahead", "--trainer.callbacks.every=4",
+    "--model.bias_lr_scale=8", "--data.augmentation.hflip_p=0.5", "--data.augmentation.alternate_flip=true",
+]
+
+
+@pytest.mark.process
+def test_a_resumed_fit_with_airbenchs_techniques_equals_never_stopping(tmp_path, real_data_dir, real_archive, monkeypatch):
+    args = [*data_args(real_data_dir, real_archive), *ARGS, *PIPELINES["device"], *TRICKS]
+    kill_resume_and_compare(args, tmp_path, monkeypatch)
+
+
+def kill_resume_and_compare(args: list[str], tmp_path: Path, monkeypatch) -> None:
     fit_here(tmp_path / "straight", monkeypatch, *args)
 
     killed = fit_in_a_process(tmp_path / "killed", *args, "--trainer.callbacks+=helpers.KillAt", "--trainer.callbacks.epoch=1",

@@ -38,6 +38,9 @@ class Augmentation:
     rotate: float = 15.0  # degrees, each way
     cutout_p: float = 0.5
     cutout_size: int = 16  # pixels; one square hole filled with the training mean
+    # each image mirrored in every other epoch, from a random first epoch, instead of at random
+    # each epoch (airbench): every image is seen both ways in any two epochs. The device pipeline only.
+    alternate_flip: bool = False
 
     def __post_init__(self) -> None:
         ranges = {
@@ -52,6 +55,8 @@ class Augmentation:
         for key, (value, low, high, meaning) in ranges.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise ConfigError(f"data.augmentation.{key} = {value!r} is out of range: it must be {meaning}")
+        if self.alternate_flip and self.hflip_p != 0.5:
+            raise ConfigError(f"data.augmentation.alternate_flip mirrors half the images each epoch, so hflip_p must be 0.5, not {self.hflip_p!r}")
         if not float(self.shift_px).is_integer():
             raise ConfigError(f"data.augmentation.shift_px = {self.shift_px!r} must be a whole number of pixels")
         train_transform(self, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))  # placeholder statistics

@@ -21,7 +21,7 @@ from cifar_lightning.data.dataset import ImageArrayDataset
 from cifar_lightning.data.device_batches import DeviceImages, DeviceSplit, EvalBatches, TrainBatches, already_batched
 from cifar_lightning.data.sampling import EpochSeededSampler
 from cifar_lightning.data.preprocessing import check_preprocessing
-from cifar_lightning.errors import EDITED, CheckpointError, DataError
+from cifar_lightning.errors import EDITED, CheckpointError, ConfigError, DataError
 
 
 def channel_stats(images: np.ndarray, chunk: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -114,6 +114,8 @@ class CIFAR10DataModule(LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.pipeline = pipeline
+        if augmentation.alternate_flip and pipeline != "device":
+            raise ConfigError("data.augmentation.alternate_flip needs data.pipeline device (the albumentations pipeline draws each flip at random)")
         self.workers_setting = num_workers
         self.pin_memory = pin_memory
         self.augmentation = augmentation

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cifar_lightning.data.augment import Augmentation
-from cifar_lightning.data.sampling import TENSOR_AUGMENTATION, EpochSeededSampler, epoch_seed
+from cifar_lightning.data.sampling import ALTERNATE_FLIP, TENSOR_AUGMENTATION, EpochSeededSampler, epoch_seed
 from cifar_lightning.data.tensor_augment import augment, draw, fill_value, normalization, normalize, to_device
 
 Batch = tuple[Tensor, Tensor]
@@ -73,7 +73,10 @@ class TrainBatches:
         sampler = self.sampler
         order = sampler.permutation()[self.rank :: self.world_size][: len(self) * self.batch_size]
         generator = torch.Generator().manual_seed(epoch_seed(sampler.seed, sampler.epoch, TENSOR_AUGMENTATION))
-        draws = draw(self.augmentation, len(self.split), self.split.images.shape[1], generator).rows(order)
+        draws = draw(self.augmentation, len(self.split), self.split.images.shape[1], generator)
+        if self.augmentation.alternate_flip:
+            draws.flip = alternating_flips(len(self.split), sampler.seed, sampler.epoch)
+        draws = draws.rows(order)
         # one copy of the epoch's order and draws to the device; the batches below only index them
         device = self.split.device
         order, draws = to_device(order, device), draws.to(device)
@@ -82,6 +85,12 @@ class TrainBatches:
             index = order[rows]
             images = augment(self.split.images.index_select(0, index), draws.rows(rows), self.augmentation, self.split.fill)
             yield normalize(images, self.split.scale, self.split.bias), self.split.labels.index_select(0, index)
+
+
+def alternating_flips(count: int, seed: int, epoch: int) -> Tensor:
+    """Which of ``count`` images are mirrored in ``epoch``: a random half in epoch 0, then each image every other epoch."""
+    first = torch.rand(count, generator=torch.Generator().manual_seed(epoch_seed(seed, 0, ALTERNATE_FLIP))) < 0.5
+    return first ^ bool(epoch % 2)
 
 
 class EvalBatches:

@@ -10,7 +10,15 @@ multiply-adds. ``tests/test_compact_network.py`` pins the parameter count.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from typing import Literal
+
 from torch import Tensor, nn
+
+from cifar_lightning.models.whitening import PatchWhitening
+
+Norm = Callable[[int], nn.Module]  # a normalisation layer for a channel count
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -18,21 +26,28 @@ def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
 
 
+def batch_norm(channels: int, momentum: float = 0.1, train_scale: bool = True) -> nn.BatchNorm2d:
+    """torch's BatchNorm2d; ``train_scale=False`` keeps its scale at 1 and trains only its shift, as airbench."""
+    norm = nn.BatchNorm2d(channels, momentum=momentum)
+    norm.weight.requires_grad_(train_scale)
+    return norm
+
+
 class ConvBNAct(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(conv3x3(in_channels, out_channels), nn.BatchNorm2d(out_channels), nn.GELU())
+    def __init__(self, in_channels: int, out_channels: int, norm: Norm = nn.BatchNorm2d) -> None:
+        super().__init__(conv3x3(in_channels, out_channels), norm(out_channels), nn.GELU())
 
 
 class ConvGroup(nn.Sequential):
     """Two 3x3 convolutions with a 2x2 max-pool after the first (``pool``): halves the side, widens."""
 
-    def __init__(self, in_channels: int, out_channels: int, pool: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, pool: bool = True, norm: Norm = nn.BatchNorm2d) -> None:
         super().__init__(
             conv3x3(in_channels, out_channels),
             nn.MaxPool2d(2) if pool else nn.Identity(),
-            nn.BatchNorm2d(out_channels),
+            norm(out_channels),
             nn.GELU(),
-            ConvBNAct(out_channels, out_channels),
+            ConvBNAct(out_channels, out_channels, norm),
         )
 
 
@@ -45,6 +60,11 @@ class CompactNet(nn.Module):
         widths: output channels of the three groups.
         pools: whether each group halves the side. ``(False, True, True)`` keeps the first group
             at 32x32 and ends at 8x8: the same parameters for about 2.5x the multiply-adds.
+        stem: ``conv``, a trained 3x3 convolution with batch norm; ``whiten``, a frozen 2x2
+            ``PatchWhitening`` (no padding, so the groups see 31x31), fitted to the training images
+            by the ``FitPatchWhitening`` callback. Its width is fixed, 2 x 3 x 2 x 2 = 24 channels.
+        bn_momentum: every batch norm's ``momentum``, the weight of each batch in its running statistics.
+        bn_train_scale: train the batch norms' scales; ``False`` keeps them at 1 and trains only the shifts.
     """
 
     def __init__(
@@ -53,11 +73,22 @@ class CompactNet(nn.Module):
         stem_width: int = 24,
         widths: tuple[int, int, int] = (32, 64, 88),
         pools: tuple[bool, bool, bool] = (True, True, True),
+        stem: Literal["conv", "whiten"] = "conv",
+        bn_momentum: float = 0.1,
+        bn_train_scale: bool = True,
     ) -> None:
         super().__init__()
+        self.norm = partial(batch_norm, momentum=bn_momentum, train_scale=bn_train_scale)
+        if stem == "whiten":
+            whitening = PatchWhitening(3, kernel=2)
+            if stem_width != whitening.out_channels:
+                raise ValueError(f"stem: whiten gives {whitening.out_channels} channels, so stem_width must be {whitening.out_channels}, not {stem_width}")
+            first: nn.Module = nn.Sequential(whitening, nn.GELU())
+        else:
+            first = ConvBNAct(3, stem_width, self.norm)
         channels = [stem_width, *widths]
         self.features = nn.Sequential(
-            ConvBNAct(3, stem_width),
+            first,
             *(self.make_group(c_in, c_out, pool) for c_in, c_out, pool in zip(channels, channels[1:], pools)),
         )
         # max rather than average pooling, as in airbench: the strongest response anywhere
@@ -65,7 +96,7 @@ class CompactNet(nn.Module):
         self.classifier = nn.Linear(widths[-1], num_classes)
 
     def make_group(self, in_channels: int, out_channels: int, pool: bool) -> nn.Module:
-        return ConvGroup(in_channels, out_channels, pool)
+        return ConvGroup(in_channels, out_channels, pool, self.norm)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))
@@ -74,10 +105,10 @@ class CompactNet(nn.Module):
 class ResidualGroup(nn.Module):
     """A ConvGroup's downsampling conv, then two more 3x3 convolutions added back (a residual)."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, norm: Norm = nn.BatchNorm2d) -> None:
         super().__init__()
-        self.down = nn.Sequential(conv3x3(in_channels, out_channels), nn.MaxPool2d(2), nn.BatchNorm2d(out_channels), nn.GELU())
-        self.residual = nn.Sequential(ConvBNAct(out_channels, out_channels), ConvBNAct(out_channels, out_channels))
+        self.down = nn.Sequential(conv3x3(in_channels, out_channels), nn.MaxPool2d(2), norm(out_channels), nn.GELU())
+        self.residual = nn.Sequential(ConvBNAct(out_channels, out_channels, norm), ConvBNAct(out_channels, out_channels, norm))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.down(x)
@@ -91,8 +122,9 @@ class ResidualCompactNet(CompactNet):
     same multiply-adds per image as CompactNet (about 21M) for 184,226 parameters.
     """
 
-    def __init__(self, num_classes: int = 10, stem_width: int = 24, widths: tuple[int, int, int] = (32, 48, 64)) -> None:
-        super().__init__(num_classes, stem_width, widths)
+    def __init__(self, num_classes: int = 10, stem_width: int = 24, widths: tuple[int, int, int] = (32, 48, 64),
+                 stem: Literal["conv", "whiten"] = "conv", bn_momentum: float = 0.1, bn_train_scale: bool = True) -> None:
+        super().__init__(num_classes, stem_width, widths, stem=stem, bn_momentum=bn_momentum, bn_train_scale=bn_train_scale)
 
     def make_group(self, in_channels: int, out_channels: int, pool: bool) -> nn.Module:
-        return ResidualGroup(in_channels, out_channels)  # always pools
+        return ResidualGroup(in_channels, out_channels, self.norm)  # always pools

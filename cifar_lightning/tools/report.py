@@ -33,6 +33,11 @@ VAL_TARGET = 0.85  # the seed's headline: first epoch with validation accuracy a
 COLUMNS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "wall_time_s", "epoch_time_s"]
 
 
+def learning_rates(scalars: dict[str, list]) -> list:
+    """The rate's points: Lightning's ``lr``, or with a second parameter group (``bias_lr_scale``) the weights' ``lr/pg1``."""
+    return scalars.get("lr") or scalars.get("lr/pg1", [])
+
+
 LOGGER_CSV = "metrics.csv"  # CSVLogger's file name, and the report's own
 
 
@@ -105,7 +110,7 @@ def epoch_rows(scalars: dict, started: float | None = None) -> list[dict]:
             row = rows.setdefault(epoch, {"epoch": epoch, "step": step, "wall": wall})
             row[column] = value
             row["step"], row["wall"] = max(row["step"], step), max(row["wall"], wall)
-    lrs = scalars.get("lr", [])
+    lrs = learning_rates(scalars)
     train_points = scalars.get("train/loss_step", []) + lrs
     start = started or min((w for w, _, _ in train_points), default=None)
     previous = start
@@ -223,8 +228,8 @@ def plot(rows: list[dict], scalars: dict, path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     acc_ax.axhline(VAL_TARGET, color="grey", lw=0.8, ls=":")
-    steps = [s for _, s, _ in scalars.get("lr", [])]
-    lr_ax.plot(steps, [v for _, _, v in scalars.get("lr", [])])
+    steps = [s for _, s, _ in learning_rates(scalars)]
+    lr_ax.plot(steps, [v for _, _, v in learning_rates(scalars)])
     lr_ax.set(xlabel="optimizer step", ylabel="learning rate", title="learning rate (OneCycle)")
     lr_ax.grid(alpha=0.3)
     fig.suptitle(title)

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from cifar_lightning.models.whitening import PatchWhitening
 from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.training.distillation import Distillation
 from cifar_lightning.errors import CheckpointError, ConfigError
@@ -75,6 +76,9 @@ class ImageClassifier(LightningModule):
             setting: not saved with the weights, so the command that evaluates decides it.
         distillation: train against a frozen teacher's soft targets as well as the labels
             (``cifar_lightning.training.distillation.Distillation``); evaluation is unchanged.
+        bias_lr_scale: biases and normalisation parameters (every parameter of one dimension) train
+            at this many times the rate, with weight decay divided by it, so that their decay per step
+            is unchanged (airbench trains them at 64x); 1 keeps one parameter group.
         compile: ``torch.compile`` the network for a fit, in this mode (``reduce-overhead`` uses CUDA
             graphs), or ``off``. It compiles in place, so checkpoints keep their keys; the first
             steps wait for the compiler. A recipe turns it on only where it measured faster,
@@ -95,6 +99,7 @@ class ImageClassifier(LightningModule):
         tta: TTALevel = "none",
         distillation: Distillation | None = None,
         compile: CompileMode = "off",
+        bias_lr_scale: PositiveFloat = 1.0,
     ) -> None:
         super().__init__()
         # The test-time views are an evaluation setting, chosen by the command that evaluates:
@@ -205,7 +210,11 @@ class ImageClassifier(LightningModule):
         # Lightning counts max_epochs=0 as one epoch's steps, and then trains none
         if total_steps < 1 or self.trainer.max_epochs == 0:
             raise ConfigError(empty_schedule(self.trainer))
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.hparams.get("bias_lr_scale", 1.0) != 1.0:
+            weights, biases = optimizer.param_groups
+            biases["lr"] = weights["lr"] * self.hparams.bias_lr_scale
+            biases["weight_decay"] = weights.get("weight_decay", 0.0) / self.hparams.bias_lr_scale
         scheduler = OneCycleLR(
             optimizer,
             max_lr=[group["lr"] for group in optimizer.param_groups],
@@ -215,6 +224,18 @@ class ImageClassifier(LightningModule):
             final_div_factor=self.hparams.final_div_factor,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+    def parameter_groups(self) -> list[Tensor] | list[dict[str, list[Tensor]]]:
+        """What the optimizer is built from: the parameters, or with ``bias_lr_scale`` the weights and then the biases."""
+        if self.hparams.get("bias_lr_scale", 1.0) == 1.0:
+            return list(self.parameters())
+        parameters = list(self.parameters())
+        return [{"params": [p for p in parameters if p.ndim > 1]}, {"params": [p for p in parameters if p.ndim <= 1]}]
+
+    def optimized_parameters(self) -> list[Tensor]:
+        """The parameters in the order the optimizer numbers them."""
+        groups = self.parameter_groups()
+        return [p for g in groups for p in g["params"]] if groups and isinstance(groups[0], dict) else groups
 
     def setup(self, stage: str) -> None:
         if self.hparams.get("compile", "off") != "off" and stage == "fit":
@@ -226,6 +247,10 @@ class ImageClassifier(LightningModule):
             self.distillation.load_teacher(self.device, self.hparams.channels_last)
 
     def on_train_start(self) -> None:
+        # after the callbacks' own on_train_start, where FitPatchWhitening fits the stem
+        if any(isinstance(m, PatchWhitening) and not m.weight.any() for m in self.network.modules()):
+            raise ConfigError("the network's PatchWhitening stem has not been fitted to the data: add the callback "
+                              "cifar_lightning.callbacks.FitPatchWhitening to trainer.callbacks (docs/recipes.md)")
         # A resumed OneCycle keeps its saved length; a different max_epochs, batch size or split
         # would otherwise end in torch's "Tried to step X times" crash near the end of the run.
         scheduler = self.lr_schedulers()
@@ -254,7 +279,7 @@ class ImageClassifier(LightningModule):
             where = self.trainer.ckpt_path or "the checkpoint"
         except RuntimeError:  # loaded outside a Trainer (load_from_checkpoint): no optimizer is restored
             where = "the checkpoint"
-        check_optimizer_states(checkpoint, list(self.parameters()), str(where))
+        check_optimizer_states(checkpoint, self.optimized_parameters(), str(where))
         check_loop_state(checkpoint, str(where))
         check_callback_files(checkpoint, str(where))
 

@@ -1,0 +1,48 @@
+"""Fits a network's ``PatchWhitening`` stem to the training images, and trains its bias only at first."""
+
+from __future__ import annotations
+
+import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
+
+from cifar_lightning.models.whitening import PatchWhitening
+
+
+def whitening_layers(pl_module: LightningModule) -> list[PatchWhitening]:
+    return [m for m in pl_module.modules() if isinstance(m, PatchWhitening)]
+
+
+class FitPatchWhitening(Callback):
+    """Args:
+        images: training images the patch statistics are taken from, in the first batches of the fit
+            (augmented as trained; the flip and shift leave patch statistics about as they are).
+        bias_epochs: epochs in which the stem's bias trains; after them its gradient is dropped
+            before each step, so the optimizer leaves it (and its momentum) alone. 0 never trains it.
+    """
+
+    def __init__(self, images: PositiveInt = 5000, bias_epochs: NonNegativeInt = 3) -> None:
+        self.images = int(PositiveInt(images))
+        self.bias_epochs = int(NonNegativeInt(bias_epochs))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        layers = whitening_layers(pl_module)
+        if not layers or trainer.global_step > 0:  # a resumed fit has the fitted weights in its checkpoint
+            return
+        sample = trainer.strategy.broadcast(self.sample(trainer, pl_module.device), src=0)  # every process fits the same weights
+        for layer in layers:
+            layer.fit(sample)
+
+    def sample(self, trainer: Trainer, device: torch.device) -> Tensor:
+        taken: list[Tensor] = []
+        for images, _ in trainer.train_dataloader:
+            taken.append(images.to(device))
+            if sum(len(t) for t in taken) >= self.images:
+                break
+        return torch.cat(taken)[: self.images]
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
+        if trainer.current_epoch >= self.bias_epochs:
+            for layer in whitening_layers(pl_module):
+                layer.bias.grad = None

@@ -34,8 +34,8 @@ SEED_PUBLISHED = [
 ]
 HEADER = (
     "| run | network | parameters | epochs | test acc (views) | single view | first epoch (from 0) val ≥ 85% | fit wall time "
-    "| reference img/s | train img/s | data | precision |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| scaled to the yardstick | reference img/s | train img/s | data | precision |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 RETEST = "retest.json"  # cifar-lightning retest: the single-view figure beside a TTA one
 # settings that change a run's random draws but not its recipe: a run differing only in these is still the recipe's
@@ -64,6 +64,8 @@ def row_for(name: str, s: dict, single_view: float | None = None, pipeline: str 
         f"| [{name}](results/{name}/) | {network} | {s['parameters']:,} | {s['epochs']} | {_fmt(s.get('test_acc'), '.2%')}{views} "
         f"| {_fmt(single_view, '.2%', 'not measured')} "
         f"| {_fmt(first_epoch_index(s), 'd', 'never' if s.get('best_val_acc') is not None else 'no val')} | {_fmt(minutes, '.1f')} min "
+        # the minutes on a machine whose yardstick runs at its committed rate (docs/benchmarks.md); older runs had no yardstick
+        f"| {_fmt(s.get('fit_minutes_scaled'), '.1f', 'not measured')}{' min' if s.get('fit_minutes_scaled') is not None else ''} "
         # the machine's speed when the run was made (reference_rate.py), so minutes compare across days
         f"| {_fmt(s.get('reference_images_per_s'), ',.0f', 'not measured')} "
         f"| {_fmt(s.get('train_images_per_sec'), ',.0f')} | {Path(archive).name}{f' ({pipeline} pipeline)' if pipeline else ''} "
@@ -137,7 +139,7 @@ def runs(results: Path, repo: Path) -> tuple[list[str], list[str]]:
 def table(rows: list[str]) -> str:
     rows = list(rows)
     rows += [
-        f"| {r['name']} | {r['network']} | {r['parameters']:,} | {r['epochs']} | {r['test_acc']:.2%} | {r['test_acc']:.2%} | – | – | – | – "
+        f"| {r['name']} | {r['network']} | {r['parameters']:,} | {r['epochs']} | {r['test_acc']:.2%} | {r['test_acc']:.2%} | – | – | – | – | – "
         "| original CIFAR-10 (lossless) | not stated |"
         for r in SEED_PUBLISHED
     ]

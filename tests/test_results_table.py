@@ -38,6 +38,7 @@ def test_table_is_rebuilt_between_markers(tmp_path):
         "network": "cifar_lightning.models.seed.SeedNet",
         "train_images_per_sec": 1712.4,
         "reference_images_per_s": 2636.75,
+        "fit_minutes_scaled": 18.74,  # the yardstick ran at 0.75 of its committed rate that day
         "data": {"archive": "../shared/data/cifar10-jpeg.tar.gz"},
         "machine": {"cpu": "Some CPU", "torch_threads": 2, "precision": "32-true"},
     }
@@ -47,7 +48,7 @@ def test_table_is_rebuilt_between_markers(tmp_path):
     main(["--readme", str(readme), "--results", str(tmp_path / "results"), "--repo", str(REPO)])
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n")
-    assert "| [seed-cnn](results/seed-cnn/) | SeedNet | 150,738 | 50 | 88.12% (1 view) | 88.12% | 30 | 25.0 min | 2,637 | 1,712 | cifar10-jpeg.tar.gz | 32-true |" in text
+    assert "| [seed-cnn](results/seed-cnn/) | SeedNet | 150,738 | 50 | 88.12% (1 view) | 88.12% | 30 | 25.0 min | 18.7 min | 2,637 | 1,712 | cifar10-jpeg.tar.gz | 32-true |" in text
     assert "| seed (published) | SeedNet | 150,738 | 50 | 87.31% |" in text
 
 
@@ -72,7 +73,7 @@ def test_a_run_without_validation_says_so(tmp_path):
     summary = {"parameters": 184226, "epochs": 130, "test_acc": 0.9, "best_val_acc": None, "network": "x.ResidualCompactNet"}
     table = table_of_one_run(tmp_path, summary)
     assert "| 130 | 90.00% (1 view) | 90.00% | no val |" in table
-    assert "| no val | – min | not measured |" in table  # a run made before the reference rate was recorded
+    assert "| no val | – min | not measured | not measured |" in table  # a run made before the yardstick and the reference rate
 
 
 def table_of_one_run(tmp_path, summary: dict) -> str:
@@ -124,13 +125,13 @@ def test_frontier_reads_views_single_view_and_reference_rate_from_the_run_folder
         (folder / "config.yaml").write_text(f"trainer:\n  max_epochs: {planned}\n")
         (folder / "summary.json").write_text(json.dumps({"epochs": epochs, "fit_wall_time_s": 600.0, "test_acc": 0.87, **summary}))
 
-    run("fast", 15, 15, test_views=2, test_acc_single_view=0.856, reference_images_per_s=1841.5)
+    run("fast", 15, 15, test_views=2, test_acc_single_view=0.856, reference_images_per_s=1841.5, fit_minutes_scaled=7.5)
     run("best", 130, 130, test_views=6)  # re-tested single view (retest.json)
     (tmp_path / "best" / "retest.json").write_text(json.dumps({"test_acc_single_view": 0.8833}))
     run("stopped", 33, 50)  # stopped before its planned end: not a point of its recipe
     write(tmp_path)
     table = (tmp_path / "frontier.md").read_text()
-    assert "| fast | ?-core CPU | 15 | 10.0 | 1,842 | 87.00% (2) | 85.60% |" in table
-    assert "| best | ?-core CPU | 130 | 10.0 | not measured | 87.00% (6) | 88.33% |" in table
+    assert "| fast | ?-core CPU | 15 | 10.0 | 7.5 | 1,842 | 87.00% (2) | 85.60% |" in table
+    assert "| best | ?-core CPU | 130 | 10.0 | no yardstick | not measured | 87.00% (6) | 88.33% |" in table
     assert "stopped |" not in table and "| seed, published | original lossless CIFAR-10, another data copy | 50 |" in table
     assert (tmp_path / "frontier.png").read_bytes().startswith(b"\x89PNG")

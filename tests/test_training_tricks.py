@@ -13,7 +13,7 @@ from cifar_lightning.callbacks import Lookahead
 from cifar_lightning.data import Augmentation
 from cifar_lightning.data.datamodule import CIFAR10DataModule
 from cifar_lightning.data.device_batches import DeviceSplit, TrainBatches, alternating_flips
-from cifar_lightning.errors import ConfigError
+from cifar_lightning.errors import CheckpointError, ConfigError
 from cifar_lightning.models import CompactNet, ResidualCompactNet
 from cifar_lightning.models.whitening import PatchWhitening
 from cifar_lightning.training import ImageClassifier
@@ -131,6 +131,11 @@ def test_a_whitened_network_without_its_fitting_callback_is_one_line(refused):
     assert "FitPatchWhitening" in error
 
 
+def test_the_fitting_callback_without_a_whitened_network_is_one_line(refused):
+    error = refused("fit", "--config", CONFIG, *data_args(), *TINY, *FIT_WHITENING)
+    assert "has no PatchWhitening stem" in error and "stem: whiten" in error
+
+
 def test_a_whitened_fit_fits_the_stem_and_stops_training_its_bias(tmp_path, real_data_dir, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # the fast recipe: no EMA, whose average of the bias would go on moving after the bias stops
@@ -149,3 +154,16 @@ def test_a_whitened_fit_fits_the_stem_and_stops_training_its_bias(tmp_path, real
     assert main_in_process(["report", "lightning_logs/version_0", "--out", "report"], capsys).returncode == 0
     rows = list(csv.DictReader(open(tmp_path / "report/metrics.csv")))
     assert len(rows) == 2 and all(float(row["lr"]) > 0 for row in rows)
+
+
+def test_a_checkpoint_of_one_parameter_group_is_refused_by_a_model_with_two():
+    def optimizer(params):
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9)
+
+    one = ImageClassifier(CompactNet(), optimizer=optimizer)
+    saved = optimizer(one.parameter_groups()).state_dict()
+    checkpoint = {"network_class": "cifar_lightning.models.compact.CompactNet", "optimizer_states": [saved]}
+    one.on_load_checkpoint(checkpoint)  # the same grouping loads
+    two = ImageClassifier(CompactNet(), optimizer=optimizer, bias_lr_scale=8)
+    with pytest.raises(CheckpointError, match="parameter groups hold"):
+        two.on_load_checkpoint(checkpoint)

@@ -7,6 +7,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from cifar_lightning.errors import ConfigError
 from cifar_lightning.models.whitening import PatchWhitening
 
 
@@ -28,7 +29,10 @@ class FitPatchWhitening(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         layers = whitening_layers(pl_module)
-        if not layers or trainer.global_step > 0:  # a resumed fit has the fitted weights in its checkpoint
+        if not layers:
+            raise ConfigError("FitPatchWhitening is in trainer.callbacks but the network has no PatchWhitening stem: "
+                              "set model.network.init_args.stem: whiten, or leave the callback out")
+        if trainer.global_step > 0:  # a resumed fit has the fitted weights in its checkpoint
             return
         sample = trainer.strategy.broadcast(self.sample(trainer, pl_module.device), src=0)  # every process fits the same weights
         for layer in layers:

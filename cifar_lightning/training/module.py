@@ -279,7 +279,9 @@ class ImageClassifier(LightningModule):
             where = self.trainer.ckpt_path or "the checkpoint"
         except RuntimeError:  # loaded outside a Trainer (load_from_checkpoint): no optimizer is restored
             where = "the checkpoint"
-        check_optimizer_states(checkpoint, self.optimized_parameters(), str(where))
+        groups = self.parameter_groups()
+        sizes = [len(g["params"]) for g in groups] if groups and isinstance(groups[0], dict) else [len(groups)]
+        check_optimizer_states(checkpoint, self.optimized_parameters(), str(where), sizes)
         check_loop_state(checkpoint, str(where))
         check_callback_files(checkpoint, str(where))
 

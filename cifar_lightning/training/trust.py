@@ -210,11 +210,11 @@ def output_classes(network: nn.Module, input_size: tuple[int, int], where: str) 
 PER_ELEMENT_STATES = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "acc_delta", "sum", "ax", "prev", "grad_avg")
 
 
-def check_optimizer_states(checkpoint: dict, parameters: list[torch.Tensor], where: str) -> None:
-    """The saved optimizer states fit the parameters they will be restored onto.
+def check_optimizer_states(checkpoint: dict, parameters: list[torch.Tensor], where: str, group_sizes: list[int] | None = None) -> None:
+    """The saved optimizer states fit the parameters they will be restored onto, grouped as ``group_sizes``.
 
-    torch checks only the number of parameters in each group; a state of another shape would
-    surface as a size mismatch in the middle of the first resumed step.
+    torch checks only the number of parameters in each group, with a traceback; a state of another
+    shape would surface as a size mismatch in the middle of the first resumed step.
     """
     for saved in checkpoint.get("optimizer_states") or []:
         groups = saved.get("param_groups") if isinstance(saved, dict) else None
@@ -222,6 +222,10 @@ def check_optimizer_states(checkpoint: dict, parameters: list[torch.Tensor], whe
         if not isinstance(groups, list) or not isinstance(states, dict) or not all(isinstance(g, dict) for g in groups):
             raise CheckpointError(f"{where}: its optimizer state is not one torch wrote: {EDITED}")
         ids = [i for g in groups for i in (g.get("params") or [])]
+        saved_sizes = [len(g.get("params") or []) for g in groups]
+        if group_sizes is not None and saved_sizes != group_sizes:
+            raise CheckpointError(f"{where}: its optimizer's parameter groups hold {saved_sizes} parameters, this model's {group_sizes} "
+                                  "(model.bias_lr_scale makes a second group): resume with the run's own config.yaml")
         if len(ids) != len(parameters):
             raise CheckpointError(f"{where}: its optimizer state covers {len(ids)} parameters, the network has {len(parameters)}: {EDITED}")
         by_id = dict(zip(ids, parameters))

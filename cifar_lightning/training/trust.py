@@ -222,12 +222,12 @@ def check_optimizer_states(checkpoint: dict, parameters: list[torch.Tensor], whe
         if not isinstance(groups, list) or not isinstance(states, dict) or not all(isinstance(g, dict) for g in groups):
             raise CheckpointError(f"{where}: its optimizer state is not one torch wrote: {EDITED}")
         ids = [i for g in groups for i in (g.get("params") or [])]
+        if len(ids) != len(parameters):
+            raise CheckpointError(f"{where}: its optimizer state covers {len(ids)} parameters, the network has {len(parameters)}: {EDITED}")
         saved_sizes = [len(g.get("params") or []) for g in groups]
         if group_sizes is not None and saved_sizes != group_sizes:
             raise CheckpointError(f"{where}: its optimizer's parameter groups hold {saved_sizes} parameters, this model's {group_sizes} "
                                   "(model.bias_lr_scale makes a second group): resume with the run's own config.yaml")
-        if len(ids) != len(parameters):
-            raise CheckpointError(f"{where}: its optimizer state covers {len(ids)} parameters, the network has {len(parameters)}: {EDITED}")
         by_id = dict(zip(ids, parameters))
         for index, entry in states.items():
             param = by_id.get(index)

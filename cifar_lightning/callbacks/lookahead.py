@@ -31,12 +31,14 @@ class Lookahead(Callback):
         self.every = int(PositiveInt(every))
         self.decay = float(Decay(decay))
         self.slow: dict[str, Tensor] = {}
+        self.total_steps = 0
 
     def tensors(self, pl_module: LightningModule) -> dict[str, Tensor]:
         # the network's weights and batch-norm statistics, as airbench averages them; counts are left alone
         return {k: v for k, v in pl_module.network.state_dict(keep_vars=True).items() if v.is_floating_point()}
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.total_steps = int(trainer.estimated_stepping_batches)  # once: Lightning recomputes it on every read
         if not self.slow:  # a resumed fit has its slow copy from the checkpoint
             self.slow = {k: v.detach().clone() for k, v in self.tensors(pl_module).items()}
         else:
@@ -44,7 +46,7 @@ class Lookahead(Callback):
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step, total = trainer.global_step, int(trainer.estimated_stepping_batches)
+        step, total = trainer.global_step, self.total_steps
         last = step >= total
         if step % self.every and not last:
             return

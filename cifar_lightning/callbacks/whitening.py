@@ -26,9 +26,10 @@ class FitPatchWhitening(Callback):
     def __init__(self, images: PositiveInt = 5000, bias_epochs: NonNegativeInt = 3) -> None:
         self.images = int(PositiveInt(images))
         self.bias_epochs = int(NonNegativeInt(bias_epochs))
+        self.layers: list[PatchWhitening] = []
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        layers = whitening_layers(pl_module)
+        self.layers = layers = whitening_layers(pl_module)  # found once, not on every step
         if not layers:
             raise ConfigError("FitPatchWhitening is in trainer.callbacks but the network has no PatchWhitening stem: "
                               "set model.network.init_args.stem: whiten, or leave the callback out")
@@ -48,5 +49,5 @@ class FitPatchWhitening(Callback):
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
         if trainer.current_epoch >= self.bias_epochs:
-            for layer in whitening_layers(pl_module):
+            for layer in self.layers:
                 layer.bias.grad = None

@@ -225,17 +225,16 @@ class ImageClassifier(LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
 
-    def parameter_groups(self) -> list[Tensor] | list[dict[str, list[Tensor]]]:
-        """What the optimizer is built from: the parameters, or with ``bias_lr_scale`` the weights and then the biases."""
-        if self.hparams.get("bias_lr_scale", 1.0) == 1.0:
-            return list(self.parameters())
+    def parameter_groups(self) -> list[dict[str, list[Tensor]]]:
+        """What the optimizer is built from: one group of every parameter, or with ``bias_lr_scale`` the weights and then the biases."""
         parameters = list(self.parameters())
+        if self.hparams.get("bias_lr_scale", 1.0) == 1.0:
+            return [{"params": parameters}]  # torch saves the same state as for a bare list of parameters
         return [{"params": [p for p in parameters if p.ndim > 1]}, {"params": [p for p in parameters if p.ndim <= 1]}]
 
     def optimized_parameters(self) -> list[Tensor]:
         """The parameters in the order the optimizer numbers them."""
-        groups = self.parameter_groups()
-        return [p for g in groups for p in g["params"]] if groups and isinstance(groups[0], dict) else groups
+        return [p for group in self.parameter_groups() for p in group["params"]]
 
     def setup(self, stage: str) -> None:
         if self.hparams.get("compile", "off") != "off" and stage == "fit":
@@ -279,8 +278,7 @@ class ImageClassifier(LightningModule):
             where = self.trainer.ckpt_path or "the checkpoint"
         except RuntimeError:  # loaded outside a Trainer (load_from_checkpoint): no optimizer is restored
             where = "the checkpoint"
-        groups = self.parameter_groups()
-        sizes = [len(g["params"]) for g in groups] if groups and isinstance(groups[0], dict) else [len(groups)]
+        sizes = [len(group["params"]) for group in self.parameter_groups()]
         check_optimizer_states(checkpoint, self.optimized_parameters(), str(where), sizes)
         check_loop_state(checkpoint, str(where))
         check_callback_files(checkpoint, str(where))

@@ -59,11 +59,15 @@ class SaveStageConfig(SaveConfigCallback):
     """``config.yaml`` for a new fit; ``config-test.yaml`` etc. for an evaluation logged into a fit's folder.
 
     A resumed fit keeps the run's own config.yaml: its training settings were checked to be the
-    same (``resume.check_resume``), and the file is the record of how the run was trained.
+    same (``resume.check_resume``), and the file is the record of how the run was trained. An
+    evaluation without a logger has no run folder to record into, so it writes none (its
+    ``log_dir`` is the working folder).
     """
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn enum
+        if stage != "fit" and not trainer.loggers:
+            self.already_saved = True
         self.config_filename = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
         log_dir = self.run_dir = trainer.log_dir  # every rank: a broadcast, which save_config (rank zero only) must not make
         if not self.already_saved and stage == "fit" and log_dir is not None:

@@ -58,6 +58,19 @@ def test_evaluation_subcommands_run_from_a_checkpoint(subcommand, finished_copy,
         assert f"{'val' if subcommand == 'validate' else 'test'}/acc" in result.trainer.callback_metrics
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("subcommand", ["validate", "test"])
+def test_an_evaluation_without_a_logger_leaves_the_working_folder_as_it_was(subcommand, finished_run, tmp_path, real_data_dir,
+                                                                            real_archive, monkeypatch):
+    """No run folder to record into: the metrics and the per-class table are printed, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    ckpt = str(finished_run / "lightning_logs/version_0/checkpoints/last.ckpt")
+    result = run_cli([subcommand, "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", ckpt,
+                      "--trainer.logger=false"])
+    assert f"{'val' if subcommand == 'validate' else 'test'}/acc" in result.trainer.callback_metrics
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_another_network_is_a_config_change(tmp_path, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--model.network=helpers.TinyNet"])
@@ -208,7 +221,7 @@ def test_checkpoint_with_a_pickled_callable_is_refused_unrun(finished_run, tmp_p
     assert not marker.exists()
 
 
-def test_predict_on_your_own_images(finished_copy, tmp_path, real_data_dir, real_archive, monkeypatch):
+def test_predict_on_your_own_images(finished_copy, tmp_path, real_data_dir, real_archive, monkeypatch, refused):
     import csv
 
     from PIL import Image
@@ -238,3 +251,10 @@ def test_predict_on_your_own_images(finished_copy, tmp_path, real_data_dir, real
         assert 0 < float(row["probability"]) <= 1 and len({name for name, _ in top3}) == 3
         assert float(top3[0][1]) >= float(top3[1][1]) >= float(top3[2][1])
         assert row["views"] == "2"  # the file records the views its predictions averaged
+    # a second predict into the same folder takes the next free name; an output that exists is refused
+    first = written.read_bytes()
+    run_cli([*args, "--ckpt_path", ckpt])
+    assert (written.parent / "predictions-2.csv").is_file() and written.read_bytes() == first
+    line = refused(*args, "--ckpt_path", ckpt, f"--prediction_writer.output={written}")
+    assert line == f"error: {written} exists: pass another --prediction_writer.output, or move that file away"
+    assert written.read_bytes() == first

@@ -66,3 +66,20 @@ def test_a_new_fit_from_a_runs_config_gets_a_folder_of_its_own(tmp_path, monkeyp
     again = run_cli(["fit", "--config", str(first / "config.yaml"), *args])
     assert Path(again.trainer.log_dir).resolve() == tmp_path / "lightning_logs" / "version_1"
     assert {p.name: p.read_bytes() for p in (first / "checkpoints").iterdir()} == kept
+
+
+@pytest.mark.parametrize(("where", "setting"), [
+    (["--trainer.logger=false"], "--trainer.default_root_dir"),  # Lightning's default root holds them
+    (["--last_checkpoint.dirpath=kept", "--checkpoint.dirpath=kept"], "--checkpoint.dirpath"),
+])
+def test_a_new_fit_never_writes_over_another_runs_checkpoints(where, setting, tmp_path, monkeypatch, refused, real_data_dir, real_archive):
+    """Without a run folder of its own, a new fit would rewrite last.ckpt in the folder another fit left."""
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(epochs=1), "--model.network=helpers.TinyNet", *where]
+    run_cli(args)
+    (folder,) = {p.parent for p in tmp_path.glob("**/last.ckpt")}
+    kept = {p.name: p.read_bytes() for p in folder.iterdir()}
+    line = refused(*args)
+    assert f"{folder.relative_to(tmp_path)} holds another run's checkpoints" in line
+    assert f"resume that run with --ckpt_path {folder.relative_to(tmp_path) / 'last.ckpt'}, or pass another {setting}" in line
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == kept

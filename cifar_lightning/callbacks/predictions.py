@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from cifar_lightning.errors import ensure_writable_folder
+from cifar_lightning.errors import UserError, ensure_writable_folder
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -18,19 +19,28 @@ class PredictionWriter(BasePredictionWriter):
     test-time views each prediction averaged (the module's ``views``, from ``model.tta``).
 
     Args:
-        output: the CSV file; defaults to ``predictions.csv`` in the run's log folder.
+        output: the CSV file, which must not exist yet; defaults to ``predictions.csv`` in the run's
+            log folder, or ``predictions-2.csv`` and on when an earlier ``predict`` wrote that.
     """
 
     def __init__(self, output: str | None = None) -> None:
         super().__init__(write_interval="epoch")
         self.output = output
+        self.path: Path | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if getattr(stage, "value", stage) == "predict" and trainer.is_global_zero:  # before any image is predicted
-            ensure_writable_folder(self._output(trainer).parent, "predictions", "pass another --prediction_writer.output")
+            self.path = self.free_path(Path(trainer.log_dir or "."))
+            ensure_writable_folder(self.path.parent, "predictions", "pass another --prediction_writer.output")
 
-    def _output(self, trainer: Trainer) -> Path:
-        return Path(self.output or Path(trainer.log_dir or ".") / "predictions.csv")
+    def free_path(self, log_dir: Path) -> Path:
+        """The file this predict writes: never one that holds an earlier predict's decisions."""
+        if self.output is not None:
+            if Path(self.output).exists():
+                raise UserError(f"{self.output} exists: pass another --prediction_writer.output, or move that file away")
+            return Path(self.output)
+        names = itertools.chain(["predictions.csv"], (f"predictions-{n}.csv" for n in itertools.count(2)))
+        return next(path for path in (log_dir / name for name in names) if not path.exists())
 
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions, batch_indices) -> None:
         probabilities = torch.cat(predictions).float()
@@ -47,7 +57,7 @@ class PredictionWriter(BasePredictionWriter):
         dataset = trainer.predict_dataloaders.dataset
         paths = [dataset.name(i) for i in sorted(order)]
         names = pl_module.hparams.class_names or [str(i) for i in range(probabilities.shape[1])]
-        output = self._output(trainer)
+        output = self.path
         top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
         views = getattr(pl_module, "views", 1)
         with output.open("w", newline="") as f:

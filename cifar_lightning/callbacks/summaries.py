@@ -66,7 +66,7 @@ class HParamsSummary(Callback):
 
 class TestFigures(Callback):
     """At ``test``: the per-class table on the terminal, ``test_confusion_matrix.csv`` in the run
-    folder, and to every logger the confusion matrix (torchmetrics' own plot), a grid of
+    folder (a test without a logger has none), and to every logger the confusion matrix (torchmetrics' own plot), a grid of
     misclassified test images and the same images under the Grad-CAM map of the class they were
     taken for (``cifar_lightning.explain``). A logger that takes no images (CSV) gets them as PNG
     files in the run folder instead, and a line says so.
@@ -100,6 +100,8 @@ class TestFigures(Callback):
         log_dir = trainer.log_dir  # every rank: a broadcast
         if not trainer.is_global_zero:
             return
+        if not trainer.loggers:  # no run folder: log_dir is the working folder, and the table is on the terminal
+            log_dir = None
         names = pl_module.hparams.class_names or [str(i) for i in range(len(matrix))]
         per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
         lines = [f"{'class':>12} {'accuracy':>8}  confusion row (predicted " + " ".join(n[:4] for n in names) + ")"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from cifar_lightning.errors import ensure_writable_folder
+from cifar_lightning.errors import UserError, ensure_writable_folder
 from cifar_lightning.runs import loggers
 
 VERSION_ENV = "CIFAR_LIGHTNING_RUN_VERSION"  # the run folder, handed to DDP processes started later
@@ -77,6 +77,8 @@ def claim_run_folder(config, ckpt_path: str | None, fit: bool = False) -> None:
     run's config.yaml records it). DDP processes that Lightning starts later re-read the command
     line and join the launcher's folder through ``VERSION_ENV``.
     """
+    if fit and not ckpt_path:
+        refuse_checkpoints_of_another_run(config)
     folder = logger_dir(config)
     if folder is None:  # another logger, or none: Lightning's default root holds the checkpoints
         ensure_writable_folder(Path(config["trainer"].get("default_root_dir") or "."), "log", "pass another --trainer.default_root_dir")
@@ -97,6 +99,30 @@ def claim_run_folder(config, ckpt_path: str | None, fit: bool = False) -> None:
         logger_args["version"] = os.environ.get(VERSION_ENV)
     if logger_args.get("version") is not None:
         ensure_writable_folder(folder / str(logger_args["version"]), "log", LOG_FIX)
+
+
+def checkpoint_folders(config) -> list[tuple[Path, str]]:
+    """The folders a new fit writes checkpoints into that are not a run folder of its own, each with the setting that moves it.
+
+    A logger's run folder is claimed new (``claim_version``); a ``dirpath`` that the config names,
+    or Lightning's default root when no logger runs, is the same folder for every fit.
+    """
+    folders = [(Path(config[key]["dirpath"]), f"--{key}.dirpath") for key in ("checkpoint", "last_checkpoint")
+               if (config.get(key) or {}).get("dirpath")]
+    if config["trainer"].get("logger") is False and len(folders) < 2:
+        folders.append((Path(config["trainer"].get("default_root_dir") or ".") / "checkpoints", "--trainer.default_root_dir"))
+    return folders
+
+
+def refuse_checkpoints_of_another_run(config) -> None:
+    """A new fit never writes over another run's checkpoints (``last.ckpt`` is rewritten every epoch)."""
+    for folder, setting in checkpoint_folders(config):
+        held = sorted(p.name for p in folder.glob("*.ckpt"))
+        if held:
+            resume = LAST_NAME + ".ckpt" if LAST_NAME + ".ckpt" in held else held[-1]
+            raise UserError(f"{folder} holds another run's checkpoints ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}), "
+                            f"which a new fit would write over: resume that run with --ckpt_path {folder / resume}, "
+                            f"or pass another {setting}")
 
 
 def mark_trained(run_dir: str | Path | None) -> None:

@@ -136,21 +136,6 @@ class RecordLocalAccuracy(Callback):
             json.dump({"correct": self.correct, "total": self.total, "first_labels": self.first_labels}, f)
 
 
-class RecordWhitening(Callback):
-    """Each DDP rank writes the weights its whitening stem trained with: ``<folder>/whitening<N>.json``."""
-
-    def __init__(self, folder: str = "ranks") -> None:
-        self.folder = folder
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        from cifar_lightning.models.whitening import PatchWhitening
-
-        (stem,) = [m for m in pl_module.modules() if isinstance(m, PatchWhitening)]
-        os.makedirs(self.folder, exist_ok=True)
-        with open(os.path.join(self.folder, f"whitening{trainer.global_rank}.json"), "w") as f:
-            json.dump(stem.weight.tolist(), f)
-
-
 class FailingTransform:
     """An albumentations-style callable that raises on its ``at``-th call in a process."""
 

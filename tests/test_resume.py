@@ -68,18 +68,22 @@ def test_a_new_fit_from_a_runs_config_gets_a_folder_of_its_own(tmp_path, monkeyp
     assert {p.name: p.read_bytes() for p in (first / "checkpoints").iterdir()} == kept
 
 
-@pytest.mark.parametrize(("where", "setting"), [
-    (["--trainer.logger=false"], "--trainer.default_root_dir"),  # Lightning's default root holds them
-    (["--last_checkpoint.dirpath=kept", "--checkpoint.dirpath=kept"], "--checkpoint.dirpath"),
-])
-def test_a_new_fit_never_writes_over_another_runs_checkpoints(where, setting, tmp_path, monkeypatch, refused, real_data_dir, real_archive):
-    """Without a run folder of its own, a new fit would rewrite last.ckpt in the folder another fit left."""
+def test_a_new_fit_never_writes_over_another_runs_checkpoints(tmp_path, monkeypatch, refused, real_data_dir, real_archive):
+    """A checkpoint folder that the config names is one folder for every fit: the next would rewrite last.ckpt there."""
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(epochs=1), "--model.network=helpers.TinyNet", *where]
+    args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(epochs=1), "--model.network=helpers.TinyNet",
+            "--last_checkpoint.dirpath=kept", "--checkpoint.dirpath=kept"]
     run_cli(args)
-    (folder,) = {p.parent for p in tmp_path.glob("**/last.ckpt")}
-    kept = {p.name: p.read_bytes() for p in folder.iterdir()}
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()}
+    assert "last.ckpt" in kept
     line = refused(*args)
-    assert f"{folder.relative_to(tmp_path)} holds another run's checkpoints" in line
-    assert f"resume that run with --ckpt_path {folder.relative_to(tmp_path) / 'last.ckpt'}, or pass another {setting}" in line
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == kept
+    assert "kept holds another run's checkpoints" in line
+    assert "resume that run with --ckpt_path kept/last.ckpt, or pass another --checkpoint.dirpath" in line
+    assert {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()} == kept
+
+
+def test_a_fit_without_a_logger_is_refused_before_anything_is_written(tmp_path, monkeypatch, refused, real_data_dir, real_archive):
+    monkeypatch.chdir(tmp_path)
+    line = refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(epochs=1), "--trainer.logger=false")
+    assert line.startswith("error: a fit needs a logger") and "--trainer.logger lightning.pytorch.loggers.CSVLogger" in line
+    assert list(tmp_path.iterdir()) == []

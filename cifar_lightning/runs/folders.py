@@ -77,6 +77,10 @@ def claim_run_folder(config, ckpt_path: str | None, fit: bool = False) -> None:
     run's config.yaml records it). DDP processes that Lightning starts later re-read the command
     line and join the launcher's folder through ``VERSION_ENV``.
     """
+    if fit and config["trainer"].get("logger") is False:
+        # the run folder is the logger's: without one, Lightning would put every fit's checkpoints in one folder
+        raise UserError("a fit needs a logger, whose run folder holds its config, checkpoints and curves: leave out "
+                        "--trainer.logger false, or pass --trainer.logger lightning.pytorch.loggers.CSVLogger for plain files")
     if fit and not ckpt_path:
         refuse_checkpoints_of_another_run(config)
     folder = logger_dir(config)
@@ -104,14 +108,11 @@ def claim_run_folder(config, ckpt_path: str | None, fit: bool = False) -> None:
 def checkpoint_folders(config) -> list[tuple[Path, str]]:
     """The folders a new fit writes checkpoints into that are not a run folder of its own, each with the setting that moves it.
 
-    A logger's run folder is claimed new (``claim_version``); a ``dirpath`` that the config names,
-    or Lightning's default root when no logger runs, is the same folder for every fit.
+    A logger's run folder is claimed new (``claim_version``); a ``dirpath`` that the config names is
+    the same folder for every fit.
     """
-    folders = [(Path(config[key]["dirpath"]), f"--{key}.dirpath") for key in ("checkpoint", "last_checkpoint")
-               if (config.get(key) or {}).get("dirpath")]
-    if config["trainer"].get("logger") is False and len(folders) < 2:
-        folders.append((Path(config["trainer"].get("default_root_dir") or ".") / "checkpoints", "--trainer.default_root_dir"))
-    return folders
+    return [(Path(config[key]["dirpath"]), f"--{key}.dirpath") for key in ("checkpoint", "last_checkpoint")
+            if (config.get(key) or {}).get("dirpath")]
 
 
 def refuse_checkpoints_of_another_run(config) -> None:

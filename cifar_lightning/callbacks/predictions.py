@@ -29,8 +29,11 @@ class PredictionWriter(BasePredictionWriter):
         self.path: Path | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if getattr(stage, "value", stage) == "predict" and trainer.is_global_zero:  # before any image is predicted
-            self.path = self.free_path(Path(trainer.log_dir or "."))
+        if getattr(stage, "value", stage) != "predict":
+            return
+        log_dir = Path(trainer.log_dir or ".")  # every rank: under DDP it is a broadcast
+        if trainer.is_global_zero:  # before any image is predicted
+            self.path = self.free_path(log_dir)
             ensure_writable_folder(self.path.parent, "predictions", "pass another --prediction_writer.output")
 
     def free_path(self, log_dir: Path) -> Path:

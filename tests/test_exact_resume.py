@@ -83,12 +83,13 @@ def test_sigkill_mid_epoch_then_resume_equals_never_stopping(pipeline, logger, t
 
 
 # airbench's techniques keep state of their own: the fitted stem, Lookahead's slow copy, a second
-# parameter group, the epoch's flips
+# parameter group, the epoch's flips; and the side schedule, the killed epoch at a side of its own
 TRICKS = [
     "--model.network=cifar_lightning.models.CompactNet", "--model.network.stem=whiten", "--model.network.bn_train_scale=false",
     "--trainer.callbacks+=cifar_lightning.callbacks.FitPatchWhitening", "--trainer.callbacks.images=64",
     "--trainer.callbacks.bias_epochs=2", "--trainer.callbacks+=cifar_lightning.callbacks.Lookahead", "--trainer.callbacks.every=4",
     "--model.bias_lr_scale=8", "--data.augmentation.hflip_p=0.5", "--data.augmentation.alternate_flip=true",
+    "--data.augmentation.epoch_sides=[16,24]",
 ]
 
 

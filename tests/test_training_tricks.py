@@ -1,4 +1,5 @@
-"""airbench's techniques as settings: the whitened stem, batch-norm settings, the bias rate, Lookahead, the alternating flip."""
+"""airbench's techniques as settings: the whitened stem, batch-norm settings, the bias rate, Lookahead, the alternating flip;
+and the smaller early epochs (progressive resizing)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,38 @@ def test_alternating_flip_is_refused_where_it_cannot_mean_what_it_says():
         CIFAR10DataModule(pipeline="albumentations", augmentation=Augmentation(hflip_p=0.5, alternate_flip=True))
 
 
+def test_the_first_epochs_train_at_the_sides_the_schedule_gives_then_at_full_size():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    images[:8] = 200  # flat images stay flat when shrunk: the resize keeps values, it does not rescale them
+    split = DeviceSplit(images, np.arange(64) % 10, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"))
+    aug = Augmentation(hflip_p=0.5, affine_p=1.0, shift_px=2, scale=0.0, rotate=0.0, cutout_p=0.0, epoch_sides=(16, 24))
+    sides = []
+    for epoch in range(3):
+        batches = TrainBatches(split, batch_size=32, augmentation=aug, seed=1, epoch=epoch)
+        order = batches.sampler.permutation()
+        batch, labels = next(iter(batches))
+        sides.append(tuple(batch.shape))
+        flat = batch[torch.as_tensor(order[:32] < 8)]
+        assert torch.allclose(flat, flat[:, :, :1, :1].expand_as(flat), atol=1e-5)
+        assert torch.allclose(flat[:, :, 0, 0], split.batch(torch.tensor([0]))[0][:, :, 0, 0].expand(len(flat), 3), atol=1e-5)
+    assert sides == [(32, 3, 16, 16), (32, 3, 24, 24), (32, 3, 32, 32)]
+    plain = TrainBatches(split, batch_size=32, augmentation=Augmentation(hflip_p=0.5, affine_p=1.0, shift_px=2, scale=0.0, rotate=0.0,
+                                                                         cutout_p=0.0), seed=1, epoch=2)
+    assert torch.equal(next(iter(plain))[0], batch)  # past the schedule, the same images as without one
+
+
+@pytest.mark.parametrize("sides", [(0,), (7,), (33,), (16, 2.5), (True,)])
+def test_a_side_outside_the_image_is_refused_in_one_line(sides):
+    with pytest.raises(ConfigError, match="epoch_sides holds .* in \\[8, 32\\]"):
+        Augmentation(epoch_sides=sides)
+
+
+def test_the_side_schedule_is_refused_by_the_albumentations_pipeline():
+    with pytest.raises(ConfigError, match="epoch_sides needs data.pipeline device"):
+        CIFAR10DataModule(pipeline="albumentations", augmentation=Augmentation(epoch_sides=(16,)))
+
+
 class Counting(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -141,7 +174,7 @@ def test_a_whitened_fit_fits_the_stem_and_stops_training_its_bias(tmp_path, real
     # the fast recipe: no EMA, whose average of the bias would go on moving after the bias stops
     args = ["fit", "--config", FAST, *data_args(real_data_dir), *TINY, "--trainer.max_epochs=2", *WHITENED, *FIT_WHITENING,
             "--trainer.callbacks.bias_epochs=1", "--model.bias_lr_scale=8", "--checkpoint.save_top_k=-1", "--trainer.log_every_n_steps=1", "--model.network.bn_train_scale=false", "--data.augmentation.hflip_p=0.5",
-            "--data.augmentation.alternate_flip=true"]
+            "--data.augmentation.alternate_flip=true", "--data.augmentation.epoch_sides=[16]"]
     assert main_in_process(args, capsys).returncode == 0
     ckpt = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     state = ckpt["state_dict"]

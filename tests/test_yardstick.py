@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
+from cifar_lightning.callbacks import run_record
 from cifar_lightning.runs import reference_rate
 from cifar_lightning.runs.reference_rate import YARDSTICK_REFERENCE, scaled_minutes
 from cifar_lightning.tools.report import write_report
@@ -23,9 +25,18 @@ def test_scaled_minutes_follow_the_yardstick(monkeypatch):
 @pytest.mark.slow
 def test_a_timed_fit_records_the_yardstick_and_the_report_scales_its_minutes(tmp_path, monkeypatch, real_data_dir, real_archive):
     monkeypatch.chdir(tmp_path)
+    timed_until = []
+
+    def train_step_rate(*args):  # the second of the two timings; it ends before the fit's clock starts
+        rate = reference_rate.train_step_rate(*args)
+        timed_until.append(time.time())
+        return rate
+
+    monkeypatch.setattr(run_record, "train_step_rate", train_step_rate)
     run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(), "--run_info.reference_seconds=0.3"])
     run_dir = tmp_path / "lightning_logs" / "version_0"
     info = json.loads((run_dir / "run.json").read_text())
+    assert len(timed_until) == 1 and info["started"] >= timed_until[0]  # the timings are not the fit's minutes
     assert info["reference"]["images_per_s"] > 0 and info["yardstick"]["images_per_s"] > 0
     assert info["yardstick"]["reference_images_per_s"] == YARDSTICK_REFERENCE["cpu"]
     monkeypatch.setitem(reference_rate.YARDSTICK_REFERENCE, "cpu", 2 * info["yardstick"]["images_per_s"])

@@ -40,6 +40,12 @@ class RunInfo(Callback):
             return
         path = Path(log_dir) / RUN_INFO
         previous = json.loads(path.read_text()) if path.is_file() else {}
+        # the two timings come first: they measure the machine, they are not part of the fit's minutes
+        yardstick = yardstick_rate(pl_module.device, self.reference_seconds)
+        reference = train_step_rate(
+            pl_module.network, trainer.datamodule.batch_size, "bf16" in str(trainer.precision),
+            bool(pl_module.hparams.get("channels_last")), pl_module.device, self.reference_seconds,
+        )
         start = {
             "started": time.time(),  # seconds since the epoch; the report's clock starts here
             "command": " ".join(["python -m cifar_lightning", *sys.argv[1:]]),
@@ -58,15 +64,12 @@ class RunInfo(Callback):
             "data_preparation_s": getattr(trainer.datamodule, "preparation_seconds", None),
             # one fixed piece of work for every run: scales fit minutes to the reference machine's
             "yardstick": {
-                "images_per_s": yardstick_rate(pl_module.device, self.reference_seconds),
+                "images_per_s": yardstick,
                 "reference_images_per_s": YARDSTICK_REFERENCE.get(pl_module.device.type),
                 "work": YARDSTICK_WORK,
             },
             "reference": {
-                "images_per_s": train_step_rate(
-                    pl_module.network, trainer.datamodule.batch_size, "bf16" in str(trainer.precision),
-                    bool(pl_module.hparams.get("channels_last")), pl_module.device, self.reference_seconds,
-                ),
+                "images_per_s": reference,
                 "work": "plain SGD training steps of the run's network on synthetic 3x32x32 images, "
                         "the run's batch size, precision and layout (cifar_lightning/reference_rate.py)",
             },

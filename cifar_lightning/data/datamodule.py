@@ -116,6 +116,8 @@ class CIFAR10DataModule(LightningDataModule):
         self.pipeline = pipeline
         if augmentation.alternate_flip and pipeline != "device":
             raise ConfigError("data.augmentation.alternate_flip needs data.pipeline device (the albumentations pipeline draws each flip at random)")
+        if augmentation.epoch_sides and pipeline != "device":
+            raise ConfigError("data.augmentation.epoch_sides needs data.pipeline device (the albumentations pipeline has one image size for the fit)")
         self.workers_setting = num_workers
         self.pin_memory = pin_memory
         self.augmentation = augmentation

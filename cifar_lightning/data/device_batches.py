@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from cifar_lightning.data.augment import Augmentation
@@ -80,11 +81,25 @@ class TrainBatches:
         # one copy of the epoch's order and draws to the device; the batches below only index them
         device = self.split.device
         order, draws = to_device(order, device), draws.to(device)
+        side = epoch_side(self.augmentation, sampler.epoch, self.split.images.shape[1])
         for start in range(0, len(order), self.batch_size):
             rows = slice(start, start + self.batch_size)
             index = order[rows]
             images = augment(self.split.images.index_select(0, index), draws.rows(rows), self.augmentation, self.split.fill)
-            yield normalize(images, self.split.scale, self.split.bias), self.split.labels.index_select(0, index)
+            yield shrink(normalize(images, self.split.scale, self.split.bias), side), self.split.labels.index_select(0, index)
+
+
+def epoch_side(augmentation: Augmentation, epoch: int, full: int) -> int:
+    """The side that ``epoch``'s training images have: ``augmentation.epoch_sides``' entry, or ``full`` past the list."""
+    sides = augmentation.epoch_sides
+    return sides[epoch] if epoch < len(sides) else full
+
+
+def shrink(images: Tensor, side: int) -> Tensor:
+    """N x C x H x W images resized to ``side`` x ``side`` (bilinear, antialiased, so no aliasing when shrinking); unchanged at their own side."""
+    if images.shape[-1] == side and images.shape[-2] == side:
+        return images
+    return F.interpolate(images, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
 
 
 def alternating_flips(count: int, seed: int, epoch: int) -> Tensor:

@@ -12,10 +12,11 @@ from torch import nn
 
 from cifar_lightning.callbacks import Lookahead
 from cifar_lightning.data import Augmentation
+from cifar_lightning.data.augment import MIN_SIDE
 from cifar_lightning.data.datamodule import CIFAR10DataModule
 from cifar_lightning.data.device_batches import DeviceSplit, TrainBatches, alternating_flips
 from cifar_lightning.errors import CheckpointError, ConfigError
-from cifar_lightning.models import CompactNet, ResidualCompactNet
+from cifar_lightning.models import CompactNet, ResidualCompactNet, SeedNet
 from cifar_lightning.models.whitening import PatchWhitening
 from cifar_lightning.training import ImageClassifier
 from harness import CONFIG, REPO, TINY, data_args, main_in_process, one_line_error
@@ -119,10 +120,15 @@ def test_the_first_epochs_train_at_the_sides_the_schedule_gives_then_at_full_siz
     assert torch.equal(next(iter(plain))[0], batch)  # past the schedule, the same images as without one
 
 
-@pytest.mark.parametrize("sides", [(0,), (7,), (33,), (16, 2.5), (True,)])
+@pytest.mark.parametrize("sides", [(0,), (15,), (33,), (16, 2.5), (True,)])
 def test_a_side_outside_the_image_is_refused_in_one_line(sides):
-    with pytest.raises(ConfigError, match="epoch_sides holds .* in \\[8, 32\\]"):
+    with pytest.raises(ConfigError, match="epoch_sides holds .* in \\[16, 32\\]"):
         Augmentation(epoch_sides=sides)
+
+
+@pytest.mark.parametrize("network", [CompactNet(stem="whiten"), ResidualCompactNet(stem="whiten"), CompactNet(), SeedNet()])
+def test_every_network_takes_the_smallest_side(network):
+    assert network(torch.randn(2, 3, MIN_SIDE, MIN_SIDE)).shape == (2, 10)
 
 
 def test_the_side_schedule_is_refused_by_the_albumentations_pipeline():

@@ -45,6 +45,13 @@ class TinyNet(nn.Sequential):
         )
 
 
+class Flat32Net(nn.Sequential):
+    """Flattens its 32 x 32 feature map into a linear layer: it takes 32-pixel images only."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 32 * 32, num_classes))
+
+
 class KillAt(Callback):
     """SIGKILL the whole process at one batch of one epoch: a machine that vanishes mid-epoch."""
 

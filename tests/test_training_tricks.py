@@ -131,6 +131,13 @@ def test_every_network_takes_the_smallest_side(network):
     assert network(torch.randn(2, 3, MIN_SIDE, MIN_SIDE)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("sides", ["[24]", "[32,16]"])
+def test_a_network_that_cannot_take_a_scheduled_side_is_one_line_before_training(refused, sides):
+    error = refused("fit", "--config", CONFIG, *data_args(), *TINY, "--model.network=helpers.Flat32Net",
+                    f"--data.augmentation.epoch_sides={sides}")
+    assert "the network cannot take" in error and "x" in error and "global pooling" in error
+
+
 def test_the_side_schedule_is_refused_by_the_albumentations_pipeline():
     with pytest.raises(ConfigError, match="epoch_sides needs data.pipeline device"):
         CIFAR10DataModule(pipeline="albumentations", augmentation=Augmentation(epoch_sides=(16,)))

@@ -172,6 +172,11 @@ class CIFAR10DataModule(LightningDataModule):
         self.test_set.transform = evaluate
 
     @property
+    def smaller_training_sides(self) -> tuple[int, ...]:
+        """The sides under the full image that some training epoch shrinks its batches to (``augmentation.epoch_sides``)."""
+        return tuple(sorted({side for side in self.augmentation.epoch_sides if side != IMAGE_SIZE}))
+
+    @property
     def preprocessing(self) -> dict:
         """What the network expects: the training split's mean and std (RGB in [0, 1]), the class
         names and the input size. Saved in every checkpoint; a model loaded from one uses these."""

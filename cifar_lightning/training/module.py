@@ -237,9 +237,30 @@ class ImageClassifier(LightningModule):
         return [p for group in self.parameter_groups() for p in group["params"]]
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.check_input_sides(getattr(self.trainer.datamodule, "smaller_training_sides", ()))
         if self.hparams.get("compile", "off") != "off" and stage == "fit":
             # in place (nn.Module.compile), so parameter names and checkpoint keys stay the network's own
             self.network.compile(mode=self.hparams.compile)
+
+    def check_input_sides(self, sides: tuple[int, ...]) -> None:
+        """One blank image of each side through the network, in eval mode and without gradients, before
+        training: a network that cannot take one (a flatten into a fixed-size linear layer, say) stops
+        here in one line, not with a traceback at the first epoch that trains at that side."""
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.no_grad(), torch.random.fork_rng():
+                for side in sides:
+                    try:
+                        self.network(torch.zeros(1, 3, side, side, device=self.device))
+                    except (RuntimeError, ValueError) as err:  # shape errors: torch raises either
+                        raise ConfigError(
+                            f"the network cannot take {side} x {side} images, which data.augmentation.epoch_sides trains on "
+                            f"({str(err).splitlines()[0][:120]}): use sides it takes, or a network that ends in global pooling"
+                        ) from None
+        finally:
+            self.network.train(was_training)
 
     def on_fit_start(self) -> None:
         if self.distillation is not None:

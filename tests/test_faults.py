@@ -17,7 +17,7 @@ import torch
 from cifar_lightning.data import Augmentation, sources
 from cifar_lightning.data.augment import train_transform
 from cifar_lightning.errors import ConfigError, DataError
-from harness import CONFIG, TINY, Finished, cli, data_args, main_in_process, one_line_error
+from harness import CONFIG, TINY, Finished, cli, data_args, main_in_process, one_line_error, tiny_run
 
 
 
@@ -286,6 +286,18 @@ def test_a_setting_that_leaves_no_training_step_is_refused_and_leaves_no_run_fol
     monkeypatch.chdir(tmp_path)
     (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)  # an earlier run's folder: never touched
     assert named in refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, setting)
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
+
+
+@pytest.mark.parametrize(("pct_start", "epochs", "batches"), [(0.25, 2, 2), (0.1, 1, 10), (0.5, 1, 2)])
+def test_a_one_step_warm_up_is_refused_and_leaves_no_run_folder(pct_start, epochs, batches, tmp_path, monkeypatch, refused,
+                                                                 real_data_dir, real_archive):
+    # torch's OneCycleLR divides by zero when pct_start x the training steps is exactly 1
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)  # an earlier run's folder: never touched
+    error = refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(epochs=epochs, train_batches=batches),
+                    f"--model.pct_start={pct_start}")
+    assert f"model.pct_start={pct_start} of {epochs * batches} training steps is a one-step warm-up" in error
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
 
 

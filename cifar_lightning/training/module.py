@@ -210,6 +210,12 @@ class ImageClassifier(LightningModule):
         # Lightning counts max_epochs=0 as one epoch's steps, and then trains none
         if total_steps < 1 or self.trainer.max_epochs == 0:
             raise ConfigError(empty_schedule(self.trainer))
+        # torch's OneCycleLR ends its warm-up at step pct_start x total - 1; at exactly step 0 it divides by zero there
+        if float(self.hparams.pct_start * int(total_steps)) - 1 == 0:
+            raise ConfigError(
+                f"model.pct_start={self.hparams.pct_start} of {int(total_steps)} training steps is a one-step warm-up, which "
+                "torch's OneCycleLR cannot schedule (it divides by zero): change model.pct_start or the number of steps"
+            )
         optimizer = self.optimizer_factory(self.parameter_groups())
         if self.hparams.get("bias_lr_scale", 1.0) != 1.0:
             weights, biases = optimizer.param_groups

@@ -38,6 +38,17 @@ def real_data_dir(real_archive: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_images(real_archive: Path, tmp_path_factory) -> Path:
+    """The shipped subset's image files (``cifar10-jpeg/{train,test}/<class>/*.jpg``), unpacked once."""
+    import tarfile
+
+    root = tmp_path_factory.mktemp("real-images")
+    with tarfile.open(real_archive) as tar:
+        tar.extractall(root, filter="data")
+    return root / "cifar10-jpeg"
+
+
+@pytest.fixture(scope="session")
 def full_copy() -> Path:
     """The whole JPEG copy, decoded once into its own data_dir, for tests that need all of it; skipped,
     with the reason, without it (CI fails on any skip)."""

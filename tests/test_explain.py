@@ -22,9 +22,9 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def test_images(real_data_dir):
+def test_images(real_images):
     """Two real test images of each class from the shipped subset."""
-    return sorted((real_data_dir / "cifar10-jpeg" / "test").glob("*/000[0-1].jpg"))
+    return sorted((real_images / "test").glob("*/000[0-1].jpg"))
 
 
 def test_a_map_per_image_finite_and_scaled_to_one(model, test_images):

@@ -190,7 +190,8 @@ def test_a_full_data_disk_is_named_when_unpacking_and_when_writing_the_cache(ima
         tar.add(image_folder / "tiny-cifar", arcname="tiny-cifar")
     monkeypatch.setattr(tarfile.TarFile, "extractall", no_space)
     with pytest.raises(DataError, match=r"cannot unpack copy.tar.gz into .*\(No space left on device\): free disk space"):
-        sources.extract_archive(archive, tmp_path / "unpacked")
+        with sources.unpacked(archive, tmp_path / "unpacked"):
+            pass
     monkeypatch.undo()
     monkeypatch.setattr(sources.np, "savez", no_space)
     with pytest.raises(DataError, match=r"cannot write the decoded cache .*\(No space left on device\): free disk space"):

@@ -30,9 +30,9 @@ def test_load_from_checkpoint_rebuilds_the_network_with_weights_only(finished_ru
 
 
 @pytest.mark.process
-def test_load_and_predict_in_a_fresh_process(finished_run, real_data_dir, tmp_path):
+def test_load_and_predict_in_a_fresh_process(finished_run, real_images, tmp_path):
     ckpt = finished_run / "lightning_logs/version_0/checkpoints/last.ckpt"
-    image = next((real_data_dir).rglob("test/cat/*.jpg"))
+    image = next(real_images.glob("test/cat/*.jpg"))
     script = f"""
 import numpy as np
 from PIL import Image

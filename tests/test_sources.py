@@ -146,9 +146,31 @@ def test_an_archive_wins_over_a_stale_image_folder(tmp_path, image_folder, monke
     trust_miniature_batches(monkeypatch)
     archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz")
     arrays = sources.read_cache(sources.prepare(image_folder, archive, download_ok=False))
-    # the archive's 20 training images, not the folder's 60, and the record names the batches' folder
+    # the archive's 20 training images, not the folder's 60, and the record names the archive
     assert arrays.train_labels.tolist() == [0, 1, 2, 3] * 5
-    assert arrays.origin == str(image_folder.resolve())
+    assert arrays.origin == str(archive.resolve())
+
+
+def test_unpacking_leaves_every_file_in_data_dir_as_it_was(tmp_path, image_folder):
+    # found by trying: an archive's top-level "notes/" replaced the user's notes/ folder, silently
+    import tarfile
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("from the archive")
+    archive = tmp_path / "copy.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(image_folder / "tiny-cifar", arcname="tiny-cifar")  # the same name as the user's folder
+        tar.add(tmp_path / "notes", arcname="notes")
+    data_dir = image_folder
+    (data_dir / "notes").mkdir()
+    (data_dir / "notes" / "important.txt").write_text("the user's")
+    (data_dir / "tiny-cifar" / "mine.txt").write_text("also the user's")
+    before = {p: p.read_bytes() for p in data_dir.rglob("*") if p.is_file()}
+    sources.prepare(data_dir, archive, download_ok=False)
+    after = {p: p.read_bytes() for p in data_dir.rglob("*") if p.is_file()}
+    added = {p.relative_to(data_dir).as_posix() for p in set(after) - set(before)}
+    assert {p: after.get(p) for p in before} == before
+    assert added <= {sources.CACHE_NAME, ".prepare.lock"}
 
 
 def image_folder_from(arrays: sources.Arrays, root: Path) -> Path:

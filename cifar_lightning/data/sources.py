@@ -74,10 +74,10 @@ def cannot_write(data_dir: Path, what: str, err: OSError) -> DataError:
     )
 
 
-def extract_archive(archive: Path, data_dir: Path) -> list[Path]:
-    """Unpack ``archive`` into ``data_dir``; atomic per top-level entry, so concurrent runs are safe.
-
-    Returns the top-level entries it unpacked.
+@contextmanager
+def unpacked(archive: Path, data_dir: Path):
+    """Unpack ``archive`` into a private temporary folder in ``data_dir`` and yield it; it is removed
+    afterwards. Only the decoded cache is kept, so nothing the user keeps in ``data_dir`` is touched.
     """
     if not archive.is_file():
         raise DataError(f"archive {archive} does not exist: check --data.archive (or the Makefile's ARCHIVE)")
@@ -93,14 +93,7 @@ def extract_archive(archive: Path, data_dir: Path) -> list[Path]:
             raise bad_archive(archive, err) from None  # gzip's BadGzipFile: an OSError without errno
         except (tarfile.TarError, EOFError, zipfile.BadZipFile) as err:
             raise bad_archive(archive, err) from None
-        unpacked = []
-        for entry in Path(tmp).iterdir():
-            target = data_dir / entry.name
-            if target.exists():  # an earlier or concurrent extraction left a complete copy
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-            os.replace(entry, target)
-            unpacked.append(target)
-    return unpacked
+        yield Path(tmp)
 
 
 # ---------------------------------------------------------------- locating a source
@@ -356,7 +349,11 @@ def _prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
         key = archive_key(archive)
         if read_cache(cache, key) is not None:
             return cache
-        source, batches = source_in(extract_archive(archive, data_dir), data_dir, archive)
+        with unpacked(archive, data_dir) as root:
+            source, batches = source_in(root, archive)
+            arrays = decode_python_batches(source) if batches else decode_image_folder(source)
+        write_cache(cache, dataclasses.replace(arrays, origin=str(archive.resolve())), key)
+        return cache
     else:
         folder = find_image_folder(data_dir)
         source, batches = (folder, False) if folder is not None else (find_python_batches(data_dir), True)
@@ -375,18 +372,15 @@ def _prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
     return cache
 
 
-def source_in(unpacked: list[Path], data_dir: Path, archive: Path) -> tuple[Path, bool]:
-    """The data set among the entries an archive unpacked, and whether it is the python batches."""
-    names = {entry.name for entry in unpacked}
-    if PYTHON_BATCHES in names:  # cifar-10-python.tar.gz: the batches' folder at its top level
-        return data_dir, True
-    if {"train", "test"} & names:  # an image folder at the archive's top level
-        return data_dir, False
-    for entry in unpacked:
-        if entry.is_dir() and (entry / "train").is_dir():
-            return entry, False
-        if entry.is_dir() and (entry / PYTHON_BATCHES).is_dir():
-            return entry, True
+def source_in(root: Path, archive: Path) -> tuple[Path, bool]:
+    """The data set in an unpacked archive, at its top level or one folder down, and whether it is
+    the python batches."""
+    batches = find_python_batches(root)  # cifar-10-python.tar.gz
+    if batches is not None:
+        return batches, True
+    folder = find_image_folder(root)
+    if folder is not None:
+        return folder, False
     raise DataError(
         f"archive {archive} holds neither an image folder ({{train,test}}/<class>/*) nor {PYTHON_BATCHES}, "
         "at its top level or one folder down: pass a CIFAR-10 archive"

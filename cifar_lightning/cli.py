@@ -26,7 +26,6 @@ VERBS = {
     "lr-find": ("cifar_lightning.tools.lr_find", "Lightning's learning-rate sweep on a config: a plot and a peak rate"),
     "search": ("cifar_lightning.tools.search", "tune a recipe's settings on the validation split with Optuna (a resumable SQLite study)"),
     "compare": ("cifar_lightning.tools.compare", "a table of what report folders changed against a baseline config"),
-    "upgrade": ("cifar_lightning.tools.upgrade", "rewrite a run folder's configs and checkpoints to this version's names"),
 }
 
 

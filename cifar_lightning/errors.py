@@ -18,8 +18,6 @@ from contextlib import contextmanager
 
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from cifar_lightning.renames import retired_name_in
-
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left; over a disk quota
 # a folder that cannot be written: read-only, no permission, a file where a folder should be
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
@@ -98,9 +96,6 @@ def describe(err: BaseException, command: str) -> str:
     if worker is not None:
         return worker[1]
     if isinstance(err, ArgumentError):  # a config typo, a wrong type or value (jsonargparse)
-        retired = retired_name_in(str(err))
-        if retired is not None:
-            return f"{err}: {retired} is a name from an older version; `cifar-lightning upgrade RUN_FOLDER` rewrites a run's configs and checkpoints"
         return f"{err} ({command} --help lists the options)"
     if isinstance(err, pickle.UnpicklingError):  # torch.load(weights_only=True) met a non-tensor object
         first = str(err).strip().splitlines()[0]

@@ -161,7 +161,7 @@ class CifarLightningCLI(LightningCLI):
         model = model.as_dict() if isinstance(model, Namespace) else dict(model or {})
         # the classes this config names are imported by now: the user's own config trusts them
         trusted = {name for _, name in named_classes(model, "model") if isinstance(name, str)} | set(config.get("trusted") or [])
-        check_checkpoint(checkpoint, trusted, ckpt_path)
+        check_checkpoint(checkpoint, ImageClassifier, trusted, ckpt_path)
         check_same_network(spec_name((checkpoint.get("hyper_parameters") or {}).get("network")), spec_name(model.get("network")))
         if subcommand == "fit":  # the teacher is built for training only (before_instantiate_classes)
             check_teacher((checkpoint.get("hyper_parameters") or {}).get("distillation"), trusted, ckpt_path)

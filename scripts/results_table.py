@@ -74,7 +74,7 @@ def row_for(name: str, s: dict, single_view: float | None = None, pipeline: str 
 
 
 def first_epoch_index(s: dict) -> int | None:
-    """The first epoch, numbered from 0, whose validation reached 85% (``cifar-lightning upgrade`` renumbers older summaries)."""
+    """The first epoch, numbered from 0, whose validation reached 85%."""
     return s.get("first_epoch_val_acc_ge_85")
 
 

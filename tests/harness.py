@@ -43,7 +43,6 @@ def tiny_run(epochs: int = 1, train_batches: int = 3, workers: int = 0, batch_si
         f"--data.num_workers={workers}",
         f"--data.batch_size={batch_size}",
         f"--data.eval_batch_size={eval_batch_size}",
-        "--run_info.reference_seconds=0",  # the reference rate is for timed runs
         "--augmentation_preview.draws=0",  # a second a fit; its own tests turn it on (PREVIEW_ON)
     ]
 

@@ -1,5 +1,5 @@
-"""airbench's techniques as settings: the whitened stem, batch-norm settings, the bias rate, Lookahead, the alternating flip;
-and the smaller early epochs (progressive resizing)."""
+"""airbench's techniques as settings: the whitened stem and batch-norm settings; and the smaller early epochs
+(progressive resizing)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_lightning.callbacks import Lookahead
 from cifar_lightning.data import Augmentation
 from cifar_lightning.data.augment import MIN_SIDE
 from cifar_lightning.data.datamodule import CIFAR10DataModule
-from cifar_lightning.data.device_batches import DeviceSplit, TrainBatches, alternating_flips
+from cifar_lightning.data.device_batches import DeviceSplit, TrainBatches
 from cifar_lightning.errors import CheckpointError, ConfigError
 from cifar_lightning.models import CompactNet, ResidualCompactNet, SeedNet
 from cifar_lightning.models.whitening import PatchWhitening
@@ -53,50 +52,6 @@ def test_the_whitened_stem_and_the_batch_norm_settings_build(network):
     assert sum(p.numel() for p in net.parameters()) < 200_000
     with pytest.raises(ValueError, match="stem_width must be 24"):
         network(stem="whiten", stem_width=32)
-
-
-def test_the_bias_rate_is_a_second_parameter_group_with_the_decay_divided():
-    module = ImageClassifier(CompactNet(), optimizer=lambda p: torch.optim.SGD(p, lr=0.4, weight_decay=5e-4), bias_lr_scale=8)
-    groups = module.parameter_groups()
-    weights, biases = (group["params"] for group in groups)
-    assert all(p.ndim > 1 for p in weights) and all(p.ndim == 1 for p in biases)
-    assert {id(p) for p in module.optimized_parameters()} == {id(p) for p in module.parameters()}
-    optimizer = module.optimizer_factory(groups)
-    # as configure_optimizers sets them, before OneCycle takes each group's rate as its peak
-    module.trainer = type("T", (), {"estimated_stepping_batches": 10, "max_epochs": 1})()
-    optimizer = module.configure_optimizers()["optimizer"]
-    assert [g["initial_lr"] * 25 for g in optimizer.param_groups] == pytest.approx([0.4, 3.2])
-    assert [g["weight_decay"] for g in optimizer.param_groups] == pytest.approx([5e-4, 5e-4 / 8])
-
-
-def test_alternating_flips_mirror_each_image_every_other_epoch():
-    first, second, third = (alternating_flips(10_000, seed=3, epoch=e) for e in range(3))
-    assert torch.equal(first, ~second) and torch.equal(first, third)
-    assert 0.48 < first.float().mean() < 0.52
-    assert not torch.equal(first, alternating_flips(10_000, seed=4, epoch=0))  # another seed, another half
-
-
-def test_the_device_pipeline_mirrors_each_image_in_alternate_epochs():
-    images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-    split = DeviceSplit(images, np.arange(64) % 10, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"))
-    aug = Augmentation(hflip_p=0.5, affine_p=0.0, cutout_p=0.0, alternate_flip=True)
-
-    def by_image(epoch: int) -> dict[int, torch.Tensor]:
-        batches = TrainBatches(split, batch_size=64, augmentation=aug, seed=1, epoch=epoch)
-        order = batches.sampler.permutation()
-        (batch, _), = list(batches)
-        return {int(i): image for i, image in zip(order, batch)}
-
-    zero, one = by_image(0), by_image(1)
-    for i in range(64):
-        assert torch.equal(zero[i], one[i].flip(-1))  # mirrored in exactly one of two epochs
-
-
-def test_alternating_flip_is_refused_where_it_cannot_mean_what_it_says():
-    with pytest.raises(ConfigError, match="hflip_p must be 0.5"):
-        Augmentation(hflip_p=0.3, alternate_flip=True)
-    with pytest.raises(ConfigError, match="needs data.pipeline device"):
-        CIFAR10DataModule(pipeline="albumentations", augmentation=Augmentation(hflip_p=0.5, alternate_flip=True))
 
 
 def test_the_first_epochs_train_at_the_sides_the_schedule_gives_then_at_full_size():
@@ -143,35 +98,6 @@ def test_the_side_schedule_is_refused_by_the_albumentations_pipeline():
         CIFAR10DataModule(pipeline="albumentations", augmentation=Augmentation(epoch_sides=(16,)))
 
 
-class Counting(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(3))
-
-
-def test_lookahead_pulls_the_network_back_to_its_slow_copy():
-    module = type("M", (), {})()
-    module.network = Counting()
-    total = 10
-    trainer = type("T", (), {"estimated_stepping_batches": total, "global_step": 0})()
-    callback = Lookahead(every=5, decay=0.9)
-    callback.on_train_start(trainer, module)
-    weight = module.network.weight
-    for step in range(1, total + 1):
-        with torch.no_grad():
-            weight.add_(1.0)  # an optimizer step
-        trainer.global_step = step
-        callback.on_train_batch_end(trainer, module, None, None, step - 1)
-        if step == 5:  # a pull: the slow copy (0) moves by 1 - 0.9**5 * 0.5**3 towards 5, and the network takes it
-            assert weight.tolist() == pytest.approx([5 * (1 - 0.9**5 * 0.5**3)] * 3)
-    # at the last step the network takes the slow copy, which the last pull left unmoved
-    assert torch.equal(weight, callback.slow["weight"]) and float(weight[0]) == pytest.approx(5 * (1 - 0.9**5 * 0.125))
-    saved = callback.state_dict()
-    resumed = Lookahead(every=5, decay=0.9)
-    resumed.load_state_dict(saved)
-    assert torch.equal(resumed.slow["weight"], callback.slow["weight"])
-
-
 def test_a_whitened_network_without_its_fitting_callback_is_one_line(refused):
     error = refused("fit", "--config", CONFIG, *data_args(), *TINY, *WHITENED)
     assert "FitPatchWhitening" in error
@@ -186,8 +112,8 @@ def test_a_whitened_fit_fits_the_stem_and_stops_training_its_bias(tmp_path, real
     monkeypatch.chdir(tmp_path)
     # the fast recipe: no EMA, whose average of the bias would go on moving after the bias stops
     args = ["fit", "--config", FAST, *data_args(real_data_dir), *TINY, "--trainer.max_epochs=2", *WHITENED, *FIT_WHITENING,
-            "--trainer.callbacks.bias_epochs=1", "--model.bias_lr_scale=8", "--checkpoint.save_top_k=-1", "--trainer.log_every_n_steps=1", "--model.network.bn_train_scale=false", "--data.augmentation.hflip_p=0.5",
-            "--data.augmentation.alternate_flip=true", "--data.augmentation.epoch_sides=[16]"]
+            "--trainer.callbacks.bias_epochs=1", "--checkpoint.save_top_k=-1", "--trainer.log_every_n_steps=1", "--model.network.bn_train_scale=false", "--data.augmentation.hflip_p=0.5",
+            "--data.augmentation.epoch_sides=[16]"]
     assert main_in_process(args, capsys).returncode == 0
     ckpt = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     state = ckpt["state_dict"]
@@ -196,20 +122,20 @@ def test_a_whitened_fit_fits_the_stem_and_stops_training_its_bias(tmp_path, real
     first = torch.load(next((tmp_path / "lightning_logs/version_0/checkpoints").glob("epoch000*.ckpt")), weights_only=True)
     assert first["state_dict"]["network.features.0.0.bias"].abs().sum() > 0
     assert torch.equal(first["state_dict"]["network.features.0.0.bias"], state["network.features.0.0.bias"])
-    # two parameter groups log lr/pg1 and lr/pg2; the report's rate column is the weights' group
+    # the report's rate column
     assert main_in_process(["report", "lightning_logs/version_0", "--out", "report"], capsys).returncode == 0
     rows = list(csv.DictReader(open(tmp_path / "report/metrics.csv")))
     assert len(rows) == 2 and all(float(row["lr"]) > 0 for row in rows)
 
 
-def test_a_checkpoint_of_one_parameter_group_is_refused_by_a_model_with_two():
+def test_a_checkpoint_of_two_parameter_groups_is_refused():
     def optimizer(params):
         return torch.optim.SGD(params, lr=0.1, momentum=0.9)
 
     one = ImageClassifier(CompactNet(), optimizer=optimizer)
-    saved = optimizer(one.parameter_groups()).state_dict()
-    checkpoint = {"network_class": "cifar_lightning.models.compact.CompactNet", "optimizer_states": [saved]}
-    one.on_load_checkpoint(checkpoint)  # the same grouping loads
-    two = ImageClassifier(CompactNet(), optimizer=optimizer, bias_lr_scale=8)
-    with pytest.raises(CheckpointError, match="parameter groups hold"):
-        two.on_load_checkpoint(checkpoint)
+    parameters = list(one.parameters())
+    checkpoint = {"network_class": "cifar_lightning.models.compact.CompactNet", "optimizer_states": [optimizer(parameters).state_dict()]}
+    one.on_load_checkpoint(checkpoint)  # the module's own grouping loads
+    two = optimizer([{"params": parameters[:2]}, {"params": parameters[2:]}]).state_dict()
+    with pytest.raises(CheckpointError, match="2 parameter groups, this model builds one"):
+        one.on_load_checkpoint({**checkpoint, "optimizer_states": [two]})

@@ -1,7 +1,6 @@
 """Callbacks: behaviour that cuts across model and data, one concern per module."""
 
 from cifar_lightning.callbacks.ema import EMAWithWarmup
-from cifar_lightning.callbacks.lookahead import Lookahead
 from cifar_lightning.callbacks.loss_guard import FiniteLossGuard, NonFiniteLossError
 from cifar_lightning.callbacks.messages import FitSummary, ResumeHint, last_checkpoint_path
 from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
@@ -14,6 +13,6 @@ from cifar_lightning.callbacks.summaries import AugmentationPreview, HParamsSumm
 from cifar_lightning.callbacks.whitening import FitPatchWhitening
 
 __all__ = [
-    "HELD_OUT", "RUN_INFO", "AugmentationPreview", "EMAWithWarmup", "FiniteLossGuard", "FitPatchWhitening", "FitSummary", "HParamsSummary", "Lookahead", "LoggingStepProgressBar", "NonFiniteLossError", "PrecisionAdvice", "PredictionWriter",
+    "HELD_OUT", "RUN_INFO", "AugmentationPreview", "EMAWithWarmup", "FiniteLossGuard", "FitPatchWhitening", "FitSummary", "HParamsSummary", "LoggingStepProgressBar", "NonFiniteLossError", "PrecisionAdvice", "PredictionWriter",
     "RandomState", "ResumeHint", "RunInfo", "SpeedMonitor", "TestFigures", "last_checkpoint_path",
 ]

@@ -1,5 +1,5 @@
-"""Provenance of a run: ``run.json`` (command, commit, versions, data copy, machine, reference rate)
-and ``validation_images.txt``."""
+"""Provenance of a run: ``run.json`` (command, commit, versions, data copy, machine) and
+``validation_images.txt``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from cifar_lightning.runs import folders as run_folders, loggers as run_loggers, provenance
-from cifar_lightning.runs.reference_rate import YARDSTICK_REFERENCE, YARDSTICK_WORK, train_step_rate, yardstick_rate
 
 
 RUN_INFO = "run.json"
@@ -20,19 +19,12 @@ HELD_OUT = "validation_images.txt"  # train/<class>/<NNNN>, one a line
 
 
 class RunInfo(Callback):
-    """Writes ``run.json`` beside the run's logs: command, commit, versions, data copy, machine, and
-    a reference rate of this machine measured now (``reference_rate.py``).
+    """Writes ``run.json`` beside the run's logs: command, commit, versions, data copy and machine.
 
     Results are only as good as their provenance; the report reads this file. It also marks the
     run folder as holding a result once a training step has finished: a command that fails
     before that gives back the folder it claimed (``run_folders.release_unused``).
-
-    Args:
-        reference_seconds: how long to time the reference work, and again the yardstick, when the fit starts; 0 skips both.
     """
-
-    def __init__(self, reference_seconds: float = 3.0) -> None:
-        self.reference_seconds = reference_seconds
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = trainer.log_dir  # every rank: under DDP it is a broadcast from rank 0
@@ -40,12 +32,6 @@ class RunInfo(Callback):
             return
         path = Path(log_dir) / RUN_INFO
         previous = json.loads(path.read_text()) if path.is_file() else {}
-        # the two timings come first: they measure the machine, they are not part of the fit's minutes
-        yardstick = yardstick_rate(pl_module.device, self.reference_seconds)
-        reference = train_step_rate(
-            pl_module.network, trainer.datamodule.batch_size, "bf16" in str(trainer.precision),
-            bool(pl_module.hparams.get("channels_last")), pl_module.device, self.reference_seconds,
-        )
         start = {
             "started": time.time(),  # seconds since the epoch; the report's clock starts here
             "command": " ".join(["python -m cifar_lightning", *sys.argv[1:]]),
@@ -62,17 +48,6 @@ class RunInfo(Callback):
             # where each logger keeps what it was sent (the first one keeps this folder)
             "loggers": [{"logger": type(logger).__name__, "store": run_loggers.store_of(logger)} for logger in trainer.loggers],
             "data_preparation_s": getattr(trainer.datamodule, "preparation_seconds", None),
-            # one fixed piece of work for every run: scales fit minutes to the reference machine's
-            "yardstick": {
-                "images_per_s": yardstick,
-                "reference_images_per_s": YARDSTICK_REFERENCE.get(pl_module.device.type),
-                "work": YARDSTICK_WORK,
-            },
-            "reference": {
-                "images_per_s": reference,
-                "work": "plain SGD training steps of the run's network on synthetic 3x32x32 images, "
-                        "the run's batch size, precision and layout (cifar_lightning/reference_rate.py)",
-            },
         }
         # a resumed run appends its own start, so the record shows every command that wrote the run
         starts = previous.get("starts", []) + [start]

@@ -41,9 +41,6 @@ class Augmentation:
     rotate: float = 15.0  # degrees, each way
     cutout_p: float = 0.5
     cutout_size: int = 16  # pixels; one square hole filled with the training mean
-    # each image mirrored in every other epoch, from a random first epoch, instead of at random
-    # each epoch (airbench): every image is seen both ways in any two epochs. The device pipeline only.
-    alternate_flip: bool = False
     # the side, in pixels, that each of the first epochs trains at: the augmented image shrunk
     # (bilinear, antialiased) before the network sees it; epochs past the list train at full size.
     # A 24-pixel step of CompactNet runs 2.2 times as many images a second as a 32-pixel one in a
@@ -64,8 +61,6 @@ class Augmentation:
         for key, (value, low, high, meaning) in ranges.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise ConfigError(f"data.augmentation.{key} = {value!r} is out of range: it must be {meaning}")
-        if self.alternate_flip and self.hflip_p != 0.5:
-            raise ConfigError(f"data.augmentation.alternate_flip mirrors half the images each epoch, so hflip_p must be 0.5, not {self.hflip_p!r}")
         for side in self.epoch_sides:
             if isinstance(side, bool) or not isinstance(side, int) or not MIN_SIDE <= side <= IMAGE_SIZE:
                 raise ConfigError(f"data.augmentation.epoch_sides holds {side!r}: each must be a whole number of pixels in [{MIN_SIDE}, {IMAGE_SIZE}]")

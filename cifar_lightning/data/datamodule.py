@@ -114,8 +114,6 @@ class CIFAR10DataModule(LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.pipeline = pipeline
-        if augmentation.alternate_flip and pipeline != "device":
-            raise ConfigError("data.augmentation.alternate_flip needs data.pipeline device (the albumentations pipeline draws each flip at random)")
         if augmentation.epoch_sides and pipeline != "device":
             raise ConfigError("data.augmentation.epoch_sides needs data.pipeline device (the albumentations pipeline has one image size for the fit)")
         self.workers_setting = num_workers
@@ -269,8 +267,7 @@ class CIFAR10DataModule(LightningDataModule):
             raise CheckpointError(f"the checkpoint's data state holds shuffle_seed {str(seed)[:40]}, not a seed: {EDITED}")
         self.shuffle_seed = seed
         if not state_dict.get("mean"):
-            raise CheckpointError("the checkpoint's data state holds no training statistics: one from an older version? "
-                                  "`cifar-lightning upgrade RUN_FOLDER` adds them")
+            raise CheckpointError(f"the checkpoint's data state holds no training statistics: {EDITED}")
         checked = check_preprocessing({**state_dict, "class_names": list(self.classes)}, "the checkpoint's data state")
         self.mean, self.std = tuple(checked["mean"]), tuple(checked["std"])
         if hasattr(self, "train_set"):

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from cifar_lightning.data.augment import Augmentation
-from cifar_lightning.data.sampling import ALTERNATE_FLIP, TENSOR_AUGMENTATION, EpochSeededSampler, epoch_seed
+from cifar_lightning.data.sampling import TENSOR_AUGMENTATION, EpochSeededSampler, epoch_seed
 from cifar_lightning.data.tensor_augment import augment, draw, fill_value, normalization, normalize, to_device
 
 Batch = tuple[Tensor, Tensor]
@@ -75,8 +75,6 @@ class TrainBatches:
         order = sampler.permutation()[self.rank :: self.world_size][: len(self) * self.batch_size]
         generator = torch.Generator().manual_seed(epoch_seed(sampler.seed, sampler.epoch, TENSOR_AUGMENTATION))
         draws = draw(self.augmentation, len(self.split), self.split.images.shape[1], generator)
-        if self.augmentation.alternate_flip:
-            draws.flip = alternating_flips(len(self.split), sampler.seed, sampler.epoch)
         draws = draws.rows(order)
         # one copy of the epoch's order and draws to the device; the batches below only index them
         device = self.split.device
@@ -100,12 +98,6 @@ def shrink(images: Tensor, side: int) -> Tensor:
     if images.shape[-1] == side and images.shape[-2] == side:
         return images
     return F.interpolate(images, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-
-
-def alternating_flips(count: int, seed: int, epoch: int) -> Tensor:
-    """Which of ``count`` images are mirrored in ``epoch``: a random half in epoch 0, then each image every other epoch."""
-    first = torch.rand(count, generator=torch.Generator().manual_seed(epoch_seed(seed, 0, ALTERNATE_FLIP))) < 0.5
-    return first ^ bool(epoch % 2)
 
 
 class EvalBatches:

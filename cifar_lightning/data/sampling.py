@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Sampler
 
 # independent streams derived from (seed, epoch)
-ORDER, LOADER, IN_PROCESS_AUGMENTATION, TENSOR_AUGMENTATION, ALTERNATE_FLIP = range(5)
+ORDER, LOADER, IN_PROCESS_AUGMENTATION, TENSOR_AUGMENTATION = range(4)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int, *more: int) -> int:

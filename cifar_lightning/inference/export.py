@@ -34,7 +34,7 @@ def load_for_export(config: str, ckpt_path: str, overrides: list[str]) -> tuple[
     # the weights go into the config's network (a config is code: its classes are trusted); the
     # checkpoint's own settings are checked all the same, and must name that network
     wanted = cli.config["model"]["network"]["class_path"]
-    check_checkpoint(checkpoint, {wanted}, ckpt_path)
+    check_checkpoint(checkpoint, type(model), {wanted}, ckpt_path)
     check_same_network(spec_name((checkpoint.get("hyper_parameters") or {}).get("network")), wanted)
     model.on_load_checkpoint(checkpoint)  # and by the class it was saved from
     try:

@@ -8,7 +8,6 @@ from typing import Any
 import yaml
 
 from cifar_lightning.errors import UserError
-from cifar_lightning.renames import ADDED_SETTINGS
 from cifar_lightning.runs.flat_config import flatten
 
 # Settings that change what a run trains. Resuming with any of them different from the run's own
@@ -58,9 +57,6 @@ def _training_callbacks(callbacks: Any) -> Any:
 def training_differences(run_config: dict, new_config: dict) -> list[str]:
     """The training keys whose values differ between a run's config.yaml and a new fit's settings."""
     old, new = flatten(run_config), flatten(new_config)
-    for key, value in ADDED_SETTINGS.items():  # a run written before a setting existed used its old behaviour
-        if key in new and key not in old:
-            old[key] = value
     for flat in (old, new):
         if "trainer.callbacks" in flat:
             flat["trainer.callbacks"] = _training_callbacks(flat["trainer.callbacks"])

@@ -1,1 +1,1 @@
-"""The verbs that read run folders and configs: report, compare, retest, lr-find, upgrade."""
+"""The verbs that read run folders and configs: report, compare, retest, lr-find."""

@@ -26,16 +26,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from cifar_lightning.runs.checkpoints import read_checkpoint  # noqa: E402
-from cifar_lightning.runs.reference_rate import scaled_minutes  # noqa: E402
 from cifar_lightning.errors import user_errors  # noqa: E402
 
 VAL_TARGET = 0.85  # the seed's headline: first epoch with validation accuracy at or above this
 COLUMNS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "wall_time_s", "epoch_time_s"]
-
-
-def learning_rates(scalars: dict[str, list]) -> list:
-    """The rate's points: Lightning's ``lr``, or with a second parameter group (``bias_lr_scale``) the weights' ``lr/pg1``."""
-    return scalars.get("lr") or scalars.get("lr/pg1", [])
 
 
 LOGGER_CSV = "metrics.csv"  # CSVLogger's file name, and the report's own
@@ -110,7 +104,7 @@ def epoch_rows(scalars: dict, started: float | None = None) -> list[dict]:
             row = rows.setdefault(epoch, {"epoch": epoch, "step": step, "wall": wall})
             row[column] = value
             row["step"], row["wall"] = max(row["step"], step), max(row["wall"], wall)
-    lrs = learning_rates(scalars)
+    lrs = scalars.get("lr", [])
     train_points = scalars.get("train/loss_step", []) + lrs
     start = started or min((w for w, _, _ in train_points), default=None)
     previous = start
@@ -159,12 +153,6 @@ def read_run_info(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def device_type(info: dict) -> str | None:
-    """"cpu" or "cuda" from run.json's accelerator (``CPUAccelerator``, ``CUDAAccelerator``)."""
-    accelerator = ((info.get("machine") or {}).get("accelerator") or "").lower()
-    return "cpu" if accelerator.startswith("cpu") else "cuda" if accelerator.startswith("cuda") else None
-
-
 def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
     info = read_run_info(run_dir)
     facts = checkpoint_facts(run_dir)
@@ -205,13 +193,7 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
         "machine": info.get("machine"),
         # unpacking, decoding and the split, before the fit's clock starts (not in fit_wall_time_s)
         "data_preparation_s": info.get("data_preparation_s"),
-        # a fixed piece of work timed on the same machine as the fit started: scales minutes across machines
-        "reference_images_per_s": (info.get("reference") or {}).get("images_per_s"),
-        # the yardstick (one fixed network for every run) and the fit's minutes scaled to its committed value
-        "yardstick_images_per_s": (info.get("yardstick") or {}).get("images_per_s"),
         "fit_minutes": wall / 60 if wall else None,
-        "fit_minutes_scaled": scaled_minutes(wall / 60 if wall else None, (info.get("yardstick") or {}).get("images_per_s"),
-                                             device_type(info)),
         "checkpoints": facts["checkpoints"],
     }
 
@@ -228,8 +210,8 @@ def plot(rows: list[dict], scalars: dict, path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     acc_ax.axhline(VAL_TARGET, color="grey", lw=0.8, ls=":")
-    steps = [s for _, s, _ in learning_rates(scalars)]
-    lr_ax.plot(steps, [v for _, _, v in learning_rates(scalars)])
+    steps = [s for _, s, _ in scalars.get("lr", [])]
+    lr_ax.plot(steps, [v for _, _, v in scalars.get("lr", [])])
     lr_ax.set(xlabel="optimizer step", ylabel="learning rate", title="learning rate (OneCycle)")
     lr_ax.grid(alpha=0.3)
     fig.suptitle(title)

@@ -76,13 +76,10 @@ class ImageClassifier(LightningModule):
             setting: not saved with the weights, so the command that evaluates decides it.
         distillation: train against a frozen teacher's soft targets as well as the labels
             (``cifar_lightning.training.distillation.Distillation``); evaluation is unchanged.
-        bias_lr_scale: biases and normalisation parameters (every parameter of one dimension) train
-            at this many times the rate, with weight decay divided by it, so that their decay per step
-            is unchanged (airbench trains them at 64x); 1 keeps one parameter group.
         compile: ``torch.compile`` the network for a fit, in this mode (``reduce-overhead`` uses CUDA
             graphs), or ``off``. It compiles in place, so checkpoints keep their keys; the first
             steps wait for the compiler. A recipe turns it on only where it measured faster,
-            compile time included (docs/performance.md).
+            compile time included.
     """
 
     def __init__(
@@ -99,7 +96,6 @@ class ImageClassifier(LightningModule):
         tta: TTALevel = "none",
         distillation: Distillation | None = None,
         compile: CompileMode = "off",
-        bias_lr_scale: PositiveFloat = 1.0,
     ) -> None:
         super().__init__()
         # The test-time views are an evaluation setting, chosen by the command that evaluates:
@@ -216,11 +212,7 @@ class ImageClassifier(LightningModule):
                 f"model.pct_start={self.hparams.pct_start} of {int(total_steps)} training steps is a one-step warm-up, which "
                 "torch's OneCycleLR cannot schedule (it divides by zero): change model.pct_start or the number of steps"
             )
-        optimizer = self.optimizer_factory(self.parameter_groups())
-        if self.hparams.get("bias_lr_scale", 1.0) != 1.0:
-            weights, biases = optimizer.param_groups
-            biases["lr"] = weights["lr"] * self.hparams.bias_lr_scale
-            biases["weight_decay"] = weights.get("weight_decay", 0.0) / self.hparams.bias_lr_scale
+        optimizer = self.optimizer_factory(self.parameters())
         scheduler = OneCycleLR(
             optimizer,
             max_lr=[group["lr"] for group in optimizer.param_groups],
@@ -230,17 +222,6 @@ class ImageClassifier(LightningModule):
             final_div_factor=self.hparams.final_div_factor,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
-
-    def parameter_groups(self) -> list[dict[str, list[Tensor]]]:
-        """What the optimizer is built from: one group of every parameter, or with ``bias_lr_scale`` the weights and then the biases."""
-        parameters = list(self.parameters())
-        if self.hparams.get("bias_lr_scale", 1.0) == 1.0:
-            return [{"params": parameters}]  # torch saves the same state as for a bare list of parameters
-        return [{"params": [p for p in parameters if p.ndim > 1]}, {"params": [p for p in parameters if p.ndim <= 1]}]
-
-    def optimized_parameters(self) -> list[Tensor]:
-        """The parameters in the order the optimizer numbers them."""
-        return [p for group in self.parameter_groups() for p in group["params"]]
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -305,8 +286,7 @@ class ImageClassifier(LightningModule):
             where = self.trainer.ckpt_path or "the checkpoint"
         except RuntimeError:  # loaded outside a Trainer (load_from_checkpoint): no optimizer is restored
             where = "the checkpoint"
-        sizes = [len(group["params"]) for group in self.parameter_groups()]
-        check_optimizer_states(checkpoint, self.optimized_parameters(), str(where), sizes)
+        check_optimizer_states(checkpoint, list(self.parameters()), str(where))
         check_loop_state(checkpoint, str(where))
         check_callback_files(checkpoint, str(where))
 
@@ -324,7 +304,7 @@ class ImageClassifier(LightningModule):
         """
         if not isinstance(checkpoint_path, (str, Path)):
             raise CheckpointError(f"load_from_checkpoint takes a checkpoint file's path, not a {type(checkpoint_path).__name__}")
-        check_checkpoint(read_checkpoint(checkpoint_path), trusted, str(checkpoint_path), overrides=kwargs)
+        check_checkpoint(read_checkpoint(checkpoint_path), cls, trusted, str(checkpoint_path), overrides=kwargs)
         kwargs.setdefault("distillation", None)
         try:
             return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,

@@ -105,14 +105,14 @@ def named_classes(value: Any, place: str) -> Iterator[tuple[str, Any]]:
                 yield from named_classes(item, f"{place}.{key}")
 
 
-def module_settings() -> set[str]:
-    from cifar_lightning.training.module import ImageClassifier  # the module imports this one
+def init_settings(module_class: type) -> set[str]:
+    """The settings a LightningModule class takes: its ``__init__``'s keyword arguments."""
+    return set(inspect.signature(module_class.__init__).parameters) - {"self"}
 
-    return set(inspect.signature(ImageClassifier.__init__).parameters) - {"self"}
 
-
-def check_names(hparams: Any, trusted: set[str], where: str) -> None:
-    """Refuse any class the hyperparameters name that is not allowed at its place, before anything is imported."""
+def check_names(hparams: Any, trusted: set[str], where: str, settings: set[str]) -> None:
+    """Refuse any class the hyperparameters name that is not allowed at its place, before anything is imported,
+    and any setting outside ``settings`` (the module class's own)."""
     if hparams is None:
         return
     if not isinstance(hparams, dict):
@@ -131,7 +131,7 @@ def check_names(hparams: Any, trusted: set[str], where: str) -> None:
             if not _allowed(name, allowed, trusted):
                 raise _refusal(where, place, name, described)
     if module_class in (None, MODULE_CLASS):
-        unknown = sorted(str(k) for k in hparams if k not in module_settings() and k not in ("_instantiator", "_class_path"))
+        unknown = sorted(str(k) for k in hparams if k not in settings and k not in ("_instantiator", "_class_path"))
         if unknown:
             raise CheckpointError(f"{where} holds settings ImageClassifier does not take ({', '.join(unknown[:5])}): it was not written by this project")
 
@@ -210,8 +210,8 @@ def output_classes(network: nn.Module, input_size: tuple[int, int], where: str) 
 PER_ELEMENT_STATES = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "acc_delta", "sum", "ax", "prev", "grad_avg")
 
 
-def check_optimizer_states(checkpoint: dict, parameters: list[torch.Tensor], where: str, group_sizes: list[int] | None = None) -> None:
-    """The saved optimizer states fit the parameters they will be restored onto, grouped as ``group_sizes``.
+def check_optimizer_states(checkpoint: dict, parameters: list[torch.Tensor], where: str) -> None:
+    """The saved optimizer states fit the parameters they will be restored onto, in the one group the module builds.
 
     torch checks only the number of parameters in each group, with a traceback; a state of another
     shape would surface as a size mismatch in the middle of the first resumed step.
@@ -224,10 +224,8 @@ def check_optimizer_states(checkpoint: dict, parameters: list[torch.Tensor], whe
         ids = [i for g in groups for i in (g.get("params") or [])]
         if len(ids) != len(parameters):
             raise CheckpointError(f"{where}: its optimizer state covers {len(ids)} parameters, the network has {len(parameters)}: {EDITED}")
-        saved_sizes = [len(g.get("params") or []) for g in groups]
-        if group_sizes is not None and saved_sizes != group_sizes:
-            raise CheckpointError(f"{where}: its optimizer's parameter groups hold {saved_sizes} parameters, this model's {group_sizes} "
-                                  "(model.bias_lr_scale makes a second group): resume with the run's own config.yaml")
+        if len(groups) != 1:
+            raise CheckpointError(f"{where}: its optimizer has {len(groups)} parameter groups, this model builds one: {EDITED}")
         by_id = dict(zip(ids, parameters))
         for index, entry in states.items():
             param = by_id.get(index)
@@ -290,9 +288,10 @@ def check_callback_files(checkpoint: dict, where: str) -> None:
                 )
 
 
-def check_checkpoint(checkpoint: dict, trusted: Iterable[str | type] | str | None = None, where: str = "the checkpoint",
-                     overrides: dict | None = None) -> nn.Module | None:
-    """Everything a load would act on, checked before it acts: names, then shapes, then the other values.
+def check_checkpoint(checkpoint: dict, module_class: type, trusted: Iterable[str | type] | str | None = None,
+                     where: str = "the checkpoint", overrides: dict | None = None) -> nn.Module | None:
+    """Everything a load into ``module_class`` would act on, checked before it acts: names, then shapes,
+    then the other values.
 
     ``overrides`` are the settings the caller gives instead of the checkpoint's (``load_from_checkpoint``'s
     keyword arguments): their names are not the checkpoint's, and a network given as a module is
@@ -303,7 +302,7 @@ def check_checkpoint(checkpoint: dict, trusted: Iterable[str | type] | str | Non
     overrides = overrides or {}
     hparams = checkpoint.get("hyper_parameters")
     named = {k: v for k, v in hparams.items() if k not in overrides} if isinstance(hparams, dict) else hparams
-    check_names(named, trusted, where)
+    check_names(named, trusted, where, init_settings(module_class))
     check_callback_files(checkpoint, where)
     check_loop_state(checkpoint, where)
     settings = {**(hparams or {}), **overrides}

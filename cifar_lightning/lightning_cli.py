@@ -171,6 +171,21 @@ class CifarLightningCLI(LightningCLI):
             settings = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))[subcommand]
             check_resume(run_dir, settings, checkpoint, COMMAND)
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's own step, with the checkpoint parse_arguments read and checked: LightningCLI has no
+        public hook for it and would read the file again with torch.load (its 2.6 code, otherwise unchanged)."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None:  # run=False (export, lr_find): objects only, no run folder
             return

@@ -265,3 +265,70 @@ def test_a_distilled_checkpoints_teacher_is_checked_against_its_own_weights(host
     # evaluation leaves the teacher out, and loading for inference builds none
     model = ImageClassifier.load_from_checkpoint(ckpt)
     assert model.distillation is None
+
+
+def recompressed(path: Path, extra: dict[str, bytes] | None = None) -> Path:
+    """``path`` zipped again with deflate, as a hand-edited checkpoint would be, with ``extra`` members added."""
+    import zipfile
+
+    out = path.with_name(f"zipped-{path.name}")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for member in source.infolist():
+            target.writestr(member.filename, source.read(member))
+        for name, data in (extra or {}).items():
+            target.writestr(name, data)
+    return out
+
+
+def test_a_small_file_that_unpacks_to_gigabytes_is_refused_before_it_is_loaded(hostile, monkeypatch, refused, real_data_dir, real_archive):
+    # found by trying: a 1 GB zero tensor under an unknown key, re-zipped, was 2.5 MB and grew memory by 1,083 MB
+    from cifar_lightning.runs import checkpoints
+
+    plain = hostile.craft(lambda c, m: None)
+    zipped = recompressed(plain)
+    assert zipped.stat().st_size < plain.stat().st_size
+    before = peak_rss_mb()
+    for load in (cifar_lightning.load, ImageClassifier.load_from_checkpoint):
+        with pytest.raises(CheckpointError, match="re-compressed"):
+            load(zipped)
+    assert "re-compressed" in refused(*cli_args("test", zipped, real_data_dir, real_archive))
+    # stored as torch stores it, but more than a checkpoint of these networks needs
+    monkeypatch.setattr(checkpoints, "MAX_CHECKPOINT_BYTES", plain.stat().st_size // 2)
+    with pytest.raises(CheckpointError, match="unpacks to .* MB"):
+        cifar_lightning.load(hostile.craft(lambda c, m: None))
+    assert peak_rss_mb() - before < 200
+
+
+def test_settings_nested_thousands_deep_are_one_line(hostile, refused, real_data_dir, real_archive):
+    # found by trying: 5,000 levels gave RecursionError tracebacks from test and load
+    def deep(checkpoint, module):
+        value: dict = {}
+        for _ in range(5000):
+            value = {"x": value}
+        checkpoint["hyper_parameters"]["label_smoothing"] = value
+
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)  # torch.save pickles recursively
+    try:
+        ckpt = hostile.craft(deep)
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(CheckpointError, match="nests its settings more than"):
+        cifar_lightning.load(ckpt)
+    assert "nests its settings" in refused(*cli_args("test", ckpt, real_data_dir, real_archive))
+
+
+def test_test_reads_the_checkpoint_file_once(finished_run, real_data_dir, real_archive, monkeypatch, tmp_path):
+    import shutil
+
+    from cifar_lightning.lightning_cli import run_cli
+
+    ckpt = Path(shutil.copy(finished_run / "lightning_logs/version_0/checkpoints/last.ckpt", tmp_path / "model.ckpt"))
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: loads.append(str(f)) or real_load(f, *a, **k))
+    monkeypatch.chdir(tmp_path)
+    run_cli(cli_args("test", ckpt, real_data_dir, real_archive))
+    assert loads == [str(ckpt)]

@@ -11,6 +11,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from cifar_lightning.errors import CheckpointError
+from cifar_lightning.runs.checkpoints import read_checkpoint
 
 
 # less free space than this, seen while the partial file still holds what it wrote, means the disk
@@ -34,6 +35,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A rename within one folder is atomic, so a reader (or ``--ckpt_path last`` after a crash)
     sees the previous complete file or the new complete file, nothing between.
     """
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """A local file through ``read_checkpoint``: checked, and read once per command (the CLI read it first)."""
+        if weights_only is False or "://" in str(path):  # pickled objects the user trusts, or remote storage
+            return super().load_checkpoint(path, map_location, weights_only)
+        return read_checkpoint(path)  # on the CPU; the strategy moves the weights to the device
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):  # remote storage: Lightning's fsspec path

@@ -12,12 +12,22 @@ import torch
 from cifar_lightning.errors import CheckpointError, UserError
 from cifar_lightning.runs.folders import LAST_NAME, RUN_CONFIG, logger_dir
 
+# what a checkpoint may unpack to: these networks' checkpoints are 0.6-2.4 MB, and a network of
+# 10 million parameters with its optimizer and averaged copies about 160 MB
+MAX_CHECKPOINT_BYTES = 512 << 20
+MAX_DEPTH = 32  # levels of nested settings and states; Lightning's own checkpoints have about 8
+# the last checkpoint read, by (path, size, modification time): one command reads an unchanged file once
+_last_read: tuple[tuple, dict[str, Any]] | None = None
+
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded with ``weights_only=True``, or ``CheckpointError`` saying why not.
 
-    A truncated copy, an empty file or any other file is refused with one line naming it.
+    A truncated copy, an empty file, a re-compressed one or one that would unpack to more than
+    ``MAX_CHECKPOINT_BYTES`` is refused with one line naming it, before any of it is loaded. The
+    same unchanged file is read once per process: later calls get the same tensors.
     """
+    global _last_read
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist: check the path, or use --ckpt_path last")
@@ -28,6 +38,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a complete checkpoint (the file is empty): {hint}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip; a cut copy has no end record
         raise CheckpointError(f"{path} is not a complete checkpoint (truncated, or not a torch checkpoint file): {hint}")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if _last_read is not None and _last_read[0] == key:
+        return _containers_copied(_last_read[1])
+    check_unpacked_size(path, hint)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -37,7 +52,49 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a complete checkpoint ({first}): {hint}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a complete checkpoint (it holds no state_dict: not a Lightning checkpoint): {hint}")
-    return checkpoint
+    if nesting_depth(checkpoint) > MAX_DEPTH:  # every reader after this one walks it recursively
+        raise CheckpointError(f"{path} nests its settings more than {MAX_DEPTH} levels deep, which this project never writes: {hint}")
+    _last_read = key, checkpoint
+    return _containers_copied(checkpoint)
+
+
+def nesting_depth(value: Any) -> int:
+    """How deep dicts, lists and tuples nest in ``value``, walked without recursion (so without a limit of its own)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, (list, tuple)):
+            deepest = max(deepest, depth)
+            stack += [(v, depth + 1) for v in item]
+    return deepest
+
+
+def _containers_copied(value: Any) -> Any:
+    """Its dicts and lists copied, its tensors shared: a reader that edits the mapping leaves the next one's alone."""
+    if isinstance(value, dict):
+        return {k: _containers_copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_containers_copied(v) for v in value]
+    return value
+
+
+def check_unpacked_size(path: Path, hint: str) -> None:
+    """torch.save stores its zip members uncompressed, so what a checkpoint unpacks to is its size on
+    disk; a re-compressed member could hold gigabytes in a few MB. Read from the zip's directory only."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a complete checkpoint ({str(err)[:120]}): {hint}") from None
+    packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise CheckpointError(f"{path} was re-compressed ({packed[0][:80]}), which torch.save never does: {hint}")
+    total = sum(m.file_size for m in members)
+    if total > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path} unpacks to {total >> 20} MB, more than the {MAX_CHECKPOINT_BYTES >> 20} MB a checkpoint "
+                              f"of a compact network needs: {hint}")
 
 
 def run_of_checkpoint(ckpt_path: str | Path) -> Path | None:

@@ -12,7 +12,7 @@ import sys
 PROG = "cifar-lightning"
 # verb -> (the module whose main() runs it, or None for LightningCLI; what it does)
 VERBS = {
-    "fit": (None, "train a config: python -m cifar_lightning fit --config configs/cnn.yaml"),
+    "fit": (None, "train a config: fit --config configs/cnn.yaml (the seed recipe)"),
     "validate": (None, "evaluate a checkpoint on the validation split"),
     "test": (None, "evaluate a checkpoint on the test split, with the config's test-time views"),
     "predict": (None, "classify the test split or a folder of images into a CSV"),

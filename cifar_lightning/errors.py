@@ -9,6 +9,8 @@ import os
 import pickle
 import signal
 import re
+import shlex
+import shutil
 import sys
 import tempfile
 import threading
@@ -25,6 +27,20 @@ VERBOSE_ENV = "CIFAR_LIGHTNING_VERBOSE"  # set to 1 for tracebacks on user error
 USER_ERROR_EXIT = 2  # argparse's code for "you asked for something wrong"
 FAILURE_EXIT = 1  # anything else: a bug, or a fault outside the user's settings
 EDITED = "the checkpoint is damaged or was edited: use the run's own checkpoint"  # the fix for a checkpoint that contradicts itself
+
+
+def shell_command(name: str = "cifar-lightning") -> str:
+    """How the user's shell runs this environment's ``name`` (a script beside its Python): the bare name
+    where PATH finds that very file, else its path. After ``make train`` the venv is not on PATH, so a
+    hint that says ``python`` or ``cifar-lightning`` would run another Python, or nothing."""
+    own = Path(sys.executable).parent / name
+    if not own.is_file():  # no console script here (a source checkout): the module through this Python
+        return f"{shell_command('python')} -m cifar_lightning" if name == "cifar-lightning" else name
+    found = shutil.which(name)
+    if found is not None and os.path.abspath(found) == os.path.abspath(own):  # abspath: a venv's python links elsewhere
+        return name
+    relative = os.path.relpath(own)
+    return shlex.quote(relative if not relative.startswith("..") else str(own))
 
 
 class UserError(Exception):

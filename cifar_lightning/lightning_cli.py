@@ -37,12 +37,11 @@ from cifar_lightning.runs.checkpoint_io import AtomicCheckpointIO
 from cifar_lightning.runs.checkpoints import find_last_checkpoint, read_checkpoint, run_of_checkpoint
 from cifar_lightning.data import Augmentation, CIFAR10DataModule
 from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
-from cifar_lightning.errors import ConfigError, user_errors
+from cifar_lightning.errors import ConfigError, shell_command, user_errors
 from cifar_lightning.training.module import ImageClassifier
 from cifar_lightning.runs.resume import RunFinished, check_resume
 from cifar_lightning.training.trust import check_checkpoint, check_same_network, check_teacher, named_classes, spec_name
 
-COMMAND = "python -m cifar_lightning"
 ATOMIC_CHECKPOINT_IO = f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__qualname__}"
 
 
@@ -169,7 +168,7 @@ class CifarLightningCLI(LightningCLI):
         if subcommand == "fit" and run_dir is not None:
             # the run's config.yaml is parser.dump's text, so the new settings are compared in that same form
             settings = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))[subcommand]
-            check_resume(run_dir, settings, checkpoint, COMMAND)
+            check_resume(run_dir, settings, checkpoint, shell_command())
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI's own step, with the checkpoint parse_arguments read and checked: LightningCLI has no
@@ -275,7 +274,7 @@ def main(args: list[str] | None = None) -> None:
     argv = [a for a in argv if a != "--verbose"]
     subcommand = next((a for a in argv if not a.startswith("-")), "fit")
     try:
-        with user_errors(verbose, f"{COMMAND} {subcommand}"), warnings.catch_warnings():
+        with user_errors(verbose, f"{shell_command()} {subcommand}"), warnings.catch_warnings():
             # the arguments are the command line's, less --verbose
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
             try:

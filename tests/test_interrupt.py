@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_lightning.lightning_cli import run_cli
 from harness import CONFIG, data_args, tiny_run
 
 STEPS = 50  # an epoch of a second or more here: long enough for the signal to land mid-epoch
@@ -50,7 +49,7 @@ def stop_during_epoch(command: list[str], cwd: Path, last: Path, epoch: int, sig
 
 
 @pytest.mark.process
-def test_sigterm_then_ctrl_c_each_leave_a_resumable_run(tmp_path, real_data_dir, real_archive, monkeypatch):
+def test_sigterm_then_ctrl_c_each_leave_a_resumable_run(tmp_path, real_data_dir, real_archive):
     args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(epochs=EPOCHS, train_batches=STEPS, workers=1)]
     command = [sys.executable, "-m", "cifar_lightning", *args]
     last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
@@ -62,7 +61,10 @@ def test_sigterm_then_ctrl_c_each_leave_a_resumable_run(tmp_path, real_data_dir,
         assert len(hint) == 1 and hint[0].endswith("--ckpt_path last")
         assert torch.load(last, weights_only=True)["epoch"] == epoch - 1  # the end of the last whole epoch
 
-    monkeypatch.chdir(tmp_path)
-    run_cli([*args, "--ckpt_path=last"])
+    # the hint as printed, in a shell like the user's: PATH need not hold this environment's Python
+    resume = hint[0].split(" with: ", 1)[1]
+    shell = subprocess.run(["sh", "-c", resume], cwd=tmp_path, capture_output=True, text=True,
+                           env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert shell.returncode == 0, shell.stderr[-3000:]
     assert torch.load(last, weights_only=True)["global_step"] == EPOCHS * STEPS
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]

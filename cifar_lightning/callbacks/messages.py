@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from cifar_lightning.errors import shell_command
 from cifar_lightning.runs import loggers as run_loggers
 
 
@@ -40,10 +41,10 @@ class FitSummary(Callback):
         if last_checkpoint_path(trainer):
             lines.append(f"  last checkpoint: {last_checkpoint_path(trainer)}")
         if trainer.log_dir:
-            lines.append(f"  test it:  python -m cifar_lightning test --config {trainer.log_dir}/config.yaml --ckpt_path <checkpoint>")
-            lines.append(f"  report:   cifar-lightning report {trainer.log_dir}")
+            lines.append(f"  test it:  {shell_command()} test --config {trainer.log_dir}/config.yaml --ckpt_path <checkpoint>")
+            lines.append(f"  report:   {shell_command()} report {trainer.log_dir}")
             if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
-                lines.append(f"  curves:   tensorboard --logdir {Path(trainer.log_dir).parent}")
+                lines.append(f"  curves:   {shell_command('tensorboard')} --logdir {Path(trainer.log_dir).parent}")
             for logger in trainer.loggers[1:]:  # the first keeps the run folder
                 lines.append(f"  {type(logger).__name__}: {run_loggers.store_of(logger)}")
         rank_zero_info("\n".join(lines))
@@ -67,5 +68,5 @@ class ResumeHint(Callback):
         where = f"from {last}" if last else "(no checkpoint yet: the first epoch had not finished)"
         rank_zero_info(
             f"stopped at epoch {trainer.current_epoch}, step {trainer.global_step}; resume {where} with: "
-            f"python -m cifar_lightning fit --config {trainer.log_dir}/config.yaml --ckpt_path last"
+            f"{shell_command()} fit --config {trainer.log_dir}/config.yaml --ckpt_path last"
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from cifar_lightning.errors import shell_command
 from cifar_lightning.runs import folders as run_folders, loggers as run_loggers, provenance
 
 
@@ -34,7 +35,7 @@ class RunInfo(Callback):
         previous = json.loads(path.read_text()) if path.is_file() else {}
         start = {
             "started": time.time(),  # seconds since the epoch; the report's clock starts here
-            "command": " ".join(["python -m cifar_lightning", *sys.argv[1:]]),
+            "command": " ".join([shell_command(), *sys.argv[1:]]),
             **provenance.commit(),
             "torch": torch.__version__,
             "lightning": lightning.__version__,

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from filelock import FileLock
 
-from cifar_lightning.errors import ConfigError, UserError, user_errors
+from cifar_lightning.errors import ConfigError, UserError, shell_command, user_errors
 from cifar_lightning.runs.flat_config import flatten
 from cifar_lightning.runs.resume import counts_for_training
 
@@ -190,7 +190,7 @@ def write_outputs(study, path: Path, base: dict) -> list[str]:
         best_config.write_text(header + yaml.safe_dump(base, sort_keys=False))
         settings = "\n".join(f"  {key}: {value}" for key, value in best.params.items())
         lines += [f"best trial {best.number}: {MONITOR} {best.value:.4f} with", settings,
-                  f"train it: cifar-lightning fit --config {best_config}"]
+                  f"train it: {shell_command()} fit --config {best_config}"]
     return lines
 
 

@@ -9,7 +9,7 @@ ARCHIVE ?= ../shared/data/cifar10-jpeg.tar.gz
 DATA_ARGS := $(if $(wildcard $(ARCHIVE)),--data.archive $(ARCHIVE))
 ARGS ?=
 
-.PHONY: install train test test-fast retest tensorboard report results-table export lr-find bench bench-grid bench-overhead clean
+.PHONY: install train test test-fast lint retest tensorboard report results-table export lr-find bench bench-grid bench-overhead clean
 
 # Re-install only when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml
@@ -25,6 +25,11 @@ train: install
 # the whole suite, one test process per core (pytest-xdist; the DDP tests share one), and its 15 slowest tests
 test: install
 	$(BIN)/python -m pytest -n auto --dist loadgroup --durations=15 $(ARGS)
+
+# ruff, its version pinned in the test extra: the style check CI runs (`ruff format .` and `ruff check --fix .` apply it)
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 # while editing: the tests neither slow nor in their own process, one test process per core, stopping at the first failure
 test-fast: install

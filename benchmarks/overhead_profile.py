@@ -65,7 +65,11 @@ def profile(config: str, batches: int, rate: int, overrides: list[str], work_dir
     spy = shutil.which("py-spy") or (str(beside_python) if beside_python.exists() else None)
     if spy is None:
         sys.exit("error: py-spy is not installed: pip install py-spy (or make bench-overhead, which installs it)")
-    result = subprocess.run([spy, "record", "--rate", str(rate), "--format", "raw", "--output", str(raw), "--", *fit], capture_output=True, text=True)
+    result = subprocess.run(
+        [spy, "record", "--rate", str(rate), "--format", "raw", "--output", str(raw), "--", *fit],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0 or not raw.is_file():
         sys.exit(f"error: the profiled fit failed:\n{result.stderr[-2000:]}")
     counts: Counter = Counter()
@@ -111,7 +115,11 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m benchmarks.overhead_profile " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory(prefix="overhead-") as work_dir:
         counts = profile(args.config, args.batches, args.rate, overrides, Path(work_dir))
-    archives = [a.split("=", 1)[1] if "=" in a else overrides[i + 1] for i, a in enumerate(overrides) if a.startswith("--data.archive")]
+    archives = [
+        a.split("=", 1)[1] if "=" in a else overrides[i + 1]
+        for i, a in enumerate(overrides)
+        if a.startswith("--data.archive")
+    ]
     text = report(counts, command, Path(archives[-1]).name if archives else "the config's data_dir")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -49,9 +49,20 @@ def main(argv: list[str] | None = None) -> None:
     config, *more = args.config
     batches = args.warmup + args.steps + 1
     with tempfile.TemporaryDirectory(prefix="sync-check-") as logs:
-        cli = build(config, [*(f"--config={c}" for c in more), *overrides, "--trainer.max_epochs=1", f"--trainer.limit_train_batches={batches}",
-                             "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0", f"--trainer.log_every_n_steps={batches + 100}",
-                             "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={logs}"])
+        cli = build(
+            config,
+            [
+                *(f"--config={c}" for c in more),
+                *overrides,
+                "--trainer.max_epochs=1",
+                f"--trainer.limit_train_batches={batches}",
+                "--trainer.limit_val_batches=0",
+                "--trainer.num_sanity_val_steps=0",
+                f"--trainer.log_every_n_steps={batches + 100}",
+                "--trainer.enable_progress_bar=false",
+                f"--trainer.logger.init_args.save_dir={logs}",
+            ],
+        )
         check = SyncsRaise(args.warmup, args.steps)
         cli.trainer.callbacks.append(check)
         try:

@@ -46,8 +46,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_lightning.callbacks.ema import EMAWithWarmup, update_average, warmed_up_decay
 from cifar_lightning.data.device_batches import DeviceSplit
-from cifar_lightning.runs.provenance import commit_label, cpu_model, data_copy, gpu_model
 from cifar_lightning.lightning_cli import build
+from cifar_lightning.runs.provenance import commit_label, cpu_model, data_copy, gpu_model
 
 KINDS = ("pipeline", "plain", "fit")
 # settings that change speed on a 2-core CPU, each against the config (configs/cnn.yaml: fp32,
@@ -95,13 +95,13 @@ class StepTimer(Callback):
         return self.started - self.fit_started
 
 
-def _synchronize(device: torch.device) -> None:
+def _synchronize(device: torch.device | None) -> None:
     """Wait for queued GPU work, so that a host clock reads finished steps."""
-    if device.type == "cuda":
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _timed_batches(loader, warmup: int, steps: int, work, device: torch.device = torch.device("cpu")) -> float:
+def _timed_batches(loader, warmup: int, steps: int, work, device: torch.device | None = None) -> float:
     """Images per second over ``steps`` batches after ``warmup``, with ``work(batch)`` per batch."""
     images, started = 0, None
     for index, batch in enumerate(loader):
@@ -118,13 +118,20 @@ def _timed_batches(loader, warmup: int, steps: int, work, device: torch.device =
 
 
 REFERENCE_BATCH = 128  # --steps and --warmup count batches of this size; other sizes time as many images
-READY_BATCHES = 8  # the plain loop's batches, cycled: few enough to stay in memory, enough that BatchNorm sees varied statistics
+READY_BATCHES = (
+    8  # the plain loop's batches, cycled: few enough to stay in memory, enough that BatchNorm sees varied statistics
+)
 
 
 def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: int, log_dir: str) -> float:
-    limits = ["--trainer.max_epochs=1", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
-              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-              f"--trainer.logger.init_args.save_dir={log_dir}"]
+    limits = [
+        "--trainer.max_epochs=1",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={log_dir}",
+    ]
     cli = build(config, [*overrides, *limits])
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     batch = datamodule.batch_size
@@ -145,14 +152,26 @@ def measure(kind: str, config: str, overrides: list[str], warmup: int, steps: in
 
     # the plain loop: what training_step and Lightning's loop do, by hand, on ready-made batches
     train = datamodule.train_set
-    ready = DeviceSplit(train.images[: READY_BATCHES * batch], train.labels[: READY_BATCHES * batch], datamodule.mean, datamodule.std, device)
+    ready = DeviceSplit(
+        train.images[: READY_BATCHES * batch],
+        train.labels[: READY_BATCHES * batch],
+        datamodule.mean,
+        datamodule.std,
+        device,
+    )
     batches = [ready.batch(torch.arange(i * batch, (i + 1) * batch, device=device)) for i in range(READY_BATCHES)]
     loader = itertools.islice(itertools.cycle(batches), warmup + steps)
     hp = model.hparams
     model.to(device).train()
     optimizer = model.optimizer_factory(model.parameters())
-    scheduler = OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=warmup + steps,
-                           pct_start=hp.pct_start, div_factor=hp.div_factor, final_div_factor=hp.final_div_factor)
+    scheduler = OneCycleLR(
+        optimizer,
+        max_lr=[g["lr"] for g in optimizer.param_groups],
+        total_steps=warmup + steps,
+        pct_start=hp.pct_start,
+        div_factor=hp.div_factor,
+        final_div_factor=hp.final_div_factor,
+    )
     accuracy = MulticlassAccuracy(hp.num_classes, average="micro").to(device)
     ema = next((c for c in trainer.callbacks if isinstance(c, EMAWithWarmup)), None)
     # the same average the callback keeps: every step, buffers included, the warmed-up decay
@@ -212,10 +231,13 @@ def report(results: dict, args, overrides: dict, data: dict) -> str:
             f"| {name} | `{' '.join(overrides[name]) or '(config as is)'}` | {cell(runs['pipeline'])} | {cell(runs['plain'])} | "
             f"{cell(runs['fit'])} | {statistics.median(ratios):.2f} ({min(ratios):.2f} to {max(ratios):.2f}) | {pipe / fit:.2f}x |"
         )
-    lines += ["", "fit / plain: a fit's rate over the plain loop's rate timed beside it, per repeat; the median of the "
-              "repeats (their range). Plain and fit alternate which runs first (ABBA), so drift between the two "
-              "cancels over the repeats. The plain loop trains on ready-made batches: the ratio is the share of the "
-              "network's own speed that the data pipeline, Lightning's loop and the callbacks leave."]
+    lines += [
+        "",
+        "fit / plain: a fit's rate over the plain loop's rate timed beside it, per repeat; the median of the "
+        "repeats (their range). Plain and fit alternate which runs first (ABBA), so drift between the two "
+        "cancels over the repeats. The plain loop trains on ready-made batches: the ratio is the share of the "
+        "network's own speed that the data pipeline, Lightning's loop and the callbacks leave.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -225,7 +247,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=[])
     parser.add_argument("--grid", action="store_true", help="the settings grid (GRID) instead of --variant")
     parser.add_argument("--warmup", type=int, default=10, help="untimed batches first")
-    parser.add_argument("--steps", type=int, default=150, help="timed batches of 128 images (fewer: the 2-core VM's own drift, about ±10%%, dominates)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=150,
+        help="timed batches of 128 images (fewer: the 2-core VM's own drift, about ±10%%, dominates)",
+    )
     parser.add_argument("--repeats", type=int, default=8, help="an even number balances the ABBA order")
     parser.add_argument("--out", default="results/bench.md")
     args, common = parser.parse_known_args(argv)

@@ -17,14 +17,29 @@ VERBS = {
     "test": (None, "evaluate a checkpoint on the test split, with the config's test-time views"),
     "predict": (None, "classify the test split or a folder of images into a CSV"),
     "export": ("cifar_lightning.inference.export", "write TorchScript and ONNX files of a checkpoint"),
-    "summary": ("cifar_lightning.tools.summary", "a config's network layer by layer: shapes, parameters, receptive field, jump, stride"),
-    "demo": ("cifar_lightning.demo.app", "a local demo page of a checkpoint: upload or pick an image, top classes, Grad-CAM (needs [demo])"),
-    "preview": ("cifar_lightning.tools.preview", "a config's augmentation on a few training images, as a PNG, before a long run"),
-    "explain": ("cifar_lightning.tools.explain", "Grad-CAM overlays of a checkpoint's predictions for image files, as PNGs"),
+    "summary": (
+        "cifar_lightning.tools.summary",
+        "a config's network layer by layer: shapes, parameters, receptive field, jump, stride",
+    ),
+    "demo": (
+        "cifar_lightning.demo.app",
+        "a local demo page of a checkpoint: upload or pick an image, top classes, Grad-CAM (needs [demo])",
+    ),
+    "preview": (
+        "cifar_lightning.tools.preview",
+        "a config's augmentation on a few training images, as a PNG, before a long run",
+    ),
+    "explain": (
+        "cifar_lightning.tools.explain",
+        "Grad-CAM overlays of a checkpoint's predictions for image files, as PNGs",
+    ),
     "report": ("cifar_lightning.tools.report", "a run folder's curves, metrics.csv and summary.json"),
     "retest": ("cifar_lightning.tools.retest", "single-view test accuracy of a run's checkpoint (retest.json)"),
     "lr-find": ("cifar_lightning.tools.lr_find", "Lightning's learning-rate sweep on a config: a plot and a peak rate"),
-    "search": ("cifar_lightning.tools.search", "tune a recipe's settings on the validation split with Optuna (a resumable SQLite study)"),
+    "search": (
+        "cifar_lightning.tools.search",
+        "tune a recipe's settings on the validation split with Optuna (a resumable SQLite study)",
+    ),
     "compare": ("cifar_lightning.tools.compare", "a table of what report folders changed against a baseline config"),
 }
 

@@ -7,16 +7,16 @@ import gc
 import multiprocessing
 import os
 import pickle
-import signal
 import re
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 from argparse import ArgumentError
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -86,8 +86,12 @@ def ensure_writable_folder(folder: Path, what: str, fix: str) -> Path:
             pass
     except OSError as err:
         if err.errno in DISK_FULL:
-            raise UserError(f"the {what} folder {folder} is on a full disk ({err.strerror}): free disk space there, or {fix}") from None
-        raise UserError(f"cannot write the {what} folder {folder} ({why_not_writable(err)}): make it writable, or {fix}") from None
+            raise UserError(
+                f"the {what} folder {folder} is on a full disk ({err.strerror}): free disk space there, or {fix}"
+            ) from None
+        raise UserError(
+            f"cannot write the {what} folder {folder} ({why_not_writable(err)}): make it writable, or {fix}"
+        ) from None
     return folder
 
 
@@ -151,20 +155,33 @@ def user_errors(verbose: bool, command: str):
             raise
         if err.errno in NOT_WRITABLE:  # anywhere a file is written that was not checked before the work began
             where = f" {err.filename}" if err.filename else ""
-            failure = (f"cannot write{where} ({why_not_writable(err)}): make the folder writable, or point the logger's "
-                       "save_dir, --data.data_dir or the output elsewhere"), USER_ERROR_EXIT
+            failure = (
+                (
+                    f"cannot write{where} ({why_not_writable(err)}): make the folder writable, or point the logger's "
+                    "save_dir, --data.data_dir or the output elsewhere"
+                ),
+                USER_ERROR_EXIT,
+            )
         else:
             # anywhere a file is written (run.json, the event files, a callback's output), not only
             # the checkpoint and the data cache, which say more about themselves
             where = f" writing {err.filename}" if err.filename else ""
-            failure = (f"the disk is full{where} ({err.strerror}): free disk space, or point the logger's save_dir "
-                       "and --data.data_dir at a disk with room; a fit resumes with --ckpt_path last"), USER_ERROR_EXIT
+            failure = (
+                (
+                    f"the disk is full{where} ({err.strerror}): free disk space, or point the logger's save_dir "
+                    "and --data.data_dir at a disk with room; a fit resumes with --ckpt_path last"
+                ),
+                USER_ERROR_EXIT,
+            )
     except Exception as err:  # noqa: BLE001 - only loader-worker failures are rewritten; the rest propagate
         worker = worker_failure(err)
         if worker is None or verbose:
             raise
         name, message = worker
-        failure = f"a data loader worker failed with {name}: {message} (rerun with --verbose for its traceback)", FAILURE_EXIT
+        failure = (
+            f"a data loader worker failed with {name}: {message} (rerun with --verbose for its traceback)",
+            FAILURE_EXIT,
+        )
     finally:
         threading.excepthook = previous_hook
     if failure is not None:
@@ -177,8 +194,11 @@ def _one_line_for_a_full_disk(previous_hook):
 
     def hook(args: threading.ExceptHookArgs) -> None:
         if isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_FULL:
-            print(f"warning: the disk is full ({args.exc_value.strerror}): thread {args.thread.name if args.thread else '?'} "
-                  "stopped writing (TensorBoard's curves end here)", file=sys.stderr)
+            print(
+                f"warning: the disk is full ({args.exc_value.strerror}): thread {args.thread.name if args.thread else '?'} "
+                "stopped writing (TensorBoard's curves end here)",
+                file=sys.stderr,
+            )
             return
         previous_hook(args)
 

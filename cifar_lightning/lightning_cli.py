@@ -19,7 +19,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from cifar_lightning.runs import folders as run_folders, loggers as run_loggers
 from cifar_lightning.callbacks import (
     AugmentationPreview,
     FiniteLossGuard,
@@ -33,13 +32,15 @@ from cifar_lightning.callbacks import (
     SpeedMonitor,
     TestFigures,
 )
+from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
+from cifar_lightning.data import Augmentation, CIFAR10DataModule
+from cifar_lightning.errors import ConfigError, shell_command, user_errors
+from cifar_lightning.runs import folders as run_folders
+from cifar_lightning.runs import loggers as run_loggers
 from cifar_lightning.runs.checkpoint_io import AtomicCheckpointIO
 from cifar_lightning.runs.checkpoints import find_last_checkpoint, read_checkpoint, run_of_checkpoint
-from cifar_lightning.data import Augmentation, CIFAR10DataModule
-from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
-from cifar_lightning.errors import ConfigError, shell_command, user_errors
-from cifar_lightning.training.module import ImageClassifier
 from cifar_lightning.runs.resume import RunFinished, check_resume
+from cifar_lightning.training.module import ImageClassifier
 from cifar_lightning.training.trust import check_checkpoint, check_same_network, check_teacher, named_classes, spec_name
 
 ATOMIC_CHECKPOINT_IO = f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__qualname__}"
@@ -68,7 +69,9 @@ class SaveStageConfig(SaveConfigCallback):
         if stage != "fit" and not trainer.loggers:
             self.already_saved = True
         self.config_filename = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
-        log_dir = self.run_dir = trainer.log_dir  # every rank: a broadcast, which save_config (rank zero only) must not make
+        log_dir = self.run_dir = (
+            trainer.log_dir
+        )  # every rank: a broadcast, which save_config (rank zero only) must not make
         if not self.already_saved and stage == "fit" and log_dir is not None:
             # rank zero's view, before it writes the file: every rank then takes the same branch
             resumed = trainer.strategy.broadcast((Path(log_dir) / "config.yaml").is_file())
@@ -90,9 +93,11 @@ class CifarLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.classes", "model.class_names", compute_fn=list, apply_on="instantiate")
         parser.add_argument(
-            "--trusted", type=list[str] | None, default=None,
+            "--trusted",
+            type=list[str] | None,
+            default=None,
             help="full names of classes a --ckpt_path checkpoint may name besides the project's own (and the ones this "
-                 "config names); loading it imports their code: --trusted+=mypkg.nets.MyNet (docs/python.md, trust)",
+            "config names); loading it imports their code: --trusted+=mypkg.nets.MyNet (docs/python.md, trust)",
         )
         parser.add_lightning_class_args(RunInfo, "run_info")
         parser.add_lightning_class_args(RandomState, "random_state")
@@ -159,9 +164,13 @@ class CifarLightningCLI(LightningCLI):
         model = config.get("model")
         model = model.as_dict() if isinstance(model, Namespace) else dict(model or {})
         # the classes this config names are imported by now: the user's own config trusts them
-        trusted = {name for _, name in named_classes(model, "model") if isinstance(name, str)} | set(config.get("trusted") or [])
+        trusted = {name for _, name in named_classes(model, "model") if isinstance(name, str)} | set(
+            config.get("trusted") or []
+        )
         check_checkpoint(checkpoint, ImageClassifier, trusted, ckpt_path)
-        check_same_network(spec_name((checkpoint.get("hyper_parameters") or {}).get("network")), spec_name(model.get("network")))
+        check_same_network(
+            spec_name((checkpoint.get("hyper_parameters") or {}).get("network")), spec_name(model.get("network"))
+        )
         if subcommand == "fit":  # the teacher is built for training only (before_instantiate_classes)
             check_teacher((checkpoint.get("hyper_parameters") or {}).get("distillation"), trusted, ckpt_path)
         run_dir = run_of_checkpoint(ckpt_path)
@@ -276,7 +285,9 @@ def main(args: list[str] | None = None) -> None:
     try:
         with user_errors(verbose, f"{shell_command()} {subcommand}"), warnings.catch_warnings():
             # the arguments are the command line's, less --verbose
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+            warnings.filterwarnings(
+                "ignore", message="LightningCLI's args parameter is intended to run from within Python"
+            )
             try:
                 run_cli(argv)
             except Exception:  # a failure, not a stop (SIGTERM, Ctrl-C): a stopped run keeps its folder

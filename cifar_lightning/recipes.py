@@ -1,6 +1,6 @@
 """Where the shipped recipes (configs/*.yaml) are, in a checkout or after ``pip install``.
 
-    cifar-lightning fit --config "$(cifar-lightning-configs)/cnn.yaml"
+cifar-lightning fit --config "$(cifar-lightning-configs)/cnn.yaml"
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import yaml  # noqa: E402
-
 from results_table import SEED_PUBLISHED, single_view_of, views_of  # noqa: E402
 
 
@@ -28,21 +27,27 @@ def points(results: Path) -> list[dict]:
     for path in sorted([*results.glob("*/summary.json"), *results.glob("gpu-*/*/summary.json")]):
         s = json.loads(path.read_text())
         config = path.parent / "config.yaml"
-        planned = (yaml.safe_load(config.read_text()) or {}).get("trainer", {}).get("max_epochs") if config.is_file() else None
+        planned = (
+            (yaml.safe_load(config.read_text()) or {}).get("trainer", {}).get("max_epochs")
+            if config.is_file()
+            else None
+        )
         if planned is not None and s["epochs"] < planned:
             continue  # a run stopped before its end is not a point of its recipe
         machine = s.get("machine") or {}
-        found.append({
-            "run": str(path.parent.relative_to(results)),
-            "minutes": s["fit_wall_time_s"] / 60,
-            "scaled": s.get("fit_minutes_scaled"),  # on a machine whose yardstick runs at its committed rate
-            "test": s["test_acc"],
-            "single": single_view_of(path.parent) if views_of(s) > 1 else s["test_acc"],
-            "views": views_of(s),
-            "epochs": s["epochs"],
-            "reference": s.get("reference_images_per_s"),  # the machine's speed beside its minutes
-            "where": machine.get("gpu") or f"{machine.get('cpu_count', '?')}-core CPU",
-        })
+        found.append(
+            {
+                "run": str(path.parent.relative_to(results)),
+                "minutes": s["fit_wall_time_s"] / 60,
+                "scaled": s.get("fit_minutes_scaled"),  # on a machine whose yardstick runs at its committed rate
+                "test": s["test_acc"],
+                "single": single_view_of(path.parent) if views_of(s) > 1 else s["test_acc"],
+                "views": views_of(s),
+                "epochs": s["epochs"],
+                "reference": s.get("reference_images_per_s"),  # the machine's speed beside its minutes
+                "where": machine.get("gpu") or f"{machine.get('cpu_count', '?')}-core CPU",
+            }
+        )
     return found
 
 
@@ -54,15 +59,26 @@ def write(results: Path) -> None:
         # scaled minutes where the run timed the yardstick beside it (orange); raw minutes otherwise (blue)
         x, color = (p["scaled"], "C1") if p["scaled"] is not None else (p["minutes"], "C0")
         axes.scatter(x, 100 * p["test"], marker=marker, color=color)
-        axes.annotate(f"{p['run']} ({p['views']} view{'s' if p['views'] > 1 else ''})", (x, 100 * p["test"]),
-                      textcoords="offset points", xytext=(5, 4), fontsize=8)
+        axes.annotate(
+            f"{p['run']} ({p['views']} view{'s' if p['views'] > 1 else ''})",
+            (x, 100 * p["test"]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
         if p["single"] is not None and p["views"] > 1:
             axes.scatter(x, 100 * p["single"], marker=marker, facecolors="none", edgecolors=color)
             axes.plot([x] * 2, [100 * p["single"], 100 * p["test"]], color=color, linewidth=0.8)
     for seed in SEED_PUBLISHED:
         axes.axhline(100 * seed["test_acc"], color="C3", linestyle="--", linewidth=0.8)
-        axes.text(0.01, 100 * seed["test_acc"] + 0.1, f"seed, published, {seed['epochs']} epochs (original lossless data, time not stated)",
-                  color="C3", fontsize=7, transform=axes.get_yaxis_transform())
+        axes.text(
+            0.01,
+            100 * seed["test_acc"] + 0.1,
+            f"seed, published, {seed['epochs']} epochs (original lossless data, time not stated)",
+            color="C3",
+            fontsize=7,
+            transform=axes.get_yaxis_transform(),
+        )
     axes.set_xscale("log")
     axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -91,10 +107,14 @@ def write(results: Path) -> None:
         single = "not measured" if p["single"] is None else f"{p['single']:.2%}"
         reference = "not measured" if p["reference"] is None else f"{p['reference']:,.0f}"
         scaled = "no yardstick" if p["scaled"] is None else f"{p['scaled']:.1f}"
-        lines.append(f"| {p['run']} | {p['where']} | {p['epochs']} | {p['minutes']:.1f} | {scaled} | {reference} | {p['test']:.2%} ({p['views']}) | {single} |")
+        lines.append(
+            f"| {p['run']} | {p['where']} | {p['epochs']} | {p['minutes']:.1f} | {scaled} | {reference} | {p['test']:.2%} ({p['views']}) | {single} |"
+        )
     for seed in SEED_PUBLISHED:
-        lines.append(f"| seed, published | original lossless CIFAR-10, another data copy | {seed['epochs']} | not stated | – | – | "
-                     f"{seed['test_acc']:.2%} (1) | {seed['test_acc']:.2%} |")
+        lines.append(
+            f"| seed, published | original lossless CIFAR-10, another data copy | {seed['epochs']} | not stated | – | – | "
+            f"{seed['test_acc']:.2%} (1) | {seed['test_acc']:.2%} |"
+        )
     (results / "frontier.md").write_text("\n".join(lines) + "\n")
 
 

@@ -66,7 +66,9 @@ def main() -> None:
     text, new = documented()
     if args.check:
         if new != text:
-            sys.exit(f"error: {DOC.relative_to(REPO)}'s option table differs from the parser: run python scripts/option_table.py")
+            sys.exit(
+                f"error: {DOC.relative_to(REPO)}'s option table differs from the parser: run python scripts/option_table.py"
+            )
         return
     DOC.write_text(new)
 

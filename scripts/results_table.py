@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python scripts/results_table.py", description=__doc__.splitlines()[0])
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--repo", type=Path, default=Path("."), help="the checkout whose configs/ the runs are compared with")
+    parser.add_argument(
+        "--repo", type=Path, default=Path("."), help="the checkout whose configs/ the runs are compared with"
+    )
     args = parser.parse_args(argv)
     current, history = runs(args.results, args.repo)
     text = fill(args.readme.read_text(), START, END, table(current), args.readme)

@@ -22,7 +22,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
 
-from harness import CONFIG, FULL_ARCHIVE, FULL_DATA_DIR, HAVE_FULL_COPY, SUBSET_ARCHIVE, SUBSET_DATA_DIR, data_args, main_in_process, one_line_error, tiny_run
+from harness import (
+    CONFIG,
+    FULL_ARCHIVE,
+    FULL_DATA_DIR,
+    HAVE_FULL_COPY,
+    SUBSET_ARCHIVE,
+    SUBSET_DATA_DIR,
+    data_args,
+    main_in_process,
+    one_line_error,
+    tiny_run,
+)
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +64,9 @@ def full_copy() -> Path:
     """The whole JPEG copy, decoded once into its own data_dir, for tests that need all of it; skipped,
     with the reason, without it (CI fails on any skip)."""
     if not HAVE_FULL_COPY:
-        pytest.skip(f"needs the whole CIFAR-10 JPEG copy at {FULL_ARCHIVE} (set CIFAR10_ARCHIVE); the shipped subset is too small")
+        pytest.skip(
+            f"needs the whole CIFAR-10 JPEG copy at {FULL_ARCHIVE} (set CIFAR10_ARCHIVE); the shipped subset is too small"
+        )
     sources.prepare(FULL_DATA_DIR, FULL_ARCHIVE, download_ok=False)
     return FULL_ARCHIVE
 
@@ -89,7 +102,9 @@ def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
     if os.environ.get("CIFAR_LIGHTNING_NO_SKIPS") == "1" and skipped and exitstatus == 0:
-        reporter.write_line(f"error: {skipped} test(s) skipped, and CI runs every test (CIFAR_LIGHTNING_NO_SKIPS=1)", red=True)
+        reporter.write_line(
+            f"error: {skipped} test(s) skipped, and CI runs every test (CIFAR_LIGHTNING_NO_SKIPS=1)", red=True
+        )
         session.exitstatus = 1
 
 
@@ -110,7 +125,9 @@ def finished_run(tmp_path_factory, real_data_dir, real_archive) -> Path:
     os.chdir(work)
     try:
         with redirect_stdout(printed), redirect_stderr(printed):
-            main(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(epochs=FINISHED_EPOCHS)])
+            main(
+                ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(epochs=FINISHED_EPOCHS)]
+            )
     except SystemExit as stopped:
         pytest.fail(f"the shared tiny fit failed (exit {stopped.code}): {printed.getvalue()[-3000:]}")
     finally:

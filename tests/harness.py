@@ -31,7 +31,9 @@ FULL_DATA_DIR = REPO / ".cache" / "test-data"
 SUBSET_VAL_SIZE = 500
 
 
-def tiny_run(epochs: int = 1, train_batches: int = 3, workers: int = 0, batch_size: int = 32, eval_batch_size: int = 64) -> list[str]:
+def tiny_run(
+    epochs: int = 1, train_batches: int = 3, workers: int = 0, batch_size: int = 32, eval_batch_size: int = 64
+) -> list[str]:
     """The limits of a run that takes seconds, not minutes: defined once, varied by argument."""
     return [
         f"--trainer.max_epochs={epochs}",
@@ -66,8 +68,14 @@ def with_helpers(env: dict | None = None) -> dict:
 
 def cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python -m cifar_lightning ARGS`` in ``cwd``, the real entry point, in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "cifar_lightning", *args], cwd=cwd, capture_output=True, text=True,
-                          env=with_helpers(env), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_lightning", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=with_helpers(env),
+        timeout=timeout,
+    )
 
 
 @dataclass

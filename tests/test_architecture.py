@@ -55,8 +55,15 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module == "cifar_lightning":  # from cifar_lightning import x: a module when x is one
-                found += [(node.lineno, f"cifar_lightning.{a.name}" if (PACKAGE / a.name).exists() or (PACKAGE / f"{a.name}.py").exists()
-                           else "cifar_lightning") for a in node.names]
+                found += [
+                    (
+                        node.lineno,
+                        f"cifar_lightning.{a.name}"
+                        if (PACKAGE / a.name).exists() or (PACKAGE / f"{a.name}.py").exists()
+                        else "cifar_lightning",
+                    )
+                    for a in node.names
+                ]
             else:
                 found.append((node.lineno, node.module))
     return found
@@ -101,7 +108,7 @@ def import_cycles(modules: dict[str, list[str]]) -> list[list[str]]:
 
     def visit(name: str, path: list[str]) -> None:
         if name in path:
-            cycles.append(path[path.index(name):] + [name])
+            cycles.append(path[path.index(name) :] + [name])
             return
         if name in done:
             return

@@ -13,10 +13,31 @@ def test_bench_writes_a_table_for_each_variant(tmp_path, real_data_dir, real_arc
 
     out = tmp_path / "bench.md"
     monkeypatch.chdir(REPO)  # it names configs/ relative to the checkout
-    main(["--steps", "6", "--warmup", "2", "--repeats", "1", "--variant", "device", "--data.pipeline device",
-          "--variant", "albumentations", "--data.pipeline albumentations --data.num_workers 0",
-          "--out", str(out), *data_args(real_data_dir, real_archive), "--data.batch_size=32"])
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| device") or line.startswith("| albumentations")]
+    main(
+        [
+            "--steps",
+            "6",
+            "--warmup",
+            "2",
+            "--repeats",
+            "1",
+            "--variant",
+            "device",
+            "--data.pipeline device",
+            "--variant",
+            "albumentations",
+            "--data.pipeline albumentations --data.num_workers 0",
+            "--out",
+            str(out),
+            *data_args(real_data_dir, real_archive),
+            "--data.batch_size=32",
+        ]
+    )
+    rows = [
+        line
+        for line in out.read_text().splitlines()
+        if line.startswith("| device") or line.startswith("| albumentations")
+    ]
     assert len(rows) == 2
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -31,10 +52,20 @@ def test_overhead_profile_classes_each_sample_by_its_innermost_work_frame():
     loop = "main (cli.py:1);run (lightning/pytorch/loops/fit_loop.py:216);advance (lightning/pytorch/loops/training_epoch_loop.py:3)"
     assert classify("main (cli.py:1);setup (lightning/pytorch/trainer/trainer.py:9)") is None  # outside the loop
     assert classify(loop + ";forward (cifar_lightning/models/compact.py:60)") == "network forward"
-    assert classify(loop + ";forward (cifar_lightning/models/compact.py:60);backward (torch/autograd/__init__.py:5)") == "backward"
+    assert (
+        classify(loop + ";forward (cifar_lightning/models/compact.py:60);backward (torch/autograd/__init__.py:5)")
+        == "backward"
+    )
     assert classify(loop + ";step (torch/optim/sgd.py:80)") == "optimizer and scheduler"
-    assert classify(loop + ";__getitem__ (cifar_lightning/data/dataset.py:20);apply (albumentations/core/composition.py:1)") == "data"
-    overhead = classify(loop + ";log (lightning/pytorch/core/module.py:400);on_train_batch_end (cifar_lightning/callbacks.py:265)")
+    assert (
+        classify(
+            loop + ";__getitem__ (cifar_lightning/data/dataset.py:20);apply (albumentations/core/composition.py:1)"
+        )
+        == "data"
+    )
+    overhead = classify(
+        loop + ";log (lightning/pytorch/core/module.py:400);on_train_batch_end (cifar_lightning/callbacks.py:265)"
+    )
     assert overhead == "Lightning and callbacks (overhead)"
 
 

@@ -12,6 +12,7 @@ import torch
 from cifar_lightning.lightning_cli import run_cli
 from harness import CONFIG, TINY, data_args, main_in_process, one_line_error
 
+
 def test_fit_writes_config_checkpoints_and_events(finished_run):
     run_dir = finished_run / "lightning_logs" / "version_0"
     assert (run_dir / "config.yaml").is_file()
@@ -47,10 +48,14 @@ def test_checkpoint_loads_with_weights_only(finished_run):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
-def test_evaluation_subcommands_run_from_a_checkpoint(subcommand, finished_copy, real_data_dir, real_archive, monkeypatch):
+def test_evaluation_subcommands_run_from_a_checkpoint(
+    subcommand, finished_copy, real_data_dir, real_archive, monkeypatch
+):
     monkeypatch.chdir(finished_copy)
     ckpt = str(finished_copy / "lightning_logs/version_0/checkpoints/last.ckpt")
-    result = run_cli([subcommand, "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", ckpt])
+    result = run_cli(
+        [subcommand, "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", ckpt]
+    )
     if subcommand == "predict":
         probabilities = torch.cat(result.trainer.predict_loop.predictions)
         assert probabilities.shape == (128, 10) and torch.allclose(probabilities.sum(1), torch.ones(128))
@@ -60,20 +65,33 @@ def test_evaluation_subcommands_run_from_a_checkpoint(subcommand, finished_copy,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("subcommand", ["validate", "test"])
-def test_an_evaluation_without_a_logger_leaves_the_working_folder_as_it_was(subcommand, finished_run, tmp_path, real_data_dir,
-                                                                            real_archive, monkeypatch):
+def test_an_evaluation_without_a_logger_leaves_the_working_folder_as_it_was(
+    subcommand, finished_run, tmp_path, real_data_dir, real_archive, monkeypatch
+):
     """No run folder to record into: the metrics and the per-class table are printed, and nothing is written."""
     monkeypatch.chdir(tmp_path)
     ckpt = str(finished_run / "lightning_logs/version_0/checkpoints/last.ckpt")
-    result = run_cli([subcommand, "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", ckpt,
-                      "--trainer.logger=false"])
+    result = run_cli(
+        [
+            subcommand,
+            "--config",
+            CONFIG,
+            *data_args(real_data_dir, real_archive),
+            *TINY,
+            "--ckpt_path",
+            ckpt,
+            "--trainer.logger=false",
+        ]
+    )
     assert f"{'val' if subcommand == 'validate' else 'test'}/acc" in result.trainer.callback_metrics
     assert list(tmp_path.iterdir()) == []
 
 
 def test_another_network_is_a_config_change(tmp_path, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--model.network=helpers.TinyNet"])
+    result = run_cli(
+        ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--model.network=helpers.TinyNet"]
+    )
     assert type(result.model.network).__name__ == "TinyNet"
     assert result.trainer.global_step == 3
 
@@ -81,7 +99,9 @@ def test_another_network_is_a_config_change(tmp_path, real_data_dir, real_archiv
 @pytest.mark.slow
 def test_bf16_mixed_precision_needs_no_code_change(tmp_path, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--trainer.precision=bf16-mixed"])
+    result = run_cli(
+        ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--trainer.precision=bf16-mixed"]
+    )
     assert result.trainer.precision == "bf16-mixed" and result.trainer.global_step == 3
 
 
@@ -119,22 +139,35 @@ def test_nonpositive_batch_size(size, refused):
 def test_verbose_shows_the_traceback(capsys):
     from argparse import ArgumentError
 
-    with pytest.raises(ArgumentError, match="data.batch_size"):  # raised through: the console script prints its traceback
+    with pytest.raises(
+        ArgumentError, match="data.batch_size"
+    ):  # raised through: the console script prints its traceback
         main_in_process(["fit", "--config", CONFIG, "--data.batch_size=-1", "--verbose"], capsys)
 
 
-def test_checkpoint_of_another_network_names_both(finished_run, tmp_path, monkeypatch, refused, real_data_dir, real_archive):
+def test_checkpoint_of_another_network_names_both(
+    finished_run, tmp_path, monkeypatch, refused, real_data_dir, real_archive
+):
     monkeypatch.chdir(tmp_path)
     ckpt = finished_run / "lightning_logs/version_0/checkpoints/last.ckpt"
-    line = refused("test", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--model.network=helpers.TinyNet",
-                   f"--ckpt_path={ckpt}")
+    line = refused(
+        "test",
+        "--config",
+        CONFIG,
+        *data_args(real_data_dir, real_archive),
+        *TINY,
+        "--model.network=helpers.TinyNet",
+        f"--ckpt_path={ckpt}",
+    )
     assert "SeedNet" in line and "TinyNet" in line
 
 
 def test_diverging_loss_stops_with_the_step_and_a_fix(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY]
-    stderr = one_line_error(main_in_process([*args, "--trainer.max_epochs=2", "--model.optimizer.init_args.lr=1e8"], capsys))
+    stderr = one_line_error(
+        main_in_process([*args, "--trainer.max_epochs=2", "--model.optimizer.init_args.lr=1e8"], capsys)
+    )
     assert "training loss became nan at epoch" in stderr or "training loss became inf at epoch" in stderr
     assert "--model.optimizer.init_args.lr" in stderr
     assert "step" in stderr and "last good checkpoint: none yet" in stderr
@@ -149,16 +182,25 @@ def test_a_loss_gone_nan_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, c
     poison = ["--trainer.callbacks+=helpers.PoisonAt", "--trainer.callbacks.epoch=1"]
     stderr = one_line_error(main_in_process([*args, *poison], capsys))
     checkpoints = tmp_path / "lightning_logs/version_0/checkpoints"
-    assert "at epoch 1, step 4" in stderr and f"last good checkpoint: {checkpoints / 'last.ckpt'}" in stderr.replace("./", f"{tmp_path}/")
+    assert "at epoch 1, step 4" in stderr and f"last good checkpoint: {checkpoints / 'last.ckpt'}" in stderr.replace(
+        "./", f"{tmp_path}/"
+    )
     # what was saved is epoch 0's finite weights; the best checkpoint is that epoch too
     last = torch.load(checkpoints / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert last["epoch"] == 0 and all(
+        torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point()
+    )
     assert [p.name for p in checkpoints.glob("epoch*.ckpt")] == [p.name for p in checkpoints.glob("epoch000-*.ckpt")]
 
 
 def test_adamw_is_a_config_change(tmp_path, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = [*data_args(real_data_dir, real_archive), *TINY, "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.003"]
+    args = [
+        *data_args(real_data_dir, real_archive),
+        *TINY,
+        "--model.optimizer=torch.optim.AdamW",
+        "--model.optimizer.lr=0.003",
+    ]
     result = run_cli(["fit", "--config", CONFIG, *args])
     optimizer = result.trainer.optimizers[0]
     assert type(optimizer).__name__ == "AdamW" and optimizer.param_groups[0]["max_lr"] == 0.003
@@ -170,7 +212,9 @@ def test_fixed_seed_repeats_a_fit(tmp_path, real_data_dir, real_archive, monkeyp
         monkeypatch.chdir(tmp_path)
         (tmp_path / folder).mkdir()
         monkeypatch.chdir(tmp_path / folder)
-        result = run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--data.num_workers=1"])
+        result = run_cli(
+            ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--data.num_workers=1"]
+        )
         timings = ("img/s", "time/epoch_s")  # wall-clock figures, not results
         return {k: float(v) for k, v in result.trainer.callback_metrics.items() if k not in timings}
 
@@ -181,7 +225,12 @@ def test_fixed_seed_repeats_a_fit(tmp_path, real_data_dir, real_archive, monkeyp
 def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path, real_data_dir, real_archive, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # lr 0 and no weight averaging: the weights never change, so epoch 1 cannot beat epoch 0's val/acc
-    args = [*data_args(real_data_dir, real_archive), *TINY, "--trainer.max_epochs=2", "--model.optimizer.init_args.lr=0"]
+    args = [
+        *data_args(real_data_dir, real_archive),
+        *TINY,
+        "--trainer.max_epochs=2",
+        "--model.optimizer.init_args.lr=0",
+    ]
     args.append("--trainer.callbacks=[]")
     run_cli(["fit", "--config", CONFIG, *args])
     checkpoints = tmp_path / "lightning_logs/version_0/checkpoints"
@@ -190,16 +239,29 @@ def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path, re
 
 
 @pytest.mark.slow
-def test_a_checkpoint_saved_between_logging_steps_never_holds_a_diverged_loss(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
+def test_a_checkpoint_saved_between_logging_steps_never_holds_a_diverged_loss(
+    tmp_path, monkeypatch, capsys, real_data_dir, real_archive
+):
     # the guard reads its flag only at logging steps (every 50 here) and before each save: a
     # checkpoint after every step must stop at the first diverged one, unwritten
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--trainer.max_epochs=3",
-            "--last_checkpoint.every_n_train_steps=1", "--trainer.callbacks+=helpers.PoisonAt", "--trainer.callbacks.epoch=1"]
+    args = [
+        "fit",
+        "--config",
+        CONFIG,
+        *data_args(real_data_dir, real_archive),
+        *TINY,
+        "--trainer.max_epochs=3",
+        "--last_checkpoint.every_n_train_steps=1",
+        "--trainer.callbacks+=helpers.PoisonAt",
+        "--trainer.callbacks.epoch=1",
+    ]
     stderr = one_line_error(main_in_process(args, capsys))
     assert "at epoch 1, step 4" in stderr
     last = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
-    assert last["global_step"] == 3 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert last["global_step"] == 3 and all(
+        torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point()
+    )
 
 
 class _RunsCodeWhenUnpickled:
@@ -210,14 +272,18 @@ class _RunsCodeWhenUnpickled:
         return (os.makedirs, (str(self.marker),))  # any callable would do; this one leaves a trace
 
 
-def test_checkpoint_with_a_pickled_callable_is_refused_unrun(finished_run, tmp_path, monkeypatch, refused, real_data_dir, real_archive):
+def test_checkpoint_with_a_pickled_callable_is_refused_unrun(
+    finished_run, tmp_path, monkeypatch, refused, real_data_dir, real_archive
+):
     marker = tmp_path / "code-ran"
     checkpoint = torch.load(finished_run / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     checkpoint["payload"] = _RunsCodeWhenUnpickled(marker)
     crafted = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted)
     monkeypatch.chdir(tmp_path)
-    assert "refused" in refused("test", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, f"--ckpt_path={crafted}")
+    assert "refused" in refused(
+        "test", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, f"--ckpt_path={crafted}"
+    )
     assert not marker.exists()
 
 
@@ -238,7 +304,14 @@ def test_predict_on_your_own_images(finished_copy, tmp_path, real_data_dir, real
     (folder / "notes.txt").write_text("not an image")
     monkeypatch.chdir(finished_copy)
     ckpt = str(finished_copy / "lightning_logs/version_0/checkpoints/last.ckpt")
-    args = ["predict", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, f"--data.predict_dir={folder}"]
+    args = [
+        "predict",
+        "--config",
+        CONFIG,
+        *data_args(real_data_dir, real_archive),
+        *TINY,
+        f"--data.predict_dir={folder}",
+    ]
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable file.*notes.txt"):
         run_cli([*args, "--ckpt_path", ckpt, "--model.tta=flip"])  # predict decides its own test-time views
     written = sorted((finished_copy / "lightning_logs").glob("*/predictions.csv"), key=lambda p: p.stat().st_mtime)[-1]

@@ -14,8 +14,20 @@ from harness import CONFIG, TINY, data_args
 @pytest.mark.process
 def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive):
     data_dir = tmp_path / "data"  # fresh: both runs want to unpack and decode the archive
-    command = [sys.executable, "-m", "cifar_lightning", "fit", "--config", CONFIG, *data_args(data_dir, real_archive), *TINY]
-    runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "cifar_lightning",
+        "fit",
+        "--config",
+        CONFIG,
+        *data_args(data_dir, real_archive),
+        *TINY,
+    ]
+    runs = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     for run in runs:
         _, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr[-3000:]

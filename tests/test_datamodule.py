@@ -78,8 +78,13 @@ def identical_images(dm: CIFAR10DataModule) -> CIFAR10DataModule:
 
 def test_workers_and_epochs_draw_different_augmentations(image_folder):
     seed_everything(3)
-    dm = identical_images(fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=2,
-                                                   pipeline="albumentations")))
+    dm = identical_images(
+        fitted(
+            CIFAR10DataModule(
+                str(image_folder), download=False, val_size=10, batch_size=8, num_workers=2, pipeline="albumentations"
+            )
+        )
+    )
     loader = dm.train_dataloader()
     epoch1 = list(loader)
     loader.sampler.set_epoch(1)  # as Lightning does before each epoch
@@ -93,8 +98,11 @@ def test_workers_and_epochs_draw_different_augmentations(image_folder):
 def test_fixed_seed_reproduces_augmentation(image_folder, pipeline, num_workers):
     def two_epochs():
         seed_everything(11)
-        dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers,
-                                      pipeline=pipeline))
+        dm = fitted(
+            CIFAR10DataModule(
+                str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers, pipeline=pipeline
+            )
+        )
         loader = dm.train_dataloader()
         epochs = []
         for epoch in range(2):
@@ -113,8 +121,11 @@ def test_an_epoch_depends_on_seed_and_epoch_alone(image_folder, pipeline, num_wo
 
     def epochs(which):
         seed_everything(5)
-        dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers,
-                                      pipeline=pipeline))
+        dm = fitted(
+            CIFAR10DataModule(
+                str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers, pipeline=pipeline
+            )
+        )
         loader = dm.train_dataloader()
         out = {}
         for epoch in which:
@@ -133,8 +144,16 @@ def test_an_epoch_depends_on_seed_and_epoch_alone(image_folder, pipeline, num_wo
 def real_dm(real_data_dir, real_archive) -> CIFAR10DataModule:
     from harness import SUBSET_VAL_SIZE
 
-    return fitted(CIFAR10DataModule(str(real_data_dir), archive=str(real_archive), num_workers=0, batch_size=64, val_size=SUBSET_VAL_SIZE,
-                                    pipeline="albumentations"))
+    return fitted(
+        CIFAR10DataModule(
+            str(real_data_dir),
+            archive=str(real_archive),
+            num_workers=0,
+            batch_size=64,
+            val_size=SUBSET_VAL_SIZE,
+            pipeline="albumentations",
+        )
+    )
 
 
 @pytest.mark.slow
@@ -167,14 +186,20 @@ def test_real_train_augmentation_changes_pixels_but_val_and_test_do_not(real_dm)
 def test_the_device_pipeline_evaluates_the_same_images_unaugmented(real_data_dir, real_archive):
     from harness import SUBSET_VAL_SIZE
 
-    dm = fitted(CIFAR10DataModule(str(real_data_dir), archive=str(real_archive), batch_size=64, val_size=SUBSET_VAL_SIZE, pipeline="device"))
+    dm = fitted(
+        CIFAR10DataModule(
+            str(real_data_dir), archive=str(real_archive), batch_size=64, val_size=SUBSET_VAL_SIZE, pipeline="device"
+        )
+    )
     plain = eval_transform(dm.mean, dm.std)
     for dataset, loader in ((dm.val_set, dm.val_dataloader()), (dm.test_set, dm.test_dataloader())):
         images, labels = first_batch(loader)
         expected = torch.stack([plain(image=dataset.images[i])["image"] for i in range(len(images))])
         # the same normalisation, computed in another order: equal to float rounding
         assert torch.allclose(images, expected, atol=1e-5) and labels.tolist() == dataset.labels[: len(images)].tolist()
-        assert images.is_contiguous(memory_format=torch.channels_last)  # the layout the recipes train in, without a copy
+        assert images.is_contiguous(
+            memory_format=torch.channels_last
+        )  # the layout the recipes train in, without a copy
     assert len(dm.test_dataloader()) == -(-len(dm.test_set) // dm.eval_batch_size)
 
 

@@ -17,11 +17,25 @@ DDP_CONFIG = str(Path(CONFIG).with_name("ddp.yaml"))
 @pytest.mark.xdist_group("ddp")  # two DDP launches at once would race for a free port
 def test_ddp_fit_and_predict_on_two_cpu_processes(tmp_path, real_data_dir, real_archive):
     result = cli(
-        "fit", "--config", CONFIG, "--config", DDP_CONFIG, "--trainer.accelerator=cpu", "--trainer.devices=2",
-        "--trainer.sync_batchnorm=false", *data_args(real_data_dir, real_archive),
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2",
-        "--trainer.enable_progress_bar=false", "--data.num_workers=0", "--data.batch_size=32", "--data.eval_batch_size=64",
-        "--trainer.callbacks+=helpers.RecordLocalAccuracy", f"--trainer.callbacks.folder={tmp_path / 'ranks'}", cwd=tmp_path,
+        "fit",
+        "--config",
+        CONFIG,
+        "--config",
+        DDP_CONFIG,
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.sync_batchnorm=false",
+        *data_args(real_data_dir, real_archive),
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--data.num_workers=0",
+        "--data.batch_size=32",
+        "--data.eval_batch_size=64",
+        "--trainer.callbacks+=helpers.RecordLocalAccuracy",
+        f"--trainer.callbacks.folder={tmp_path / 'ranks'}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -42,10 +56,22 @@ def test_ddp_fit_and_predict_on_two_cpu_processes(tmp_path, real_data_dir, real_
     # predict: every test image once, in index order, from the two processes
     out = tmp_path / "predictions.csv"
     result = cli(
-        "predict", "--config", CONFIG, "--config", DDP_CONFIG, "--trainer.accelerator=cpu", "--trainer.devices=2",
-        "--trainer.sync_batchnorm=false", *data_args(real_data_dir, real_archive), "--trainer.limit_predict_batches=2",
-        "--trainer.enable_progress_bar=false", "--data.num_workers=0", "--data.eval_batch_size=64", f"--prediction_writer.output={out}",
-        f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path,
+        "predict",
+        "--config",
+        CONFIG,
+        "--config",
+        DDP_CONFIG,
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.sync_batchnorm=false",
+        *data_args(real_data_dir, real_archive),
+        "--trainer.limit_predict_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--data.num_workers=0",
+        "--data.eval_batch_size=64",
+        f"--prediction_writer.output={out}",
+        f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     import csv

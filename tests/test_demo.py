@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +26,18 @@ def demo():
 
 
 def test_ten_examples_ship_one_of_each_class():
-    assert [p.stem for p in example_files()] == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert [p.stem for p in example_files()] == [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
 
 
 def test_an_example_gets_its_top_classes_and_an_overlay(demo):
@@ -51,7 +61,12 @@ def test_a_bad_upload_is_one_line(case, demo, tmp_path):
         Image.new("RGB", (6000, 4000)).save(path)
     top, shown, message = demo.answer(None if case == "empty upload" else str(path), 3, None, 0.5)
     assert top is None and shown is None and "\n" not in message and "Traceback" not in message
-    expected = {"text renamed .png": "not an image", "1x1": "too small", "6000x4000": "larger than this demo takes", "empty upload": "No image"}
+    expected = {
+        "text renamed .png": "not an image",
+        "1x1": "too small",
+        "6000x4000": "larger than this demo takes",
+        "empty upload": "No image",
+    }
     assert expected[case] in message
 
 
@@ -89,7 +104,13 @@ def browser():
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1100"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1100",
+    ):
         options.add_argument(flag)
     options.binary_location = CHROMIUM
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -113,11 +134,17 @@ def test_the_page_in_a_real_browser(browser, tmp_path):
 
     page = build_demo(CHECKPOINT)
     port = free_port()
-    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, share=False, ssr_mode=False)
+    page.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, share=False, ssr_mode=False
+    )
     try:
         browser.get(f"http://127.0.0.1:{port}/")
-        upload = lambda path: wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))[0].send_keys(str(path))
-        message = lambda: browser.find_element(By.ID, "message").text
+
+        def upload(path):
+            wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))[0].send_keys(str(path))
+
+        def message():
+            return browser.find_element(By.ID, "message").text
 
         upload(REPO / "cifar_lightning" / "demo" / "examples" / "ship.jpg")
         wait_for(lambda: message().startswith("ship ("))
@@ -136,6 +163,7 @@ def test_the_page_in_a_real_browser(browser, tmp_path):
         # nothing came from anywhere but this server: no font, CDN or analytics fetch
         resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert resources and all(url.startswith(f"http://127.0.0.1:{port}/") for url in resources), [
-            u for u in resources if not u.startswith(f"http://127.0.0.1:{port}/")]
+            u for u in resources if not u.startswith(f"http://127.0.0.1:{port}/")
+        ]
     finally:
         page.close()

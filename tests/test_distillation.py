@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cifar_lightning.errors import CheckpointError
 from cifar_lightning.lightning_cli import run_cli
 from cifar_lightning.training.distillation import Distillation
-from cifar_lightning.errors import CheckpointError
 from harness import CONFIG, REPO, TINY, data_args
 
 TEACHER = {"class_path": "cifar_lightning.models.ResidualCompactNet", "init_args": {"widths": [32, 48, 64]}}
@@ -26,14 +26,19 @@ def teacher_ckpt(tmp_path_factory, real_data_dir, real_archive):
     previous = os.getcwd()
     os.chdir(work)
     try:
-        run_cli(["fit", "--config", best, *data_args(real_data_dir, real_archive), *TINY, "--trainer.precision=32-true"])
+        run_cli(
+            ["fit", "--config", best, *data_args(real_data_dir, real_archive), *TINY, "--trainer.precision=32-true"]
+        )
     finally:
         os.chdir(previous)
     return work / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
 
 
 def distillation_arg(checkpoint, teacher: dict = TEACHER) -> str:
-    spec = {"class_path": "cifar_lightning.training.distillation.Distillation", "init_args": {"teacher": teacher, "checkpoint": str(checkpoint)}}
+    spec = {
+        "class_path": "cifar_lightning.training.distillation.Distillation",
+        "init_args": {"teacher": teacher, "checkpoint": str(checkpoint)},
+    }
     return f"--model.distillation={json.dumps(spec)}"
 
 
@@ -57,10 +62,16 @@ def test_loss_blends_label_loss_with_the_teachers_softened_predictions():
 
 
 @pytest.mark.slow
-def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(tmp_path, real_data_dir, real_archive, monkeypatch, teacher_ckpt):
+def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(
+    tmp_path, real_data_dir, real_archive, monkeypatch, teacher_ckpt
+):
     monkeypatch.chdir(tmp_path)
     # the overlay config as the README runs it, the teacher named on the command line
-    overlay = ["--config", str(REPO / "configs" / "distill.yaml"), f"--model.distillation.init_args.checkpoint={teacher_ckpt}"]
+    overlay = [
+        "--config",
+        str(REPO / "configs" / "distill.yaml"),
+        f"--model.distillation.init_args.checkpoint={teacher_ckpt}",
+    ]
     result = run_cli(["fit", "--config", CONFIG, *overlay, *data_args(real_data_dir, real_archive), *TINY])
     teacher = result.model.distillation.teacher
     saved = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)["state_dict"]
@@ -69,17 +80,39 @@ def test_fit_distils_from_a_frozen_teacher_kept_out_of_the_checkpoint(tmp_path, 
         torch.testing.assert_close(value, saved[f"network.{name}"], msg=name)
     assert not teacher.training and result.trainer.global_step == 3
     student = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert all(key.startswith("network.") for key in student["state_dict"]) and student["network_class"].endswith("SeedNet")
+    assert all(key.startswith("network.") for key in student["state_dict"]) and student["network_class"].endswith(
+        "SeedNet"
+    )
 
 
 @pytest.mark.slow
-def test_a_teacher_checkpoint_of_another_network_is_refused(tmp_path, real_data_dir, real_archive, monkeypatch, teacher_ckpt):
+def test_a_teacher_checkpoint_of_another_network_is_refused(
+    tmp_path, real_data_dir, real_archive, monkeypatch, teacher_ckpt
+):
     monkeypatch.chdir(tmp_path)
     other = {"class_path": "cifar_lightning.models.CompactNet"}
     with pytest.raises(CheckpointError, match="do not fit the model.distillation.teacher"):
-        run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg(teacher_ckpt, other)])
+        run_cli(
+            [
+                "fit",
+                "--config",
+                CONFIG,
+                *data_args(real_data_dir, real_archive),
+                *TINY,
+                distillation_arg(teacher_ckpt, other),
+            ]
+        )
     with pytest.raises(CheckpointError, match="does not exist"):
-        run_cli(["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, distillation_arg(tmp_path / "no.ckpt")])
+        run_cli(
+            [
+                "fit",
+                "--config",
+                CONFIG,
+                *data_args(real_data_dir, real_archive),
+                *TINY,
+                distillation_arg(tmp_path / "no.ckpt"),
+            ]
+        )
 
 
 def test_distill_yaml_asks_for_the_teacher_on_the_command_line(tmp_path, monkeypatch, refused):

@@ -67,7 +67,10 @@ def scalars_from_epoch(run_dir: Path, first_epoch: int) -> dict[str, list[tuple[
 
 
 # the albumentations pipeline in a loader worker; the device pipeline in the training process
-PIPELINES = {"albumentations": ["--data.pipeline=albumentations", "--data.num_workers=1"], "device": ["--data.pipeline=device"]}
+PIPELINES = {
+    "albumentations": ["--data.pipeline=albumentations", "--data.num_workers=1"],
+    "device": ["--data.pipeline=device"],
+}
 
 
 # TensorBoard's event files, or a CSVLogger's metrics.csv (which the resumed fit continues)
@@ -75,23 +78,40 @@ LOGGERS = {"tensorboard": [], "csv": ["--config", str(REPO / "configs" / "logger
 
 
 @pytest.mark.process
-@pytest.mark.parametrize(("pipeline", "logger"), [("albumentations", "tensorboard"), ("device", "tensorboard"), ("device", "csv")])
-def test_sigkill_mid_epoch_then_resume_equals_never_stopping(pipeline, logger, tmp_path, real_data_dir, real_archive, monkeypatch):
-    args = [*LOGGERS[logger], *data_args(real_data_dir, real_archive), *ARGS, *PIPELINES[pipeline], "--model.network=helpers.DropoutNet"]
+@pytest.mark.parametrize(
+    ("pipeline", "logger"), [("albumentations", "tensorboard"), ("device", "tensorboard"), ("device", "csv")]
+)
+def test_sigkill_mid_epoch_then_resume_equals_never_stopping(
+    pipeline, logger, tmp_path, real_data_dir, real_archive, monkeypatch
+):
+    args = [
+        *LOGGERS[logger],
+        *data_args(real_data_dir, real_archive),
+        *ARGS,
+        *PIPELINES[pipeline],
+        "--model.network=helpers.DropoutNet",
+    ]
     kill_resume_and_compare(args, tmp_path, monkeypatch)
 
 
 # airbench's techniques keep state of their own: the fitted stem, and the side schedule, the killed
 # epoch at a side of its own
 TRICKS = [
-    "--model.network=cifar_lightning.models.CompactNet", "--model.network.stem=whiten", "--model.network.bn_train_scale=false",
-    "--trainer.callbacks+=cifar_lightning.callbacks.FitPatchWhitening", "--trainer.callbacks.images=64",
-    "--trainer.callbacks.bias_epochs=2", "--data.augmentation.hflip_p=0.5", "--data.augmentation.epoch_sides=[16,24]",
+    "--model.network=cifar_lightning.models.CompactNet",
+    "--model.network.stem=whiten",
+    "--model.network.bn_train_scale=false",
+    "--trainer.callbacks+=cifar_lightning.callbacks.FitPatchWhitening",
+    "--trainer.callbacks.images=64",
+    "--trainer.callbacks.bias_epochs=2",
+    "--data.augmentation.hflip_p=0.5",
+    "--data.augmentation.epoch_sides=[16,24]",
 ]
 
 
 @pytest.mark.process
-def test_a_resumed_fit_with_airbenchs_techniques_equals_never_stopping(tmp_path, real_data_dir, real_archive, monkeypatch):
+def test_a_resumed_fit_with_airbenchs_techniques_equals_never_stopping(
+    tmp_path, real_data_dir, real_archive, monkeypatch
+):
     args = [*data_args(real_data_dir, real_archive), *ARGS, *PIPELINES["device"], *TRICKS]
     kill_resume_and_compare(args, tmp_path, monkeypatch)
 
@@ -99,8 +119,13 @@ def test_a_resumed_fit_with_airbenchs_techniques_equals_never_stopping(tmp_path,
 def kill_resume_and_compare(args: list[str], tmp_path: Path, monkeypatch) -> None:
     fit_here(tmp_path / "straight", monkeypatch, *args)
 
-    killed = fit_in_a_process(tmp_path / "killed", *args, "--trainer.callbacks+=helpers.KillAt", "--trainer.callbacks.epoch=1",
-                              "--trainer.callbacks.batch=3")
+    killed = fit_in_a_process(
+        tmp_path / "killed",
+        *args,
+        "--trainer.callbacks+=helpers.KillAt",
+        "--trainer.callbacks.epoch=1",
+        "--trainer.callbacks.batch=3",
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     last = tmp_path / "killed/lightning_logs/version_0/checkpoints/last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 0  # the end of epoch k-1 = 0
@@ -112,9 +137,12 @@ def kill_resume_and_compare(args: list[str], tmp_path: Path, monkeypatch) -> Non
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (EPOCHS - 1, EPOCHS * STEPS)
     for key in ("state_dict", "optimizer_states", "lr_schedulers"):
         assert_same(a[key], b[key], key)
+
     # callback states (EMA weights, RNG states), but not ModelCheckpoint's file bookkeeping,
     # whose paths name each run's own folder
-    training_state = lambda ckpt: {k: v for k, v in ckpt["callbacks"].items() if not k.startswith("ModelCheckpoint")}
+    def training_state(ckpt):
+        return {k: v for k, v in ckpt["callbacks"].items() if not k.startswith("ModelCheckpoint")}
+
     assert_same(training_state(a), training_state(b), "callbacks")
     # every metric logged from the interrupted epoch on, step by step
     assert scalars_from_epoch(tmp_path / "straight/lightning_logs/version_0", 1) == scalars_from_epoch(
@@ -126,7 +154,9 @@ def kill_resume_and_compare(args: list[str], tmp_path: Path, monkeypatch) -> Non
 def test_a_kill_during_a_save_keeps_the_previous_last_checkpoint(tmp_path, real_data_dir, real_archive, monkeypatch):
     # save_top_k=0: the only file written at the end of epoch 1 is last.ckpt, so the kill lands in its save
     args = [*data_args(real_data_dir, real_archive), *ARGS, "--checkpoint.save_top_k=0", *PIPELINES["albumentations"]]
-    died = fit_in_a_process(tmp_path, *args, "--trainer.callbacks+=helpers.DieDuringSave", "--trainer.callbacks.epoch=1")
+    died = fit_in_a_process(
+        tmp_path, *args, "--trainer.callbacks+=helpers.DieDuringSave", "--trainer.callbacks.epoch=1"
+    )
     assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
     last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 0  # complete, and still the previous epoch's

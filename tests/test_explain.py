@@ -54,7 +54,9 @@ def test_maps_change_when_the_weights_are_randomised(model, test_images):
 
 
 def test_explain_writes_an_overlay_per_image(tmp_path, capsys, test_images):
-    result = main_in_process(["explain", "--ckpt_path", CHECKPOINT, *test_images[:3], "--out", tmp_path / "out", "--scale", "2"], capsys)
+    result = main_in_process(
+        ["explain", "--ckpt_path", CHECKPOINT, *test_images[:3], "--out", tmp_path / "out", "--scale", "2"], capsys
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     written = sorted((tmp_path / "out").glob("*-cam.png"))
     assert len(written) == 3 and all(Image.open(p).size == (128, 64) for p in written)  # the image beside its overlay

@@ -25,7 +25,18 @@ def exported(tmp_path_factory, real_data_dir, real_archive) -> Path:
     from cifar_lightning.cli import main
 
     out = tmp_path_factory.mktemp("export")
-    main(["export", "--config", CONFIG, "--ckpt_path", str(RUN / "last.ckpt"), "--out", str(out), *data_args(real_data_dir, real_archive)])
+    main(
+        [
+            "export",
+            "--config",
+            CONFIG,
+            "--ckpt_path",
+            str(RUN / "last.ckpt"),
+            "--out",
+            str(out),
+            *data_args(real_data_dir, real_archive),
+        ]
+    )
     return out
 
 

@@ -20,7 +20,6 @@ from cifar_lightning.errors import ConfigError, DataError
 from harness import CONFIG, TINY, Finished, cli, data_args, main_in_process, one_line_error, tiny_run
 
 
-
 def processes_mentioning(marker: str) -> list[int]:
     """PIDs whose command line contains ``marker`` (loader workers are forks: same command line)."""
     found = []
@@ -40,9 +39,21 @@ def processes_mentioning(marker: str) -> list[int]:
 def test_an_error_in_a_loader_worker_ends_the_command(tmp_path, real_data_dir, real_archive):
     marker = str(tmp_path / "worker-error")
     started = time.monotonic()
-    result = cli("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, "--data.pipeline=albumentations", "--data.num_workers=2",
-                 "--trainer.limit_train_batches=20", "--trainer.callbacks+=helpers.FailInLoaderAt", "--trainer.callbacks.at=40",
-                 f"--trainer.default_root_dir={marker}", cwd=tmp_path, timeout=120)
+    result = cli(
+        "fit",
+        "--config",
+        CONFIG,
+        *data_args(real_data_dir, real_archive),
+        *TINY,
+        "--data.pipeline=albumentations",
+        "--data.num_workers=2",
+        "--trainer.limit_train_batches=20",
+        "--trainer.callbacks+=helpers.FailInLoaderAt",
+        "--trainer.callbacks.at=40",
+        f"--trainer.default_root_dir={marker}",
+        cwd=tmp_path,
+        timeout=120,
+    )
     elapsed = time.monotonic() - started
     stderr = one_line_error(result)
     assert "planted failure on call 40" in stderr and "failed in the data pipeline" in stderr
@@ -56,8 +67,20 @@ def test_an_error_in_a_loader_worker_ends_the_command(tmp_path, real_data_dir, r
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("hflip_p", 1.5), ("affine_p", -0.1), ("cutout_p", 2.0), ("cutout_size", 64), ("cutout_size", -1), ("shift_px", -1),
-     ("shift_px", 32), ("shift_px", 1.5), ("scale", 1.0), ("scale", -0.1), ("rotate", 181.0), ("rotate", -5.0)],
+    [
+        ("hflip_p", 1.5),
+        ("affine_p", -0.1),
+        ("cutout_p", 2.0),
+        ("cutout_size", 64),
+        ("cutout_size", -1),
+        ("shift_px", -1),
+        ("shift_px", 32),
+        ("shift_px", 1.5),
+        ("scale", 1.0),
+        ("scale", -0.1),
+        ("rotate", 181.0),
+        ("rotate", -5.0),
+    ],
 )
 def test_an_augmentation_value_out_of_range_names_key_and_range(key, value):
     with pytest.raises(ConfigError, match=rf"data\.augmentation\.{key} = {value!r} .*(in \[|whole)"):
@@ -74,7 +97,9 @@ def test_albumentations_own_refusal_is_one_line():
 @pytest.mark.parametrize("setting", ["--data.augmentation.hflip_p=1.5", "--data.augmentation.cutout_size=64"])
 def test_a_bad_setting_stops_before_any_work(tmp_path, monkeypatch, refused, setting):
     monkeypatch.chdir(tmp_path)
-    assert setting.split("=")[0].removeprefix("--") in refused("fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'data'}", setting)
+    assert setting.split("=")[0].removeprefix("--") in refused(
+        "fit", "--config", CONFIG, f"--data.data_dir={tmp_path / 'data'}", setting
+    )
     assert not (tmp_path / "data").exists() and not (tmp_path / "lightning_logs").exists()
 
 
@@ -100,30 +125,39 @@ def broken_checkpoints(good: Path, folder: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text", "other-torch-file"])
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
-def test_a_broken_checkpoint_is_refused_by_every_subcommand(subcommand, kind, finished_run, tmp_path, monkeypatch, refused):
+def test_a_broken_checkpoint_is_refused_by_every_subcommand(
+    subcommand, kind, finished_run, tmp_path, monkeypatch, refused
+):
     path = broken_checkpoints(finished_run / "lightning_logs/version_0/checkpoints/last.ckpt", tmp_path)[kind]
     monkeypatch.chdir(tmp_path)
     assert f"{path} is not a complete checkpoint" in refused(subcommand, "--config", CONFIG, f"--ckpt_path={path}")
 
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text", "other-torch-file"])
-def test_a_broken_checkpoint_is_refused_by_export_load_and_the_teacher(kind, finished_run, tmp_path, monkeypatch, capsys):
+def test_a_broken_checkpoint_is_refused_by_export_load_and_the_teacher(
+    kind, finished_run, tmp_path, monkeypatch, capsys
+):
     import cifar_lightning
+    from cifar_lightning.errors import CheckpointError
+    from cifar_lightning.inference import export
+    from cifar_lightning.models import SeedNet
     from cifar_lightning.runs.checkpoints import read_checkpoint
     from cifar_lightning.training.distillation import Distillation
-    from cifar_lightning.errors import CheckpointError
-    from cifar_lightning.models import SeedNet
-
-    from cifar_lightning.inference import export
 
     path = broken_checkpoints(finished_run / "lightning_logs/version_0/checkpoints/last.ckpt", tmp_path)[kind]
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
         export.main(["--config", CONFIG, "--ckpt_path", str(path)])
-    assert f"{path} is not a complete checkpoint" in one_line_error(Finished(stopped.value.code, "", capsys.readouterr().err))
+    assert f"{path} is not a complete checkpoint" in one_line_error(
+        Finished(stopped.value.code, "", capsys.readouterr().err)
+    )
     with pytest.raises(CheckpointError, match="a folder or device, not a file"):
         read_checkpoint(tmp_path)
-    for load in (read_checkpoint, cifar_lightning.load, lambda p: Distillation(SeedNet(), str(p)).load_teacher(torch.device("cpu"), True)):
+    for load in (
+        read_checkpoint,
+        cifar_lightning.load,
+        lambda p: Distillation(SeedNet(), str(p)).load_teacher(torch.device("cpu"), True),
+    ):
         with pytest.raises(CheckpointError, match="is not a complete checkpoint"):
             load(path)
 
@@ -143,26 +177,44 @@ def test_report_refuses_a_broken_checkpoint_in_the_run(finished_run, tmp_path, c
 
 
 @pytest.mark.slow
-def test_a_failed_checkpoint_write_ends_the_fit_and_keeps_the_last_one(tmp_path, monkeypatch, refused, real_data_dir, real_archive):
+def test_a_failed_checkpoint_write_ends_the_fit_and_keeps_the_last_one(
+    tmp_path, monkeypatch, refused, real_data_dir, real_archive
+):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(torch, "save", torch.save)  # the callback replaces it for this process: put it back after the test
+    monkeypatch.setattr(
+        torch, "save", torch.save
+    )  # the callback replaces it for this process: put it back after the test
     args = [a for a in TINY if "max_epochs" not in a]
-    stderr = refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=3",
-                     "--trainer.callbacks+=helpers.FailSavesFrom", "--trainer.callbacks.epoch=1")
+    stderr = refused(
+        "fit",
+        "--config",
+        CONFIG,
+        *data_args(real_data_dir, real_archive),
+        *args,
+        "--trainer.max_epochs=3",
+        "--trainer.callbacks+=helpers.FailSavesFrom",
+        "--trainer.callbacks.epoch=1",
+    )
     checkpoints = tmp_path / "lightning_logs/version_0/checkpoints"
-    assert "cannot write checkpoint" in stderr and "lightning_logs/version_0/checkpoints/" in stderr and "No space left on device" in stderr
+    assert (
+        "cannot write checkpoint" in stderr
+        and "lightning_logs/version_0/checkpoints/" in stderr
+        and "No space left on device" in stderr
+    )
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0  # epoch 0's, whole
     assert not list(checkpoints.glob(".*partial"))
 
 
-@pytest.mark.parametrize(("free_bytes", "cause"), [(0, "no space left on device: 0 kB free"), (10**9, "unexpected pos 187328")])
+@pytest.mark.parametrize(
+    ("free_bytes", "cause"), [(0, "no space left on device: 0 kB free"), (10**9, "unexpected pos 187328")]
+)
 def test_a_full_disk_is_named_even_when_torch_only_says_unexpected_pos(free_bytes, cause, tmp_path, monkeypatch):
     # a real 4 MB tmpfs as the log folder: torch's zip writer raised "[enforce fail at
     # inline_container.cc:672] . unexpected pos 187328 vs 187224", which names no cause
     from collections import namedtuple
 
-    from cifar_lightning.runs import checkpoint_io
     from cifar_lightning.errors import CheckpointError
+    from cifar_lightning.runs import checkpoint_io
 
     def cut_short(obj, f):
         f.write(b"PK half a checkpoint")
@@ -170,7 +222,9 @@ def test_a_full_disk_is_named_even_when_torch_only_says_unexpected_pos(free_byte
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(checkpoint_io.torch, "save", cut_short)
-    monkeypatch.setattr(checkpoint_io.shutil, "disk_usage", lambda folder: usage(4 << 20, (4 << 20) - free_bytes, free_bytes))
+    monkeypatch.setattr(
+        checkpoint_io.shutil, "disk_usage", lambda folder: usage(4 << 20, (4 << 20) - free_bytes, free_bytes)
+    )
     (tmp_path / "last.ckpt").write_bytes(b"the previous checkpoint")
     with pytest.raises(CheckpointError, match="cannot write checkpoint .*last.ckpt") as refused:
         checkpoint_io.AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, tmp_path / "last.ckpt")
@@ -189,12 +243,16 @@ def test_a_full_data_disk_is_named_when_unpacking_and_when_writing_the_cache(ima
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(image_folder / "tiny-cifar", arcname="tiny-cifar")
     monkeypatch.setattr(tarfile.TarFile, "extractall", no_space)
-    with pytest.raises(DataError, match=r"cannot unpack copy.tar.gz into .*\(No space left on device\): free disk space"):
+    with pytest.raises(
+        DataError, match=r"cannot unpack copy.tar.gz into .*\(No space left on device\): free disk space"
+    ):
         with sources.unpacked(archive, tmp_path / "unpacked"):
             pass
     monkeypatch.undo()
     monkeypatch.setattr(sources.np, "savez", no_space)
-    with pytest.raises(DataError, match=r"cannot write the decoded cache .*\(No space left on device\): free disk space"):
+    with pytest.raises(
+        DataError, match=r"cannot write the decoded cache .*\(No space left on device\): free disk space"
+    ):
         sources.prepare(tmp_path / "decoded", archive, download_ok=False)
     assert not list((tmp_path / "decoded").glob(".cache-*"))
 
@@ -221,18 +279,24 @@ def test_a_full_disk_anywhere_else_is_one_line_and_a_writer_thread_one_warning(c
 # ------------------------------------------------------------------ folders that cannot be written
 
 
-@pytest.mark.parametrize("subcommand, setting, named", [
-    ("fit", "--trainer.logger.init_args.save_dir={blocked}/logs", "log folder"),
-    ("test", "--trainer.logger.init_args.save_dir={blocked}", "log folder"),
-    ("fit", "--data.data_dir={blocked}/data", "data folder"),
-    ("predict", "--prediction_writer.output={blocked}/predictions.csv", "predictions folder"),
-])
-def test_a_file_where_a_folder_should_be_is_named_before_any_work(subcommand, setting, named, tmp_path, monkeypatch, refused,
-                                                                 real_data_dir, real_archive):
+@pytest.mark.parametrize(
+    "subcommand, setting, named",
+    [
+        ("fit", "--trainer.logger.init_args.save_dir={blocked}/logs", "log folder"),
+        ("test", "--trainer.logger.init_args.save_dir={blocked}", "log folder"),
+        ("fit", "--data.data_dir={blocked}/data", "data folder"),
+        ("predict", "--prediction_writer.output={blocked}/predictions.csv", "predictions folder"),
+    ],
+)
+def test_a_file_where_a_folder_should_be_is_named_before_any_work(
+    subcommand, setting, named, tmp_path, monkeypatch, refused, real_data_dir, real_archive
+):
     monkeypatch.chdir(tmp_path)
     blocked = tmp_path / "a-file"
     blocked.write_text("")
-    line = refused(subcommand, "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, setting.format(blocked=blocked))
+    line = refused(
+        subcommand, "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, setting.format(blocked=blocked)
+    )
     assert f"cannot write the {named} {blocked}" in line and "a file is in the way of a folder there" in line
     assert not list(tmp_path.glob("**/version_*")) and blocked.read_text() == ""
 
@@ -243,22 +307,32 @@ def test_a_read_only_folder_is_named_before_any_work(tmp_path, monkeypatch, refu
 
     real = tempfile.NamedTemporaryFile
 
-    def read_only_below(*args, dir=None, **kwargs):  # what a read-only mount answers; as root, permissions would not bite
+    def read_only_below(
+        *args, dir=None, **kwargs
+    ):  # what a read-only mount answers; as root, permissions would not bite
         if dir is not None and "read-only" in str(dir):
             raise OSError(errno.EROFS, "Read-only file system", str(dir))
         return real(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr("cifar_lightning.errors.tempfile.NamedTemporaryFile", read_only_below)
     monkeypatch.chdir(tmp_path)
-    for setting, named in ((f"--trainer.logger.init_args.save_dir={tmp_path / 'read-only'}", "log folder"),
-                           (f"--data.data_dir={tmp_path / 'read-only'}", "data folder")):
+    for setting, named in (
+        (f"--trainer.logger.init_args.save_dir={tmp_path / 'read-only'}", "log folder"),
+        (f"--data.data_dir={tmp_path / 'read-only'}", "data folder"),
+    ):
         line = refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, setting)
         assert f"cannot write the {named} {tmp_path / 'read-only'}" in line and "(Read-only file system)" in line
     assert not list(tmp_path.glob("**/version_*"))
 
 
-@pytest.mark.parametrize("code, why", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied"),
-                                       (errno.ENOTDIR, "a file is in the way of a folder there")])
+@pytest.mark.parametrize(
+    "code, why",
+    [
+        (errno.EROFS, "Read-only file system"),
+        (errno.EACCES, "Permission denied"),
+        (errno.ENOTDIR, "a file is in the way of a folder there"),
+    ],
+)
 def test_a_write_refused_anywhere_else_is_one_line(code, why, capsys):
     from cifar_lightning.errors import user_errors
 
@@ -274,16 +348,20 @@ def test_a_write_refused_anywhere_else_is_one_line(code, why, capsys):
 # ------------------------------------------------------------------ settings that leave no training step
 
 
-@pytest.mark.parametrize("setting, named", [
-    ("--data.batch_size=60000", "data.batch_size=60000 is larger than the training split"),
-    ("--trainer.limit_train_batches=0", "trainer.limit_train_batches=0"),
-    ("--trainer.max_epochs=0", "trainer.max_epochs=0"),
-    ("--trainer.max_steps=0", "trainer.max_steps=0"),
-    ("--trainer.max_epochs=-1", "trainer.max_epochs=-1 with no trainer.max_steps"),
-])
+@pytest.mark.parametrize(
+    "setting, named",
+    [
+        ("--data.batch_size=60000", "data.batch_size=60000 is larger than the training split"),
+        ("--trainer.limit_train_batches=0", "trainer.limit_train_batches=0"),
+        ("--trainer.max_epochs=0", "trainer.max_epochs=0"),
+        ("--trainer.max_steps=0", "trainer.max_steps=0"),
+        ("--trainer.max_epochs=-1", "trainer.max_epochs=-1 with no trainer.max_steps"),
+    ],
+)
 @pytest.mark.slow
-def test_a_setting_that_leaves_no_training_step_is_refused_and_leaves_no_run_folder(setting, named, tmp_path, monkeypatch, refused,
-                                                                                   real_data_dir, real_archive):
+def test_a_setting_that_leaves_no_training_step_is_refused_and_leaves_no_run_folder(
+    setting, named, tmp_path, monkeypatch, refused, real_data_dir, real_archive
+):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)  # an earlier run's folder: never touched
     assert named in refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, setting)
@@ -291,13 +369,20 @@ def test_a_setting_that_leaves_no_training_step_is_refused_and_leaves_no_run_fol
 
 
 @pytest.mark.parametrize(("pct_start", "epochs", "batches"), [(0.25, 2, 2), (0.1, 1, 10), (0.5, 1, 2)])
-def test_a_one_step_warm_up_is_refused_and_leaves_no_run_folder(pct_start, epochs, batches, tmp_path, monkeypatch, refused,
-                                                                 real_data_dir, real_archive):
+def test_a_one_step_warm_up_is_refused_and_leaves_no_run_folder(
+    pct_start, epochs, batches, tmp_path, monkeypatch, refused, real_data_dir, real_archive
+):
     # torch's OneCycleLR divides by zero when pct_start x the training steps is exactly 1
     monkeypatch.chdir(tmp_path)
     (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)  # an earlier run's folder: never touched
-    error = refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(epochs=epochs, train_batches=batches),
-                    f"--model.pct_start={pct_start}")
+    error = refused(
+        "fit",
+        "--config",
+        CONFIG,
+        *data_args(real_data_dir, real_archive),
+        *tiny_run(epochs=epochs, train_batches=batches),
+        f"--model.pct_start={pct_start}",
+    )
     assert f"model.pct_start={pct_start} of {epochs * batches} training steps is a one-step warm-up" in error
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
 
@@ -322,9 +407,11 @@ def test_only_a_claimed_folder_without_a_result_is_released(tmp_path):
 
 
 @pytest.mark.slow
-def test_every_fit_writes_checkpoints_atomically_and_its_config_records_it(finished_run, tmp_path, real_data_dir, real_archive, monkeypatch):
-    from cifar_lightning.runs.checkpoint_io import AtomicCheckpointIO
+def test_every_fit_writes_checkpoints_atomically_and_its_config_records_it(
+    finished_run, tmp_path, real_data_dir, real_archive, monkeypatch
+):
     from cifar_lightning.lightning_cli import run_cli
+    from cifar_lightning.runs.checkpoint_io import AtomicCheckpointIO
 
     config = finished_run / "lightning_logs/version_0/config.yaml"
     assert "cifar_lightning.runs.checkpoint_io.AtomicCheckpointIO" in config.read_text()
@@ -355,23 +442,38 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_resume_with_other_training_settings_is_refused_and_the_record_kept(finished_copy, monkeypatch, refused, real_data_dir, real_archive):
+def test_resume_with_other_training_settings_is_refused_and_the_record_kept(
+    finished_copy, monkeypatch, refused, real_data_dir, real_archive
+):
     record = finished_copy / "lightning_logs/version_0/config.yaml"
     before = digest(record)
     args = [a for a in TINY if "max_epochs" not in a]
     monkeypatch.chdir(finished_copy)
-    stderr = refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *args, "--trainer.max_epochs=2",
-                     "--model.optimizer.init_args.lr=0.003", "--data.augmentation.cutout_p=0", "--ckpt_path=last")
+    stderr = refused(
+        "fit",
+        "--config",
+        CONFIG,
+        *data_args(real_data_dir, real_archive),
+        *args,
+        "--trainer.max_epochs=2",
+        "--model.optimizer.init_args.lr=0.003",
+        "--data.augmentation.cutout_p=0",
+        "--ckpt_path=last",
+    )
     assert "data.augmentation.cutout_p, model.optimizer.init_args.lr" in stderr
     assert "Start a new run without --ckpt_path" in stderr and "version_0/config.yaml --ckpt_path last" in stderr
     assert digest(record) == before
 
 
-def test_resuming_a_finished_run_says_so_and_changes_nothing(finished_copy, monkeypatch, capsys, real_data_dir, real_archive):
+def test_resuming_a_finished_run_says_so_and_changes_nothing(
+    finished_copy, monkeypatch, capsys, real_data_dir, real_archive
+):
     record = finished_copy / "lightning_logs/version_0/config.yaml"
     before = digest(record)
     monkeypatch.chdir(finished_copy)
-    result = main_in_process(["fit", "--config", str(record), *data_args(real_data_dir, real_archive), "--ckpt_path=last"], capsys)
+    result = main_in_process(
+        ["fit", "--config", str(record), *data_args(real_data_dir, real_archive), "--ckpt_path=last"], capsys
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "already finished its 2 epochs: nothing to resume" in result.stderr.strip().splitlines()[-1]
     assert digest(record) == before
@@ -381,10 +483,19 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(finished_copy, monk
 def test_resume_ignores_settings_that_do_not_change_training():
     from cifar_lightning.runs.resume import training_differences
 
-    assert training_differences(
-        {"trainer": {"enable_progress_bar": True, "devices": 1, "max_epochs": 2}, "data": {"num_workers": 1, "batch_size": 32}},
-        {"trainer": {"enable_progress_bar": False, "devices": 2, "max_epochs": 2}, "data": {"num_workers": 0, "batch_size": 32}},
-    ) == []
+    assert (
+        training_differences(
+            {
+                "trainer": {"enable_progress_bar": True, "devices": 1, "max_epochs": 2},
+                "data": {"num_workers": 1, "batch_size": 32},
+            },
+            {
+                "trainer": {"enable_progress_bar": False, "devices": 2, "max_epochs": 2},
+                "data": {"num_workers": 0, "batch_size": 32},
+            },
+        )
+        == []
+    )
 
 
 # ------------------------------------------------------------------ DDP
@@ -394,13 +505,27 @@ def test_resume_ignores_settings_that_do_not_change_training():
 @pytest.mark.xdist_group("ddp")  # two DDP launches at once would race for a free port
 def test_a_loss_gone_non_finite_on_one_ddp_process_stops_both(tmp_path, real_data_dir, real_archive):
     ddp = str(Path(CONFIG).with_name("ddp.yaml"))
-    result = cli("fit", "--config", CONFIG, "--config", ddp, "--trainer.accelerator=cpu", "--trainer.devices=2",
-                 "--trainer.sync_batchnorm=false", *data_args(real_data_dir, real_archive), *TINY,
-                 "--trainer.callbacks+=helpers.PoisonBatchOnRank", "--trainer.callbacks.rank=1", cwd=tmp_path)
+    result = cli(
+        "fit",
+        "--config",
+        CONFIG,
+        "--config",
+        ddp,
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.sync_batchnorm=false",
+        *data_args(real_data_dir, real_archive),
+        *TINY,
+        "--trainer.callbacks+=helpers.PoisonBatchOnRank",
+        "--trainer.callbacks.rank=1",
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: the training loss became")]
     # both processes stop together, each with the same one line: the first non-finite step, and on which process
-    assert len(errors) == 2 and errors[0] == errors[1] and "at epoch 0, step 2 (on process 1):" in errors[0], result.stderr[-3000:]
+    assert len(errors) == 2 and errors[0] == errors[1] and "at epoch 0, step 2 (on process 1):" in errors[0], (
+        result.stderr[-3000:]
+    )
 
 
 OUT_OF_RANGE = "does not conform to restriction"
@@ -408,9 +533,12 @@ OUT_OF_RANGE = "does not conform to restriction"
 
 @pytest.mark.parametrize(
     ("setting", "named", "why"),
-    [("--model.label_smoothing=2", "model.label_smoothing", OUT_OF_RANGE), ("--model.pct_start=1.5", "model.pct_start", OUT_OF_RANGE),
-     ("--model.div_factor=0", "model.div_factor", OUT_OF_RANGE),
-     ("--model.tta=mirror", "model.tta", "Literal['none', 'flip', 'flip_shift']")],
+    [
+        ("--model.label_smoothing=2", "model.label_smoothing", OUT_OF_RANGE),
+        ("--model.pct_start=1.5", "model.pct_start", OUT_OF_RANGE),
+        ("--model.div_factor=0", "model.div_factor", OUT_OF_RANGE),
+        ("--model.tta=mirror", "model.tta", "Literal['none', 'flip', 'flip_shift']"),
+    ],
 )
 def test_a_model_setting_out_of_range_is_one_line_before_any_work(setting, named, why, tmp_path, monkeypatch, refused):
     monkeypatch.chdir(tmp_path)

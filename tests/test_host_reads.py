@@ -50,7 +50,9 @@ class ReadCounter(Callback):
                 try:
                     frames = [f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename]
                     caller = frames[-1] if frames else None
-                    self.where[f"{name} at {caller.filename.split('site-packages/')[-1]}:{caller.lineno}" if caller else name] += 1
+                    self.where[
+                        f"{name} at {caller.filename.split('site-packages/')[-1]}:{caller.lineno}" if caller else name
+                    ] += 1
                     self.at_step[self.step] += 1
                 finally:
                     self.counting = True
@@ -66,15 +68,23 @@ class ReadCounter(Callback):
             self.logging_steps.append(self.step)
 
 
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["fast", "cnn", "best"])
-def test_a_steady_step_reads_back_nothing_between_logging_steps(recipe, tmp_path, monkeypatch, real_data_dir, real_archive):
+def test_a_steady_step_reads_back_nothing_between_logging_steps(
+    recipe, tmp_path, monkeypatch, real_data_dir, real_archive
+):
     monkeypatch.chdir(tmp_path)
     limits = [arg for arg in tiny_run(train_batches=FIRST + STEPS + 2) if "progress_bar" not in arg]
-    cli = build(str(REPO / "configs" / f"{recipe}.yaml"), [*data_args(real_data_dir, real_archive), *limits, "--data.batch_size=16",
-                                                           f"--trainer.log_every_n_steps={LOG_EVERY}", "--data.pipeline=device"])
+    cli = build(
+        str(REPO / "configs" / f"{recipe}.yaml"),
+        [
+            *data_args(real_data_dir, real_archive),
+            *limits,
+            "--data.batch_size=16",
+            f"--trainer.log_every_n_steps={LOG_EVERY}",
+            "--data.pipeline=device",
+        ],
+    )
     counter = ReadCounter(monkeypatch)
     cli.trainer.callbacks.append(counter)
     logged: Counter[int] = Counter()  # metrics the logger received at each counted step
@@ -93,4 +103,6 @@ def test_a_steady_step_reads_back_nothing_between_logging_steps(recipe, tmp_path
     # a logging step may read each metric it logs once, the two figures the progress bar shows, and the loss guard's flag
     for step in counter.logging_steps:
         allowed = logged[step] + len(STEP_FIGURES) + 1
-        assert counter.at_step[step] <= allowed, f"{counter.at_step[step]} reads at logging step {step} (allowed {allowed}): {counter.where.most_common(8)}"
+        assert counter.at_step[step] <= allowed, (
+            f"{counter.at_step[step]} reads at logging step {step} (allowed {allowed}): {counter.where.most_common(8)}"
+        )

@@ -26,7 +26,12 @@ EPOCHS = 3
 def stop_during_epoch(command: list[str], cwd: Path, last: Path, epoch: int, signum: int) -> tuple[int, str]:
     """Start the fit, send ``signum`` to its process group once ``last`` holds epoch ``epoch - 1``; (exit code, output)."""
     process = subprocess.Popen(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        command,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
         # as in a terminal: a job started in the background (CI runners, `cmd &`) inherits SIGINT
         # ignored, and Python then never turns Ctrl-C into KeyboardInterrupt
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -50,10 +55,19 @@ def stop_during_epoch(command: list[str], cwd: Path, last: Path, epoch: int, sig
 
 @pytest.mark.process
 def test_sigterm_then_ctrl_c_each_leave_a_resumable_run(tmp_path, real_data_dir, real_archive):
-    args = ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *tiny_run(epochs=EPOCHS, train_batches=STEPS, workers=1)]
+    args = [
+        "fit",
+        "--config",
+        CONFIG,
+        *data_args(real_data_dir, real_archive),
+        *tiny_run(epochs=EPOCHS, train_batches=STEPS, workers=1),
+    ]
     command = [sys.executable, "-m", "cifar_lightning", *args]
     last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
-    for epoch, signum, exit_code, resume in ((1, signal.SIGTERM, 128 + signal.SIGTERM, []), (2, signal.SIGINT, 1, ["--ckpt_path=last"])):
+    for epoch, signum, exit_code, resume in (
+        (1, signal.SIGTERM, 128 + signal.SIGTERM, []),
+        (2, signal.SIGINT, 1, ["--ckpt_path=last"]),
+    ):
         code, output = stop_during_epoch([*command, *resume], tmp_path, last, epoch, signum)
         assert code == exit_code, output[-3000:]
         assert "Traceback" not in output
@@ -63,8 +77,9 @@ def test_sigterm_then_ctrl_c_each_leave_a_resumable_run(tmp_path, real_data_dir,
 
     # the hint as printed, in a shell like the user's: PATH need not hold this environment's Python
     resume = hint[0].split(" with: ", 1)[1]
-    shell = subprocess.run(["sh", "-c", resume], cwd=tmp_path, capture_output=True, text=True,
-                           env={**os.environ, "PATH": "/usr/bin:/bin"})
+    shell = subprocess.run(
+        ["sh", "-c", resume], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PATH": "/usr/bin:/bin"}
+    )
     assert shell.returncode == 0, shell.stderr[-3000:]
     assert torch.load(last, weights_only=True)["global_step"] == EPOCHS * STEPS
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]

@@ -24,8 +24,21 @@ RUN = REPO / "results" / "seed-cnn"  # a committed headline checkpoint: its pred
 def test_lr_find_saves_the_plot_and_suggests_a_peak_rate(tmp_path, real_data_dir, real_archive, monkeypatch, capsys):
     out = tmp_path / "lr_find.png"
     monkeypatch.chdir(tmp_path)
-    result = main_in_process(["lr-find", "--config", CONFIG, "--steps", "60", "--out", str(out),
-                              *data_args(real_data_dir, real_archive), "--data.num_workers=0", "--data.batch_size=32"], capsys)
+    result = main_in_process(
+        [
+            "lr-find",
+            "--config",
+            CONFIG,
+            "--steps",
+            "60",
+            "--out",
+            str(out),
+            *data_args(real_data_dir, real_archive),
+            "--data.num_workers=0",
+            "--data.batch_size=32",
+        ],
+        capsys,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     found = re.search(r"suggested OneCycle peak rate: (\S+) \(a tenth of the rate at the lowest loss", result.stdout)
     assert found and 1e-5 <= float(found.group(1)) <= 10
@@ -38,10 +51,29 @@ def test_a_stopped_sweep_says_so_in_one_line_and_leaves_nothing_behind(tmp_path,
     # sweep's normal end; a SIGTERM once left one in the repository
     scratch = tmp_path / "tmp"  # the system temporary folder, for this process only
     scratch.mkdir()
-    command = [sys.executable, "-m", "cifar_lightning", "lr-find", "--config", CONFIG, "--steps", "2000", "--out", str(tmp_path / "x.png"),
-               *data_args(real_data_dir, real_archive), "--data.num_workers=0", "--data.batch_size=32"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "TMPDIR": str(scratch)})
+    command = [
+        sys.executable,
+        "-m",
+        "cifar_lightning",
+        "lr-find",
+        "--config",
+        CONFIG,
+        "--steps",
+        "2000",
+        "--out",
+        str(tmp_path / "x.png"),
+        *data_args(real_data_dir, real_archive),
+        "--data.num_workers=0",
+        "--data.batch_size=32",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
     seen = []
     for line in process.stderr:  # the sweep's progress bar: its checkpoint exists by then
         seen.append(line)
@@ -66,9 +98,20 @@ def test_predict_on_saved_test_images_of_known_class(tmp_path, real_data_dir, re
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     monkeypatch.chdir(tmp_path)
     with pytest.warns(UserWarning, match="broken.jpg"):  # listed as skipped
-        result = main_in_process(["predict", "--config", CONFIG, "--ckpt_path", str(RUN / "last.ckpt"),
-                                  *data_args(real_data_dir, real_archive), f"--data.predict_dir={folder}",
-                                  f"--prediction_writer.output={tmp_path / 'predictions.csv'}", "--trainer.enable_progress_bar=false"], capsys)
+        result = main_in_process(
+            [
+                "predict",
+                "--config",
+                CONFIG,
+                "--ckpt_path",
+                str(RUN / "last.ckpt"),
+                *data_args(real_data_dir, real_archive),
+                f"--data.predict_dir={folder}",
+                f"--prediction_writer.output={tmp_path / 'predictions.csv'}",
+                "--trainer.enable_progress_bar=false",
+            ],
+            capsys,
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     with (tmp_path / "predictions.csv").open() as f:
         rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}

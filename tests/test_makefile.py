@@ -21,7 +21,9 @@ def test_train_passes_the_archive_only_when_it_exists(tmp_path):
     archive.write_bytes(b"")
     for path, passed in ((archive, True), (tmp_path / "missing.tar.gz", False)):
         # -n prints the commands without running them
-        out = subprocess.run(["make", "-n", "train", f"ARCHIVE={path}"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["make", "-n", "train", f"ARCHIVE={path}"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
         assert "cifar-lightning fit --config configs/cnn.yaml" in out
         assert (f"--data.archive {path}" in out) is passed
 
@@ -37,7 +39,9 @@ def test_the_commands_the_project_prints_run_in_the_users_shell(tmp_path):
     printed = "from cifar_lightning.errors import shell_command; print(shell_command())"
     for path, expected in (("/usr/bin:/bin", None), (f"{venv_bin}:/usr/bin:/bin", "cifar-lightning")):
         env = {**os.environ, "PATH": path}
-        command = subprocess.run([sys.executable, "-c", printed], cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.strip()
+        command = subprocess.run(
+            [sys.executable, "-c", printed], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
         assert expected is None or command == expected
         shell = subprocess.run(["sh", "-c", f"{command} --help"], cwd=REPO, env=env, capture_output=True, text=True)
         assert shell.returncode == 0 and "usage: cifar-lightning VERB" in shell.stdout, (command, shell.stderr)

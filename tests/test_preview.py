@@ -26,7 +26,9 @@ def test_draws_are_the_pipelines_own(pipeline, images):
     assert (unchanged == images[:, None]).all()
     mirrored = augmented_draws(images, Augmentation(hflip_p=1.0, affine_p=0.0, cutout_p=0.0), MEAN, pipeline, draws=2)
     assert (mirrored == images[:, None, :, ::-1]).all()
-    seed_recipe = Augmentation()  # flip, shift and cutout at random: the draws of one image differ, and repeat run after run
+    seed_recipe = (
+        Augmentation()
+    )  # flip, shift and cutout at random: the draws of one image differ, and repeat run after run
     drawn = augmented_draws(images, seed_recipe, MEAN, pipeline, draws=5)
     assert len({d.tobytes() for d in drawn[0]}) > 1
     assert (drawn == augmented_draws(images, seed_recipe, MEAN, pipeline, draws=5)).all()
@@ -38,8 +40,21 @@ def test_one_of_each_class_first():
 
 
 def test_preview_writes_the_grid(tmp_path, capsys, real_data_dir, real_archive):
-    result = main_in_process(["preview", "--config", CONFIG, *data_args(real_data_dir, real_archive), "--out", tmp_path / "grid.png",
-                              "--images", "4", "--draws", "3"], capsys)
+    result = main_in_process(
+        [
+            "preview",
+            "--config",
+            CONFIG,
+            *data_args(real_data_dir, real_archive),
+            "--out",
+            tmp_path / "grid.png",
+            "--images",
+            "4",
+            "--draws",
+            "3",
+        ],
+        capsys,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     width, height = Image.open(tmp_path / "grid.png").size
     assert width > height / 2 and "4 training images, 3 draws each (device pipeline)" in result.stdout

@@ -50,8 +50,12 @@ print(answers[0].label, round(answers[0].probability, 4))
 
 
 def test_predict_accepts_a_batch_array_of_any_size():
-    model = cifar_lightning.TrainedClassifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)),
-                                              (0.5,) * 3, (0.25,) * 3, sources.CLASSES)
+    model = cifar_lightning.TrainedClassifier(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)),
+        (0.5,) * 3,
+        (0.25,) * 3,
+        sources.CLASSES,
+    )
     answers = model.predict(np.zeros((4, 64, 48, 3), dtype=np.uint8))  # resized to 32x32
     assert len(answers) == 4 and set(answers[0].probabilities) == set(sources.CLASSES)
 

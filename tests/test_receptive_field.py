@@ -24,19 +24,26 @@ from harness import CONFIG, main_in_process
 def dilated_and_depthwise() -> nn.Module:
     """A dilation of 3, a 5x5 depthwise convolution, a stride and a max pool: each a different rule."""
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=3, dilation=3), nn.ReLU(),
-        nn.Conv2d(8, 8, 5, padding=2, groups=8), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=3, dilation=3),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 5, padding=2, groups=8),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Conv2d(16, 16, 3, padding=2, dilation=2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
     )
 
 
 def all_paths_open(network: nn.Module) -> nn.Module:
     network = copy.deepcopy(network).eval()
-    for name, module in list(network.named_modules()):
+    for _, module in list(network.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.MaxPool2d):
                 setattr(module, child_name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding))
@@ -64,7 +71,12 @@ def empirical_field(network: nn.Module, module_name: str, size: int) -> int:
     return int(rows[-1] - rows[0] + 1)
 
 
-NETWORKS = {"SeedNet": SeedNet, "CompactNet": CompactNet, "ResidualCompactNet": ResidualCompactNet, "dilated and depthwise": dilated_and_depthwise}
+NETWORKS = {
+    "SeedNet": SeedNet,
+    "CompactNet": CompactNet,
+    "ResidualCompactNet": ResidualCompactNet,
+    "dilated and depthwise": dilated_and_depthwise,
+}
 
 
 @pytest.mark.parametrize("name", NETWORKS)
@@ -83,7 +95,10 @@ def test_the_seed_networks_field_and_the_residual_rule():
     seed = layer_table(SeedNet())
     by_module = {row.module: row for row in seed}
     assert by_module["features.5.0.conv"].field.size == (31, 31)  # the dilated 3x3 at jump 4 adds 2 * 2 * 4
-    assert by_module["features.8.2"].field.size == (55, 55) and by_module["features.8.2"].field.jump == (8, 8)  # above the course's 44
+    assert by_module["features.8.2"].field.size == (55, 55) and by_module["features.8.2"].field.jump == (
+        8,
+        8,
+    )  # above the course's 44
     residual = {row.module: row for row in layer_table(ResidualCompactNet())}
     # a residual group's sum takes the larger of its paths: the branch's, not the shortcut's
     assert residual["features.3"].field == residual["features.3.residual.1.2"].field

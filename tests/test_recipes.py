@@ -9,27 +9,46 @@ from torch import nn
 from cifar_lightning.lightning_cli import run_cli
 from cifar_lightning.models import CompactNet, ResidualCompactNet
 from cifar_lightning.training.module import ImageClassifier
-
 from harness import REPO, TINY, data_args
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("recipe", "network_class"), [("fast", CompactNet), ("sprint", CompactNet), ("best", ResidualCompactNet), ("hour", ResidualCompactNet)])
-def test_recipe_fits_and_tests_in_bf16_with_its_test_time_views(recipe, network_class, tmp_path, real_data_dir, real_archive, monkeypatch):
+@pytest.mark.parametrize(
+    ("recipe", "network_class"),
+    [("fast", CompactNet), ("sprint", CompactNet), ("best", ResidualCompactNet), ("hour", ResidualCompactNet)],
+)
+def test_recipe_fits_and_tests_in_bf16_with_its_test_time_views(
+    recipe, network_class, tmp_path, real_data_dir, real_archive, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     config = str(REPO / "configs" / f"{recipe}.yaml")
     result = run_cli(["fit", "--config", config, *data_args(real_data_dir, real_archive), *TINY])
     assert type(result.model.network) is network_class
     assert result.trainer.precision == "bf16-mixed"
     assert result.trainer.global_step == 3
-    tested = run_cli(["test", "--config", config, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", "last"])
-    level, views = {"fast": ("flip", 2), "sprint": ("flip", 2), "best": ("flip_shift", 6), "hour": ("flip_shift", 6)}[recipe]
+    tested = run_cli(
+        ["test", "--config", config, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", "last"]
+    )
+    level, views = {"fast": ("flip", 2), "sprint": ("flip", 2), "best": ("flip_shift", 6), "hour": ("flip_shift", 6)}[
+        recipe
+    ]
     assert tested.model.tta == level
     assert tested.trainer.callback_metrics["test/views"] == views  # the test records the views it averaged
     # the evaluating command decides the views; nothing of them is saved with the weights
     (last,) = tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")
     assert "tta" not in torch.load(last, weights_only=True)["hyper_parameters"]
-    single = run_cli(["test", "--config", config, *data_args(real_data_dir, real_archive), *TINY, "--model.tta=none", "--ckpt_path", str(last)])
+    single = run_cli(
+        [
+            "test",
+            "--config",
+            config,
+            *data_args(real_data_dir, real_archive),
+            *TINY,
+            "--model.tta=none",
+            "--ckpt_path",
+            str(last),
+        ]
+    )
     assert single.model.tta == "none" and single.trainer.callback_metrics["test/views"] == 1
 
 
@@ -77,7 +96,14 @@ RECIPES_WITH_A_NETWORK = sorted(p.name for p in (REPO / "configs").glob("*.yaml"
 
 
 def test_every_shipped_recipe_names_a_network():
-    assert RECIPES_WITH_A_NETWORK == ["best.yaml", "cnn-quick.yaml", "cnn.yaml", "fast.yaml", "hour.yaml", "sprint.yaml"]  # the add-ons (gpu, ddp, distill, logger/) name none
+    assert RECIPES_WITH_A_NETWORK == [
+        "best.yaml",
+        "cnn-quick.yaml",
+        "cnn.yaml",
+        "fast.yaml",
+        "hour.yaml",
+        "sprint.yaml",
+    ]  # the add-ons (gpu, ddp, distill, logger/) name none
 
 
 @pytest.mark.parametrize("recipe", RECIPES_WITH_A_NETWORK)

@@ -66,9 +66,18 @@ def test_test_views_come_from_what_the_test_logged():
 def test_report_on_a_run_without_validation(tmp_path, monkeypatch, real_data_dir, real_archive):
     # data.val_size 0: the final fit of a chosen recipe on all 50,000 training images
     monkeypatch.chdir(tmp_path)
-    args = ["--config", CONFIG, *data_args(real_data_dir, real_archive), *SHORT, "--trainer.max_epochs=1", "--data.val_size=0"]
+    args = [
+        "--config",
+        CONFIG,
+        *data_args(real_data_dir, real_archive),
+        *SHORT,
+        "--trainer.max_epochs=1",
+        "--data.val_size=0",
+    ]
     fitted = run_cli(["fit", *args])
-    assert fitted.trainer.num_training_batches == 8 and not any(k.startswith("val/") for k in fitted.trainer.callback_metrics)
+    assert fitted.trainer.num_training_batches == 8 and not any(
+        k.startswith("val/") for k in fitted.trainer.callback_metrics
+    )
     run_dir = tmp_path / "lightning_logs" / "version_0"
     report_main([str(run_dir), "--out", str(tmp_path / "report")])
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())

@@ -23,9 +23,14 @@ DIVERGING = 1.0e4  # a peak rate no network survives
 
 def trial_args(real_data_dir, real_archive) -> list[str]:
     """A trial that takes a second or two and still learns: a tiny network, 2 epochs of 10 batches, fp32."""
-    return [*data_args(real_data_dir, real_archive), *tiny_run(epochs=2, train_batches=10, batch_size=64, eval_batch_size=125),
-            "--trainer.limit_val_batches=4", "--trainer.enable_model_summary=false", "--trainer.precision=32-true",
-            "--model.network=helpers.TinyNet"]
+    return [
+        *data_args(real_data_dir, real_archive),
+        *tiny_run(epochs=2, train_batches=10, batch_size=64, eval_batch_size=125),
+        "--trainer.limit_val_batches=4",
+        "--trainer.enable_model_summary=false",
+        "--trainer.precision=32-true",
+        "--model.network=helpers.TinyNet",
+    ]
 
 
 def read_trials(table: Path) -> list[dict]:
@@ -34,13 +39,16 @@ def read_trials(table: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_a_three_trial_study_prunes_a_diverging_trial_and_never_reads_the_test_set(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
+def test_a_three_trial_study_prunes_a_diverging_trial_and_never_reads_the_test_set(
+    tmp_path, monkeypatch, capsys, real_data_dir, real_archive
+):
     made = {"val": 0, "test": 0}  # the spy: which evaluation loaders the data modules made
 
     def spy(split, real):
         def loader(self):
             made[split] += 1
             return real(self)
+
         return loader
 
     monkeypatch.setattr(CIFAR10DataModule, "val_dataloader", spy("val", CIFAR10DataModule.val_dataloader))
@@ -48,8 +56,27 @@ def test_a_three_trial_study_prunes_a_diverging_trial_and_never_reads_the_test_s
     monkeypatch.chdir(tmp_path)
     study = tmp_path / "study.db"
     started = time.perf_counter()
-    result = main_in_process(["search", "--config", FAST, "--space", SPACE, "--study", study, "--trials", "3", "--startup", "1",
-                              "--seed", "0", "--enqueue", f"{LR}={DIVERGING}", *trial_args(real_data_dir, real_archive)], capsys)
+    result = main_in_process(
+        [
+            "search",
+            "--config",
+            FAST,
+            "--space",
+            SPACE,
+            "--study",
+            study,
+            "--trials",
+            "3",
+            "--startup",
+            "1",
+            "--seed",
+            "0",
+            "--enqueue",
+            f"{LR}={DIVERGING}",
+            *trial_args(real_data_dir, real_archive),
+        ],
+        capsys,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert time.perf_counter() - started < 60
     assert made["val"] >= 3 and made["test"] == 0  # the search scores on validation only
@@ -59,7 +86,10 @@ def test_a_three_trial_study_prunes_a_diverging_trial_and_never_reads_the_test_s
     recipe = yaml.safe_load(FAST.read_text())
     # the first trial is the recipe itself; the second the enqueued diverging rate, stopped by the pruner after its first epoch
     assert float(trials[0][f"params_{LR}"]) == recipe["model"]["optimizer"]["init_args"]["lr"]
-    assert float(trials[1][f"params_{LR}"]) == DIVERGING and trials[1]["user_attrs_stopped_by"] == "pruner (validation curve)"
+    assert (
+        float(trials[1][f"params_{LR}"]) == DIVERGING
+        and trials[1]["user_attrs_stopped_by"] == "pruner (validation curve)"
+    )
     assert all(Path(t["user_attrs_run_dir"], "config.yaml").is_file() for t in trials)  # each trial is a run folder
     finished = sum(t["state"] == "COMPLETE" for t in trials)
     assert (tmp_path / "study.importance.png").is_file() == (finished >= 2)  # drawn from 2 finished trials on
@@ -67,14 +97,34 @@ def test_a_three_trial_study_prunes_a_diverging_trial_and_never_reads_the_test_s
     best = yaml.safe_load((tmp_path / "study.best.yaml").read_text())
     best_trial = max((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: float(t["value"]))
     assert best["model"]["optimizer"]["init_args"]["lr"] == float(best_trial[f"params_{LR}"])
-    assert "train it: cifar-lightning fit --config" in result.stdout and str(tmp_path / "study.best.yaml") in result.stdout
+    assert (
+        "train it: cifar-lightning fit --config" in result.stdout and str(tmp_path / "study.best.yaml") in result.stdout
+    )
     # the best config trains as it is (one batch here), in a new run folder
-    again = main_in_process(["fit", "--config", tmp_path / "study.best.yaml", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1"], capsys)
+    again = main_in_process(
+        ["fit", "--config", tmp_path / "study.best.yaml", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1"],
+        capsys,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
 
     # the study resumes: one more trial in the same file (no pruning this time, so that it finishes)
-    more = main_in_process(["search", "--config", FAST, "--space", SPACE, "--study", study, "--trials", "1", "--startup", "10",
-                            *trial_args(real_data_dir, real_archive)], capsys)
+    more = main_in_process(
+        [
+            "search",
+            "--config",
+            FAST,
+            "--space",
+            SPACE,
+            "--study",
+            study,
+            "--trials",
+            "1",
+            "--startup",
+            "10",
+            *trial_args(real_data_dir, real_archive),
+        ],
+        capsys,
+    )
     assert more.returncode == 0, more.stderr[-3000:]
     trials = read_trials(tmp_path / "study.trials.csv")
     assert len(trials) == 4 and trials[3]["state"] == "COMPLETE"
@@ -84,7 +134,18 @@ def test_a_three_trial_study_prunes_a_diverging_trial_and_never_reads_the_test_s
 @pytest.mark.slow
 def test_a_study_refuses_another_recipe(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
     monkeypatch.chdir(tmp_path)
-    args = ["search", "--config", FAST, "--space", SPACE, "--study", tmp_path / "study.db", "--trials", "1", *trial_args(real_data_dir, real_archive)]
+    args = [
+        "search",
+        "--config",
+        FAST,
+        "--space",
+        SPACE,
+        "--study",
+        tmp_path / "study.db",
+        "--trials",
+        "1",
+        *trial_args(real_data_dir, real_archive),
+    ]
     assert main_in_process(args, capsys).returncode == 0
     refused = main_in_process([*args, "--trainer.max_epochs=3"], capsys)  # another training setting: another recipe
     assert "belongs to another recipe" in one_line_error(refused)
@@ -93,11 +154,17 @@ def test_a_study_refuses_another_recipe(tmp_path, monkeypatch, capsys, real_data
     assert same.returncode == 0, same.stderr[-3000:]
 
 
-@pytest.mark.parametrize(("space", "named"), [
-    ({"model.optimizer.init_args.lrr": {"low": 0.1, "high": 1.0}}, "model.optimizer.init_args.lrr is not a setting of"),
-    ({LR: {"low": 1.0, "high": 0.1}}, f"{LR} must be"),
-    ({LR: [0.1, 0.2]}, f"{LR} must be"),
-])
+@pytest.mark.parametrize(
+    ("space", "named"),
+    [
+        (
+            {"model.optimizer.init_args.lrr": {"low": 0.1, "high": 1.0}},
+            "model.optimizer.init_args.lrr is not a setting of",
+        ),
+        ({LR: {"low": 1.0, "high": 0.1}}, f"{LR} must be"),
+        ({LR: [0.1, 0.2]}, f"{LR} must be"),
+    ],
+)
 def test_a_bad_search_space_is_one_line_naming_the_key(space, named, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
@@ -109,10 +176,26 @@ def test_a_bad_search_space_is_one_line_naming_the_key(space, named, tmp_path, m
 @pytest.mark.process
 def test_two_processes_share_one_study(tmp_path, real_data_dir, real_archive):
     """Trials in parallel: the same command in two processes, against the same SQLite file."""
-    command = [sys.executable, "-m", "cifar_lightning", "search", "--config", str(FAST), "--space", str(SPACE), "--study", "shared.db",
-               "--trials", "1", *trial_args(real_data_dir, real_archive)]
+    command = [
+        sys.executable,
+        "-m",
+        "cifar_lightning",
+        "search",
+        "--config",
+        str(FAST),
+        "--space",
+        str(SPACE),
+        "--study",
+        "shared.db",
+        "--trials",
+        "1",
+        *trial_args(real_data_dir, real_archive),
+    ]
     env = with_helpers({"OMP_NUM_THREADS": "1"})
-    runs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    runs = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     for run in runs:
         _, err = run.communicate(timeout=300)
         assert run.returncode == 0, err[-3000:]

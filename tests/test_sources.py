@@ -177,7 +177,10 @@ def image_folder_from(arrays: sources.Arrays, root: Path) -> Path:
     """The same images as an image folder: class by class, NNNN.png in the order the source listed them."""
     from PIL import Image
 
-    for split, images, labels in (("train", arrays.train_images, arrays.train_labels), ("test", arrays.test_images, arrays.test_labels)):
+    for split, images, labels in (
+        ("train", arrays.train_images, arrays.train_labels),
+        ("test", arrays.test_images, arrays.test_labels),
+    ):
         for label, name in enumerate(sources.CLASSES):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
@@ -192,7 +195,9 @@ def test_the_split_holds_the_same_images_whatever_the_source(tmp_path, monkeypat
     trust_miniature_batches(monkeypatch)
     archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz", per_batch=10)
     batches = sources.read_cache(sources.prepare(tmp_path / "batches", archive, download_ok=False))
-    folder = sources.read_cache(sources.prepare(image_folder_from(batches, tmp_path / "folder"), None, download_ok=False))
+    folder = sources.read_cache(
+        sources.prepare(image_folder_from(batches, tmp_path / "folder"), None, download_ok=False)
+    )
     assert not np.array_equal(batches.train_labels, folder.train_labels)  # listed in different orders
     held_out = []
     for arrays in (batches, folder):

@@ -36,8 +36,12 @@ def test_the_shift_equals_opencvs_warp_with_the_reflect_101_border_bit_for_bit(i
     for i, image in enumerate(images):
         mirrored = cv2.flip(image, 1) if draws.flip[i] else image
         matrix = np.float32([[1, 0, int(draws.shift_x[i])], [0, 1, int(draws.shift_y[i])]])
-        expected = cv2.warpAffine(mirrored, matrix, (SIDE, SIDE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-        assert np.array_equal(out[i], expected), f"image {i}: flip {bool(draws.flip[i])}, shift {int(draws.shift_x[i])}, {int(draws.shift_y[i])}"
+        expected = cv2.warpAffine(
+            mirrored, matrix, (SIDE, SIDE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        )
+        assert np.array_equal(out[i], expected), (
+            f"image {i}: flip {bool(draws.flip[i])}, shift {int(draws.shift_x[i])}, {int(draws.shift_y[i])}"
+        )
     assert draws.flip.any() and (draws.shift_x.abs() > SIDE // 2).any()  # the draws reached the cases that matter
 
 
@@ -47,12 +51,19 @@ def test_the_cutout_equals_coarse_dropouts_hole(images):
     fill = fill_value(MEAN, torch.device("cpu"))
     out = augment(torch.from_numpy(images), draws, aug, fill).numpy()  # the hole as part of the one gather
     after_warp = cutout(torch.from_numpy(images), draws, 16, fill).numpy()  # the hole after a scale/rotate warp
-    dropout = A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(16, 16), hole_width_range=(16, 16),
-                              fill=tuple(255.0 * m for m in MEAN), p=1.0)  # as augment.train_transform builds it
+    dropout = A.CoarseDropout(
+        num_holes_range=(1, 1),
+        hole_height_range=(16, 16),
+        hole_width_range=(16, 16),
+        fill=tuple(255.0 * m for m in MEAN),
+        p=1.0,
+    )  # as augment.train_transform builds it
     for i, image in enumerate(images):
         top, left = int(draws.hole_top[i]), int(draws.hole_left[i])
         expected = dropout.apply(image, holes=np.array([[left, top, left + 16, top + 16]]), seed=0)
-        assert np.array_equal(out[i], expected) and np.array_equal(after_warp[i], expected), f"image {i}: hole at {top}, {left}"
+        assert np.array_equal(out[i], expected) and np.array_equal(after_warp[i], expected), (
+            f"image {i}: hole at {top}, {left}"
+        )
 
 
 def test_scale_and_rotate_match_albumentations_affine_to_rounding(images):
@@ -61,9 +72,15 @@ def test_scale_and_rotate_match_albumentations_affine_to_rounding(images):
     out = scale_and_rotate(torch.from_numpy(images), draws).numpy().astype(int)
     for i, image in enumerate(images):
         matrix = geometric.create_affine_transformation_matrix(
-            {"x": int(draws.shift_x[i]), "y": int(draws.shift_y[i])}, {"x": 0, "y": 0},
-            {"x": float(draws.scale[i]), "y": float(draws.scale[i])}, float(draws.angle[i]), geometric.center((SIDE, SIDE)))
-        expected = cv2.warpAffine(image, matrix[:2], (SIDE, SIDE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            {"x": int(draws.shift_x[i]), "y": int(draws.shift_y[i])},
+            {"x": 0, "y": 0},
+            {"x": float(draws.scale[i]), "y": float(draws.scale[i])},
+            float(draws.angle[i]),
+            geometric.center((SIDE, SIDE)),
+        )
+        expected = cv2.warpAffine(
+            image, matrix[:2], (SIDE, SIDE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        )
         difference = np.abs(out[i] - expected.astype(int))
         assert difference.max() <= 1 and difference.mean() < 0.01, f"image {i}: off by up to {difference.max()}"
 
@@ -114,7 +131,9 @@ def split_of(count: int = 96) -> DeviceSplit:
 SEED_AUG = Augmentation()  # the seed's flip, shift/scale/rotate and cutout
 
 
-def epoch(split: DeviceSplit, epoch: int, batch_size: int = 8, rank: int = 0, world_size: int = 1, seed: int = 7) -> list:
+def epoch(
+    split: DeviceSplit, epoch: int, batch_size: int = 8, rank: int = 0, world_size: int = 1, seed: int = 7
+) -> list:
     batches = TrainBatches(split, batch_size, SEED_AUG, seed, rank=rank, world_size=world_size)
     batches.sampler.set_epoch(epoch)  # as Lightning does
     return list(batches)
@@ -135,8 +154,14 @@ def test_ddp_processes_take_disjoint_shards_and_an_images_draw_does_not_depend_o
     images = np.random.default_rng(4).integers(0, 256, (count, SIDE, SIDE, 3), dtype=np.uint8)
     split = DeviceSplit(images, np.arange(count), MEAN, STD, torch.device("cpu"))  # each label is the image's number
     alone = {int(label): image for images, labels in epoch(split, 3) for label, image in zip(labels, images)}
-    shards = [{int(label): image for images, labels in epoch(split, 3, rank=r, world_size=2) for label, image in zip(labels, images)}
-              for r in (0, 1)]
+    shards = [
+        {
+            int(label): image
+            for images, labels in epoch(split, 3, rank=r, world_size=2)
+            for label, image in zip(labels, images)
+        }
+        for r in (0, 1)
+    ]
     assert not set(shards[0]) & set(shards[1]) and len(shards[0]) == len(shards[1]) == count // 2
     assert len(TrainBatches(split, 8, SEED_AUG, 7, world_size=2)) == count // 2 // 8
     for shard in shards:  # each image augmented as it is in a single process

@@ -18,7 +18,7 @@ from cifar_lightning.errors import CheckpointError, ConfigError
 from cifar_lightning.models import CompactNet, ResidualCompactNet, SeedNet
 from cifar_lightning.models.whitening import PatchWhitening
 from cifar_lightning.training import ImageClassifier
-from harness import CONFIG, REPO, TINY, data_args, main_in_process, one_line_error
+from harness import CONFIG, REPO, TINY, data_args, main_in_process
 
 FAST = str(REPO / "configs" / "fast.yaml")
 WHITENED = ["--model.network=cifar_lightning.models.CompactNet", "--model.network.stem=whiten"]
@@ -68,10 +68,17 @@ def test_the_first_epochs_train_at_the_sides_the_schedule_gives_then_at_full_siz
         sides.append(tuple(batch.shape))
         flat = batch[torch.as_tensor(order[:32] < 8)]
         assert torch.allclose(flat, flat[:, :, :1, :1].expand_as(flat), atol=1e-5)
-        assert torch.allclose(flat[:, :, 0, 0], split.batch(torch.tensor([0]))[0][:, :, 0, 0].expand(len(flat), 3), atol=1e-5)
+        assert torch.allclose(
+            flat[:, :, 0, 0], split.batch(torch.tensor([0]))[0][:, :, 0, 0].expand(len(flat), 3), atol=1e-5
+        )
     assert sides == [(32, 3, 16, 16), (32, 3, 24, 24), (32, 3, 32, 32)]
-    plain = TrainBatches(split, batch_size=32, augmentation=Augmentation(hflip_p=0.5, affine_p=1.0, shift_px=2, scale=0.0, rotate=0.0,
-                                                                         cutout_p=0.0), seed=1, epoch=2)
+    plain = TrainBatches(
+        split,
+        batch_size=32,
+        augmentation=Augmentation(hflip_p=0.5, affine_p=1.0, shift_px=2, scale=0.0, rotate=0.0, cutout_p=0.0),
+        seed=1,
+        epoch=2,
+    )
     assert torch.equal(next(iter(plain))[0], batch)  # past the schedule, the same images as without one
 
 
@@ -81,15 +88,24 @@ def test_a_side_outside_the_image_is_refused_in_one_line(sides):
         Augmentation(epoch_sides=sides)
 
 
-@pytest.mark.parametrize("network", [CompactNet(stem="whiten"), ResidualCompactNet(stem="whiten"), CompactNet(), SeedNet()])
+@pytest.mark.parametrize(
+    "network", [CompactNet(stem="whiten"), ResidualCompactNet(stem="whiten"), CompactNet(), SeedNet()]
+)
 def test_every_network_takes_the_smallest_side(network):
     assert network(torch.randn(2, 3, MIN_SIDE, MIN_SIDE)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("sides", ["[24]", "[32,16]"])
 def test_a_network_that_cannot_take_a_scheduled_side_is_one_line_before_training(refused, sides):
-    error = refused("fit", "--config", CONFIG, *data_args(), *TINY, "--model.network=helpers.Flat32Net",
-                    f"--data.augmentation.epoch_sides={sides}")
+    error = refused(
+        "fit",
+        "--config",
+        CONFIG,
+        *data_args(),
+        *TINY,
+        "--model.network=helpers.Flat32Net",
+        f"--data.augmentation.epoch_sides={sides}",
+    )
     assert "the network cannot take" in error and "x" in error and "global pooling" in error
 
 
@@ -111,15 +127,30 @@ def test_the_fitting_callback_without_a_whitened_network_is_one_line(refused):
 def test_a_whitened_fit_fits_the_stem_and_stops_training_its_bias(tmp_path, real_data_dir, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # the fast recipe: no EMA, whose average of the bias would go on moving after the bias stops
-    args = ["fit", "--config", FAST, *data_args(real_data_dir), *TINY, "--trainer.max_epochs=2", *WHITENED, *FIT_WHITENING,
-            "--trainer.callbacks.bias_epochs=1", "--checkpoint.save_top_k=-1", "--trainer.log_every_n_steps=1", "--model.network.bn_train_scale=false", "--data.augmentation.hflip_p=0.5",
-            "--data.augmentation.epoch_sides=[16]"]
+    args = [
+        "fit",
+        "--config",
+        FAST,
+        *data_args(real_data_dir),
+        *TINY,
+        "--trainer.max_epochs=2",
+        *WHITENED,
+        *FIT_WHITENING,
+        "--trainer.callbacks.bias_epochs=1",
+        "--checkpoint.save_top_k=-1",
+        "--trainer.log_every_n_steps=1",
+        "--model.network.bn_train_scale=false",
+        "--data.augmentation.hflip_p=0.5",
+        "--data.augmentation.epoch_sides=[16]",
+    ]
     assert main_in_process(args, capsys).returncode == 0
     ckpt = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     state = ckpt["state_dict"]
     assert state["network.features.0.0.weight"].abs().sum() > 0  # fitted
     # the bias moved in epoch 0 and stayed in epoch 1: compare with the checkpoint after epoch 0
-    first = torch.load(next((tmp_path / "lightning_logs/version_0/checkpoints").glob("epoch000*.ckpt")), weights_only=True)
+    first = torch.load(
+        next((tmp_path / "lightning_logs/version_0/checkpoints").glob("epoch000*.ckpt")), weights_only=True
+    )
     assert first["state_dict"]["network.features.0.0.bias"].abs().sum() > 0
     assert torch.equal(first["state_dict"]["network.features.0.0.bias"], state["network.features.0.0.bias"])
     # the report's rate column
@@ -134,7 +165,10 @@ def test_a_checkpoint_of_two_parameter_groups_is_refused():
 
     one = ImageClassifier(CompactNet(), optimizer=optimizer)
     parameters = list(one.parameters())
-    checkpoint = {"network_class": "cifar_lightning.models.compact.CompactNet", "optimizer_states": [optimizer(parameters).state_dict()]}
+    checkpoint = {
+        "network_class": "cifar_lightning.models.compact.CompactNet",
+        "optimizer_states": [optimizer(parameters).state_dict()],
+    }
     one.on_load_checkpoint(checkpoint)  # the module's own grouping loads
     two = optimizer([{"params": parameters[:2]}, {"params": parameters[2:]}]).state_dict()
     with pytest.raises(CheckpointError, match="2 parameter groups, this model builds one"):

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import cifar_lightning
-from cifar_lightning.training.distillation import Distillation
 from cifar_lightning.errors import CheckpointError
 from cifar_lightning.models import SeedNet
+from cifar_lightning.training.distillation import Distillation
 from cifar_lightning.training.module import ImageClassifier
 from harness import CONFIG, TINY, data_args
 
@@ -89,10 +89,21 @@ NAMES = {
     "network as a bare name": hp(network="{m}.Net"),
     "optimizer": hp(optimizer={"class_path": "{m}.Opt", "init_args": {"lr": 0.1}}),
     "optimizer as a bare name": hp(optimizer="{m}.Opt"),
-    "distillation": hp(distillation={"class_path": "{m}.Distillation", "init_args": {"teacher": {"class_path": SEED}, "checkpoint": "t.ckpt"}}),
-    "distillation teacher": hp(distillation={"class_path": "cifar_lightning.training.distillation.Distillation",
-                                             "init_args": {"teacher": {"class_path": "{m}.Net"}, "checkpoint": "t.ckpt"}}),
-    "nested in the network": hp(network={"class_path": SEED, "init_args": {"num_classes": 10, "block": {"class_path": "{m}.Net"}}}),
+    "distillation": hp(
+        distillation={
+            "class_path": "{m}.Distillation",
+            "init_args": {"teacher": {"class_path": SEED}, "checkpoint": "t.ckpt"},
+        }
+    ),
+    "distillation teacher": hp(
+        distillation={
+            "class_path": "cifar_lightning.training.distillation.Distillation",
+            "init_args": {"teacher": {"class_path": "{m}.Net"}, "checkpoint": "t.ckpt"},
+        }
+    ),
+    "nested in the network": hp(
+        network={"class_path": SEED, "init_args": {"num_classes": 10, "block": {"class_path": "{m}.Net"}}}
+    ),
     "module class": hp(_class_path="{m}.Module"),
     "instantiator": hp(_instantiator="{m}.instantiate"),
     "another setting": hp(label_smoothing={"class_path": "{m}.Net"}),
@@ -116,7 +127,9 @@ def test_a_name_a_checkpoint_carries_is_never_imported(place, hostile, refused, 
 
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "predict"])
-def test_every_subcommand_refuses_before_lightning_parses_the_hyperparameters(subcommand, hostile, refused, real_data_dir, real_archive):
+def test_every_subcommand_refuses_before_lightning_parses_the_hyperparameters(
+    subcommand, hostile, refused, real_data_dir, real_archive
+):
     ckpt = hostile.craft(NAMES["optimizer"])  # the network's name alone would also fail the same-network check
     assert f"{hostile.module}.Opt" in refused(*cli_args(subcommand, ckpt, real_data_dir, real_archive))
     assert not hostile.marker.exists() and not (Path("lightning_logs") / "version_0").exists()
@@ -168,21 +181,39 @@ def peak_rss_mb() -> float:
 # values that would make a loader allocate far more than the checkpoint's weights, or act on them
 ALLOCATIONS = {
     # a 10^9-class head: 48 x 10^9 floats (192 GB) if built for real
-    "network init_args": (hp(network={"class_path": SEED, "init_args": {"num_classes": 10**9}}), "do not fit the network"),
+    "network init_args": (
+        hp(network={"class_path": SEED, "init_args": {"num_classes": 10**9}}),
+        "do not fit the network",
+    ),
     # the confusion matrix is num_classes^2 integers (8 PB)
     "num_classes": (hp(num_classes=10**9), "num_classes"),
     "class names": (hp(class_names=["a", "b"]), "class_names"),
     "input size": (lambda c, m: c["preprocessing"].update(input_size=[10**6, 10**6]), "input_size"),
     "mean": (lambda c, m: c["preprocessing"].update(mean=[0.5]), "mean"),
     "std": (lambda c, m: c["preprocessing"].update(std=[0.2, 0.0, 0.2]), "std"),
-    "a weight of another shape": (lambda c, m: c["state_dict"].update({"network.classifier.weight": torch.zeros(10, 7)}), "classifier.weight"),
-    "a missing weight": (lambda c, m: c["state_dict"].pop("network.classifier.bias"), "missing network|missing classifier.bias"),
-    "hyper_parameters not a mapping": (lambda c, m: c.update(hyper_parameters=["x"]), "not settings|carries no network"),
+    "a weight of another shape": (
+        lambda c, m: c["state_dict"].update({"network.classifier.weight": torch.zeros(10, 7)}),
+        "classifier.weight",
+    ),
+    "a missing weight": (
+        lambda c, m: c["state_dict"].pop("network.classifier.bias"),
+        "missing network|missing classifier.bias",
+    ),
+    "hyper_parameters not a mapping": (
+        lambda c, m: c.update(hyper_parameters=["x"]),
+        "not settings|carries no network",
+    ),
     "init_args not a mapping": (hp(network={"class_path": SEED, "init_args": "x"}), "init_args"),
     "a class_path that is not text": (hp(network={"class_path": ["x"]}), "not a class name"),
     "an instantiator that is not text": (hp(_instantiator=["x"]), "not a class name"),
-    "an init_arg of the wrong kind": (hp(network={"class_path": SEED, "init_args": {"num_classes": "ten"}}), "cannot be built"),
-    "a setting beside the network": (hp(network={"class_path": SEED, "init_args": {"depth": 10**9}}), "cannot be built"),
+    "an init_arg of the wrong kind": (
+        hp(network={"class_path": SEED, "init_args": {"num_classes": "ten"}}),
+        "cannot be built",
+    ),
+    "a setting beside the network": (
+        hp(network={"class_path": SEED, "init_args": {"depth": 10**9}}),
+        "cannot be built",
+    ),
 }
 
 
@@ -207,8 +238,13 @@ def delete_on_resume(path: str):
 
     def edit(checkpoint, module):
         monitored_checkpoint_state(checkpoint).update(
-            dirpath="./lightning_logs/version_0/checkpoints", best_k_models={path: torch.tensor(0.0)}, kth_best_model_path=path,
-            kth_value=torch.tensor(0.0), best_model_score=torch.tensor(0.0), best_model_path=path)
+            dirpath="./lightning_logs/version_0/checkpoints",
+            best_k_models={path: torch.tensor(0.0)},
+            kth_best_model_path=path,
+            kth_value=torch.tensor(0.0),
+            best_model_score=torch.tensor(0.0),
+            best_model_path=path,
+        )
 
     return edit
 
@@ -217,8 +253,10 @@ def delete_on_resume(path: str):
 TRAINER_STATE = {
     # a resumed ModelCheckpoint deletes the top-k file its state names when a better epoch replaces it; Lightning
     # refuses a file outside its folder, but compares paths without resolving ".."
-    "a file outside its folder": (delete_on_resume("./lightning_logs/version_0/checkpoints/../../../victim.txt"),
-                                  "not a .ckpt file in its own folder"),
+    "a file outside its folder": (
+        delete_on_resume("./lightning_logs/version_0/checkpoints/../../../victim.txt"),
+        "not a .ckpt file in its own folder",
+    ),
     "a remote file": (delete_on_resume("s3://bucket/victim.ckpt"), "not a .ckpt file in its own folder"),
     "random states": (lambda c, m: c["callbacks"]["RandomState"].update(torch=torch.zeros(3)), "random states"),
     "the data's seed": (lambda c, m: c["CIFAR10DataModule"].update(shuffle_seed="seed"), "shuffle_seed"),
@@ -227,12 +265,23 @@ TRAINER_STATE = {
     "the loop state": (lambda c, m: c.update(loops="x"), "loop state"),
     "a loop": (lambda c, m: c["loops"].update(fit_loop=5), "loop state"),
     # the epoch a resumed fit runs seeds its data order
-    "a loop counter": (lambda c, m: c["loops"]["fit_loop"]["epoch_progress"]["current"].update(processed="x"), "loop counter"),
-    "an optimizer state of another shape": (lambda c, m: c["optimizer_states"][0]["state"][0].update(momentum_buffer=torch.zeros(3)),
-                                            "momentum_buffer"),
-    "an optimizer state for fewer parameters": (lambda c, m: c["optimizer_states"][0]["param_groups"][0].update(params=[0]), "covers 1 parameters"),
+    "a loop counter": (
+        lambda c, m: c["loops"]["fit_loop"]["epoch_progress"]["current"].update(processed="x"),
+        "loop counter",
+    ),
+    "an optimizer state of another shape": (
+        lambda c, m: c["optimizer_states"][0]["state"][0].update(momentum_buffer=torch.zeros(3)),
+        "momentum_buffer",
+    ),
+    "an optimizer state for fewer parameters": (
+        lambda c, m: c["optimizer_states"][0]["param_groups"][0].update(params=[0]),
+        "covers 1 parameters",
+    ),
     "an optimizer state that is not one": (lambda c, m: c.update(optimizer_states="x"), "optimizer state"),
-    "a tensor beside the network's": (lambda c, m: c["state_dict"].update({"other.weight": torch.zeros(2)}), "unexpected other.weight"),
+    "a tensor beside the network's": (
+        lambda c, m: c["state_dict"].update({"other.weight": torch.zeros(2)}),
+        "unexpected other.weight",
+    ),
 }
 
 
@@ -255,13 +304,22 @@ def test_a_hostile_trainer_state_is_one_line_before_training(case, hostile, refu
 
 
 @pytest.mark.slow
-def test_a_distilled_checkpoints_teacher_is_checked_against_its_own_weights(hostile, refused, real_data_dir, real_archive):
+def test_a_distilled_checkpoints_teacher_is_checked_against_its_own_weights(
+    hostile, refused, real_data_dir, real_archive
+):
     teacher_ckpt = hostile.craft(lambda c, m: None)
     # the teacher's init_args would build a network 10^9 classes wide; its checkpoint holds a 10-class one
-    spec = {"class_path": "cifar_lightning.training.distillation.Distillation",
-            "init_args": {"teacher": {"class_path": SEED, "init_args": {"num_classes": 10**9}}, "checkpoint": str(teacher_ckpt)}}
+    spec = {
+        "class_path": "cifar_lightning.training.distillation.Distillation",
+        "init_args": {
+            "teacher": {"class_path": SEED, "init_args": {"num_classes": 10**9}},
+            "checkpoint": str(teacher_ckpt),
+        },
+    }
     ckpt = hostile.craft(hp(distillation=spec))
-    assert "do not fit the distillation teacher" in refused(*cli_args("fit", ckpt, real_data_dir, real_archive), "--trainer.max_epochs=2")
+    assert "do not fit the distillation teacher" in refused(
+        *cli_args("fit", ckpt, real_data_dir, real_archive), "--trainer.max_epochs=2"
+    )
     # evaluation leaves the teacher out, and loading for inference builds none
     model = ImageClassifier.load_from_checkpoint(ckpt)
     assert model.distillation is None
@@ -280,7 +338,9 @@ def recompressed(path: Path, extra: dict[str, bytes] | None = None) -> Path:
     return out
 
 
-def test_a_small_file_that_unpacks_to_gigabytes_is_refused_before_it_is_loaded(hostile, monkeypatch, refused, real_data_dir, real_archive):
+def test_a_small_file_that_unpacks_to_gigabytes_is_refused_before_it_is_loaded(
+    hostile, monkeypatch, refused, real_data_dir, real_archive
+):
     # found by trying: a 1 GB zero tensor under an unknown key, re-zipped, was 2.5 MB and grew memory by 1,083 MB
     from cifar_lightning.runs import checkpoints
 

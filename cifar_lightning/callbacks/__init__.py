@@ -13,6 +13,22 @@ from cifar_lightning.callbacks.summaries import AugmentationPreview, HParamsSumm
 from cifar_lightning.callbacks.whitening import FitPatchWhitening
 
 __all__ = [
-    "HELD_OUT", "RUN_INFO", "AugmentationPreview", "EMAWithWarmup", "FiniteLossGuard", "FitPatchWhitening", "FitSummary", "HParamsSummary", "LoggingStepProgressBar", "NonFiniteLossError", "PrecisionAdvice", "PredictionWriter",
-    "RandomState", "ResumeHint", "RunInfo", "SpeedMonitor", "TestFigures", "last_checkpoint_path",
+    "HELD_OUT",
+    "RUN_INFO",
+    "AugmentationPreview",
+    "EMAWithWarmup",
+    "FiniteLossGuard",
+    "FitPatchWhitening",
+    "FitSummary",
+    "HParamsSummary",
+    "LoggingStepProgressBar",
+    "NonFiniteLossError",
+    "PrecisionAdvice",
+    "PredictionWriter",
+    "RandomState",
+    "ResumeHint",
+    "RunInfo",
+    "SpeedMonitor",
+    "TestFigures",
+    "last_checkpoint_path",
 ]

@@ -10,8 +10,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def misclassified_figure(images: np.ndarray, true: list[str], predicted: list[str], columns: int = 8,
-                         title: str = "misclassified test images (true → predicted)") -> plt.Figure:
+def misclassified_figure(
+    images: np.ndarray,
+    true: list[str],
+    predicted: list[str],
+    columns: int = 8,
+    title: str = "misclassified test images (true → predicted)",
+) -> plt.Figure:
     """``images``: N x H x W x 3 uint8; each panel titled "true → predicted"."""
     rows = max(1, -(-len(images) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.4, rows * 1.6), dpi=100, squeeze=False)

@@ -41,7 +41,9 @@ class FitSummary(Callback):
         if last_checkpoint_path(trainer):
             lines.append(f"  last checkpoint: {last_checkpoint_path(trainer)}")
         if trainer.log_dir:
-            lines.append(f"  test it:  {shell_command()} test --config {trainer.log_dir}/config.yaml --ckpt_path <checkpoint>")
+            lines.append(
+                f"  test it:  {shell_command()} test --config {trainer.log_dir}/config.yaml --ckpt_path <checkpoint>"
+            )
             lines.append(f"  report:   {shell_command()} report {trainer.log_dir}")
             if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
                 lines.append(f"  curves:   {shell_command('tensorboard')} --logdir {Path(trainer.log_dir).parent}")
@@ -51,7 +53,9 @@ class FitSummary(Callback):
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if "test/acc" in trainer.callback_metrics:
-            rank_zero_info(f"test accuracy: {float(trainer.callback_metrics['test/acc']):.4f} ({trainer.ckpt_path or 'current weights'})")
+            rank_zero_info(
+                f"test accuracy: {float(trainer.callback_metrics['test/acc']):.4f} ({trainer.ckpt_path or 'current weights'})"
+            )
 
 
 class ResumeHint(Callback):

@@ -40,14 +40,18 @@ class PredictionWriter(BasePredictionWriter):
         """The file this predict writes: never one that holds an earlier predict's decisions."""
         if self.output is not None:
             if Path(self.output).exists():
-                raise UserError(f"{self.output} exists: pass another --prediction_writer.output, or move that file away")
+                raise UserError(
+                    f"{self.output} exists: pass another --prediction_writer.output, or move that file away"
+                )
             return Path(self.output)
         names = itertools.chain(["predictions.csv"], (f"predictions-{n}.csv" for n in itertools.count(2)))
         return next(path for path in (log_dir / name for name in names) if not path.exists())
 
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions, batch_indices) -> None:
         probabilities = torch.cat(predictions).float()
-        indices = torch.tensor([i for batch in _flat_batches(batch_indices) for i in batch], device=probabilities.device)
+        indices = torch.tensor(
+            [i for batch in _flat_batches(batch_indices) for i in batch], device=probabilities.device
+        )
         if trainer.world_size > 1:  # every process predicted its own share: gather them by index
             probabilities = pl_module.all_gather(probabilities).flatten(0, 1)
             indices = pl_module.all_gather(indices).flatten()

@@ -31,8 +31,13 @@ class RandomState(Callback):
         return {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "numpy": {
+                "kind": kind,
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "position": int(position),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": float(cached_gaussian),
+            },
             "python": {"version": version, "state": list(python_state), "gauss": gauss},
         }
 
@@ -41,14 +46,20 @@ class RandomState(Callback):
         try:
             torch.Generator().set_state(state_dict["torch"])
             n = state_dict["numpy"]
-            np.random.RandomState().set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached_gaussian"]))
+            np.random.RandomState().set_state(
+                (n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached_gaussian"])
+            )
             p = state_dict["python"]
             random.Random().setstate((p["version"], tuple(p["state"]), p["gauss"]))
-            if not isinstance(state_dict["cuda"], (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in state_dict["cuda"]):
+            if not isinstance(state_dict["cuda"], (list, tuple)) or not all(
+                isinstance(t, torch.Tensor) for t in state_dict["cuda"]
+            ):
                 raise TypeError("cuda states are not a list of tensors")
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             first = " ".join(str(err).split())[:120]
-            raise CheckpointError(f"the checkpoint's random states are not ones this project saved ({type(err).__name__}: {first}): {EDITED}") from None
+            raise CheckpointError(
+                f"the checkpoint's random states are not ones this project saved ({type(err).__name__}: {first}): {EDITED}"
+            ) from None
         self._pending = state_dict
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -59,6 +70,8 @@ class RandomState(Callback):
         if state["cuda"] and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
         n = state["numpy"]
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached_gaussian"]))
+        np.random.set_state(
+            (n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached_gaussian"])
+        )
         p = state["python"]
         random.setstate((p["version"], tuple(p["state"]), p["gauss"]))

@@ -11,9 +11,11 @@ from pathlib import Path
 import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from cifar_lightning.errors import shell_command
-from cifar_lightning.runs import folders as run_folders, loggers as run_loggers, provenance
 
+from cifar_lightning.errors import shell_command
+from cifar_lightning.runs import folders as run_folders
+from cifar_lightning.runs import loggers as run_loggers
+from cifar_lightning.runs import provenance
 
 RUN_INFO = "run.json"
 HELD_OUT = "validation_images.txt"  # train/<class>/<NNNN>, one a line
@@ -47,7 +49,9 @@ class RunInfo(Callback):
             },
             "parameters": sum(p.numel() for p in pl_module.parameters()),
             # where each logger keeps what it was sent (the first one keeps this folder)
-            "loggers": [{"logger": type(logger).__name__, "store": run_loggers.store_of(logger)} for logger in trainer.loggers],
+            "loggers": [
+                {"logger": type(logger).__name__, "store": run_loggers.store_of(logger)} for logger in trainer.loggers
+            ],
             "data_preparation_s": getattr(trainer.datamodule, "preparation_seconds", None),
         }
         # a resumed run appends its own start, so the record shows every command that wrote the run

@@ -16,7 +16,6 @@ from cifar_lightning.explain import activation_maps, default_layer, overlay
 from cifar_lightning.runs import loggers as run_loggers
 from cifar_lightning.runs.flat_config import flatten
 
-
 HPARAM_METRICS = ("hp/best_val_acc", "hp/final_val_acc", "hp/test_acc")
 
 
@@ -38,7 +37,9 @@ class HParamsSummary(Callback):
 
         flat = flatten(yaml.safe_load(config_file.read_text()) or {})
         # loggers take numbers, strings and booleans; lists and None as text
-        params = {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in flat.items()}
+        params = {
+            key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in flat.items()
+        }
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 # with metrics, TensorBoard writes the HPARAMS tab's experiment and session records
@@ -61,7 +62,9 @@ class HParamsSummary(Callback):
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if "test/acc" in trainer.callback_metrics:
             for logger in trainer.loggers:
-                logger.log_metrics({"hp/test_acc": float(trainer.callback_metrics["test/acc"])}, step=trainer.global_step)
+                logger.log_metrics(
+                    {"hp/test_acc": float(trainer.callback_metrics["test/acc"])}, step=trainer.global_step
+                )
 
 
 class TestFigures(Callback):
@@ -87,7 +90,9 @@ class TestFigures(Callback):
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.wrong: list[tuple[torch.Tensor, int, int]] = []
 
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         if outputs is None or len(self.wrong) >= self.max_images:
             return
         images, labels = batch
@@ -105,7 +110,10 @@ class TestFigures(Callback):
         names = pl_module.hparams.class_names or [str(i) for i in range(len(matrix))]
         per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
         lines = [f"{'class':>12} {'accuracy':>8}  confusion row (predicted " + " ".join(n[:4] for n in names) + ")"]
-        lines += [f"{name:>12} {acc:8.2%}  " + " ".join(f"{int(v):4d}" for v in row) for name, acc, row in zip(names, per_class, matrix)]
+        lines += [
+            f"{name:>12} {acc:8.2%}  " + " ".join(f"{int(v):4d}" for v in row)
+            for name, acc, row in zip(names, per_class, matrix)
+        ]
         rank_zero_info("\n".join(lines))
         if log_dir is not None:
             with open(Path(log_dir) / "test_confusion_matrix.csv", "w") as f:
@@ -117,15 +125,24 @@ class TestFigures(Callback):
         if self.wrong:
             mean = torch.tensor(trainer.datamodule.mean).view(3, 1, 1)
             std = torch.tensor(trainer.datamodule.std).view(3, 1, 1)
-            pixels = [((image * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy() for image, _, _ in self.wrong]
+            pixels = [
+                ((image * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy() for image, _, _ in self.wrong
+            ]
             true, taken_for = [names[t] for _, t, _ in self.wrong], [names[p] for _, _, p in self.wrong]
             figures["test/misclassified"] = misclassified_figure(np.stack(pixels), true, taken_for)
-            maps = activation_maps(pl_module.network, torch.stack([image for image, _, _ in self.wrong]).to(pl_module.device),
-                                   self.cam_layer, [p for _, _, p in self.wrong])
+            maps = activation_maps(
+                pl_module.network,
+                torch.stack([image for image, _, _ in self.wrong]).to(pl_module.device),
+                self.cam_layer,
+                [p for _, _, p in self.wrong],
+            )
             layer = self.cam_layer or default_layer(pl_module.network)
             figures["test/misclassified_cam"] = misclassified_figure(
-                overlay(np.stack(pixels), maps, self.cam_opacity), true, taken_for,
-                title=f"what the network looked at for the class it chose (Grad-CAM of {layer}; true → predicted)")
+                overlay(np.stack(pixels), maps, self.cam_opacity),
+                true,
+                taken_for,
+                title=f"what the network looked at for the class it chose (Grad-CAM of {layer}; true → predicted)",
+            )
         log_figures(trainer, figures, log_dir)
 
 
@@ -134,8 +151,13 @@ def log_figures(trainer: Trainer, figures: dict, log_dir: str | None) -> None:
     that do not (CSV), with one line saying so. Rank zero only; the figures are closed after."""
     import matplotlib.pyplot as plt
 
-    no_images = [logger for logger in trainer.loggers
-                 if not all([run_loggers.send_figure(logger, tag, figure, trainer.global_step) for tag, figure in figures.items()])]
+    no_images = [
+        logger
+        for logger in trainer.loggers
+        if not all(
+            [run_loggers.send_figure(logger, tag, figure, trainer.global_step) for tag, figure in figures.items()]
+        )
+    ]
     if no_images and log_dir is not None:
         names = []
         for tag, figure in figures.items():
@@ -164,9 +186,17 @@ class AugmentationPreview(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = trainer.log_dir  # every rank: a broadcast
-        if not trainer.is_global_zero or self.draws <= 0 or self.images <= 0 or trainer.global_step > 0 or not trainer.loggers:
+        if (
+            not trainer.is_global_zero
+            or self.draws <= 0
+            or self.images <= 0
+            or trainer.global_step > 0
+            or not trainer.loggers
+        ):
             return  # a resumed run showed it when it started
-        log_figures(trainer, {"train/augmentation": preview_figure(trainer.datamodule, self.images, self.draws)}, log_dir)
+        log_figures(
+            trainer, {"train/augmentation": preview_figure(trainer.datamodule, self.images, self.draws)}, log_dir
+        )
 
 
 def preview_figure(datamodule, images: int, draws: int):
@@ -178,6 +208,8 @@ def preview_figure(datamodule, images: int, draws: int):
     drawn = augmented_draws(originals, datamodule.augmentation, datamodule.mean, datamodule.pipeline, draws)
     names = [datamodule.classes[int(label)] for label in datamodule.train_set.labels[picked]]
     aug = datamodule.augmentation
-    title = (f"data.augmentation ({datamodule.pipeline} pipeline): flip {aug.hflip_p}, affine {aug.affine_p} "
-             f"(shift {aug.shift_px} px, scale {aug.scale}, rotate {aug.rotate}), cutout {aug.cutout_p} ({aug.cutout_size} px)")
+    title = (
+        f"data.augmentation ({datamodule.pipeline} pipeline): flip {aug.hflip_p}, affine {aug.affine_p} "
+        f"(shift {aug.shift_px} px, scale {aug.scale}, rotate {aug.rotate}), cutout {aug.cutout_p} ({aug.cutout_size} px)"
+    )
     return augmentation_figure(originals, drawn, names, title)

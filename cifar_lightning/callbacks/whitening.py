@@ -17,10 +17,10 @@ def whitening_layers(pl_module: LightningModule) -> list[PatchWhitening]:
 
 class FitPatchWhitening(Callback):
     """Args:
-        images: training images the patch statistics are taken from, in the first batches of the fit
-            (augmented as trained; the flip and shift leave patch statistics about as they are).
-        bias_epochs: epochs in which the stem's bias trains; after them its gradient is dropped
-            before each step, so the optimizer leaves it (and its momentum) alone. 0 never trains it.
+    images: training images the patch statistics are taken from, in the first batches of the fit
+        (augmented as trained; the flip and shift leave patch statistics about as they are).
+    bias_epochs: epochs in which the stem's bias trains; after them its gradient is dropped
+        before each step, so the optimizer leaves it (and its momentum) alone. 0 never trains it.
     """
 
     def __init__(self, images: PositiveInt = 5000, bias_epochs: NonNegativeInt = 3) -> None:
@@ -31,11 +31,15 @@ class FitPatchWhitening(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.layers = layers = whitening_layers(pl_module)  # found once, not on every step
         if not layers:
-            raise ConfigError("FitPatchWhitening is in trainer.callbacks but the network has no PatchWhitening stem: "
-                              "set model.network.init_args.stem: whiten, or leave the callback out")
+            raise ConfigError(
+                "FitPatchWhitening is in trainer.callbacks but the network has no PatchWhitening stem: "
+                "set model.network.init_args.stem: whiten, or leave the callback out"
+            )
         if trainer.global_step > 0:  # a resumed fit has the fitted weights in its checkpoint
             return
-        sample = trainer.strategy.broadcast(self.sample(trainer, pl_module.device), src=0)  # every process fits the same weights
+        sample = trainer.strategy.broadcast(
+            self.sample(trainer, pl_module.device), src=0
+        )  # every process fits the same weights
         for layer in layers:
             layer.fit(sample)
 

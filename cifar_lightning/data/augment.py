@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from cifar_lightning.data.sources import IMAGE_SIZE
 from cifar_lightning.errors import ConfigError
 
-
 MIN_SIDE = 16  # the smallest side a training epoch may shrink to (Augmentation.epoch_sides)
 
 
@@ -63,7 +62,9 @@ class Augmentation:
                 raise ConfigError(f"data.augmentation.{key} = {value!r} is out of range: it must be {meaning}")
         for side in self.epoch_sides:
             if isinstance(side, bool) or not isinstance(side, int) or not MIN_SIDE <= side <= IMAGE_SIZE:
-                raise ConfigError(f"data.augmentation.epoch_sides holds {side!r}: each must be a whole number of pixels in [{MIN_SIDE}, {IMAGE_SIZE}]")
+                raise ConfigError(
+                    f"data.augmentation.epoch_sides holds {side!r}: each must be a whole number of pixels in [{MIN_SIDE}, {IMAGE_SIZE}]"
+                )
         if not float(self.shift_px).is_integer():
             raise ConfigError(f"data.augmentation.shift_px = {self.shift_px!r} must be a whole number of pixels")
         train_transform(self, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))  # placeholder statistics
@@ -82,7 +83,9 @@ def train_transform(aug: Augmentation, mean: tuple[float, ...], std: tuple[float
     return augmentation_transform(aug, mean, _normalize(mean, std))
 
 
-def augmentation_transform(aug: Augmentation, mean: tuple[float, ...], after: list[A.BasicTransform] | None = None) -> A.Compose:
+def augmentation_transform(
+    aug: Augmentation, mean: tuple[float, ...], after: list[A.BasicTransform] | None = None
+) -> A.Compose:
     """Flip, shift/scale/rotate and cutout of uint8 images (the training pipeline before ``after``, its normalisation)."""
     steps: list[A.BasicTransform] = []
     try:
@@ -114,7 +117,9 @@ def augmentation_transform(aug: Augmentation, mean: tuple[float, ...], after: li
         return A.Compose(steps + list(after or []), strict=True)
     except (ValidationError, ValueError) as err:
         first = str(err).strip().splitlines()
-        raise ConfigError(f"albumentations refused data.augmentation ({' '.join(first[:3])}): check its values") from None
+        raise ConfigError(
+            f"albumentations refused data.augmentation ({' '.join(first[:3])}): check its values"
+        ) from None
 
 
 def eval_transform(mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:

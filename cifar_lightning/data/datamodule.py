@@ -15,12 +15,12 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from cifar_lightning.data import sources
-from cifar_lightning.data.sources import IMAGE_SIZE
 from cifar_lightning.data.augment import Augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
 from cifar_lightning.data.dataset import ImageArrayDataset
 from cifar_lightning.data.device_batches import DeviceImages, DeviceSplit, EvalBatches, TrainBatches, already_batched
-from cifar_lightning.data.sampling import EpochSeededSampler
 from cifar_lightning.data.preprocessing import check_preprocessing
+from cifar_lightning.data.sampling import EpochSeededSampler
+from cifar_lightning.data.sources import IMAGE_SIZE
 from cifar_lightning.errors import EDITED, CheckpointError, ConfigError, DataError
 
 
@@ -102,7 +102,7 @@ class CIFAR10DataModule(LightningDataModule):
         pipeline: Literal["device", "albumentations"] = "device",
         num_workers: NonNegativeInt | Literal["auto"] = 1,
         pin_memory: bool | None = None,
-        augmentation: Augmentation = Augmentation(),
+        augmentation: Augmentation = Augmentation(),  # noqa: B008 - frozen, and LightningCLI shows the default's fields
         predict_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -115,7 +115,9 @@ class CIFAR10DataModule(LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.pipeline = pipeline
         if augmentation.epoch_sides and pipeline != "device":
-            raise ConfigError("data.augmentation.epoch_sides needs data.pipeline device (the albumentations pipeline has one image size for the fit)")
+            raise ConfigError(
+                "data.augmentation.epoch_sides needs data.pipeline device (the albumentations pipeline has one image size for the fit)"
+            )
         self.workers_setting = num_workers
         self.pin_memory = pin_memory
         self.augmentation = augmentation
@@ -145,7 +147,9 @@ class CIFAR10DataModule(LightningDataModule):
             sources.prepare(self.data_dir, self.archive, self.download)
             arrays = sources.read_cache(self.data_dir / sources.CACHE_NAME)
         if arrays is None:
-            raise DataError(f"the decoded cache in {self.data_dir} is unreadable: delete {sources.CACHE_NAME} and rerun")
+            raise DataError(
+                f"the decoded cache in {self.data_dir} is unreadable: delete {sources.CACHE_NAME} and rerun"
+            )
         n = len(arrays.train_images)
         if self.val_size >= n:
             raise DataError(f"val_size={self.val_size} leaves no training images (the training set has {n}): lower it")
@@ -180,7 +184,12 @@ class CIFAR10DataModule(LightningDataModule):
         names and the input size. Saved in every checkpoint; a model loaded from one uses these."""
         if not self.mean:
             return {}
-        return {"mean": list(self.mean), "std": list(self.std), "class_names": list(self.classes), "input_size": [IMAGE_SIZE, IMAGE_SIZE]}
+        return {
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "class_names": list(self.classes),
+            "input_size": [IMAGE_SIZE, IMAGE_SIZE],
+        }
 
     @property
     def num_workers(self) -> int:
@@ -229,8 +238,15 @@ class CIFAR10DataModule(LightningDataModule):
             self.shuffle_seed = torch.initial_seed()
         if self.pipeline == "device":
             rank, world_size = self._rank()
-            return TrainBatches(self._on_device("train", self.train_set), self.batch_size, self.augmentation,
-                                self.shuffle_seed, self._epoch(), rank, world_size)
+            return TrainBatches(
+                self._on_device("train", self.train_set),
+                self.batch_size,
+                self.augmentation,
+                self.shuffle_seed,
+                self._epoch(),
+                rank,
+                world_size,
+            )
         trainer = self.trainer  # None when used outside a Trainer
         loader_generator = torch.Generator()
         sampler = EpochSeededSampler(
@@ -261,10 +277,14 @@ class CIFAR10DataModule(LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         # a checkpoint is data: each value is checked before it seeds or normalizes anything
         if not isinstance(state_dict, dict):
-            raise CheckpointError(f"the checkpoint's data state is a {type(state_dict).__name__}, not a mapping: {EDITED}")
+            raise CheckpointError(
+                f"the checkpoint's data state is a {type(state_dict).__name__}, not a mapping: {EDITED}"
+            )
         seed = state_dict.get("shuffle_seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):
-            raise CheckpointError(f"the checkpoint's data state holds shuffle_seed {str(seed)[:40]}, not a seed: {EDITED}")
+            raise CheckpointError(
+                f"the checkpoint's data state holds shuffle_seed {str(seed)[:40]}, not a seed: {EDITED}"
+            )
         self.shuffle_seed = seed
         if not state_dict.get("mean"):
             raise CheckpointError(f"the checkpoint's data state holds no training statistics: {EDITED}")
@@ -288,9 +308,14 @@ class CIFAR10DataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if self.predict_dir is None:  # the built-in test split, each item named by split and index
             names = [f"test[{i}]" for i in range(len(self.test_set))]
-            if self.pipeline == "device":  # the batch indices name the predictions: a DataLoader, reading the device's copy
-                return DataLoader(DeviceImages(self._on_device("test", self.test_set), names), batch_size=self.eval_batch_size,
-                                  collate_fn=already_batched)
+            if (
+                self.pipeline == "device"
+            ):  # the batch indices name the predictions: a DataLoader, reading the device's copy
+                return DataLoader(
+                    DeviceImages(self._on_device("test", self.test_set), names),
+                    batch_size=self.eval_batch_size,
+                    collate_fn=already_batched,
+                )
             dataset = ImageArrayDataset(self.test_set.images, self.test_set.labels, self.test_set.transform, names)
             return self._loader(dataset, self.eval_batch_size)
         images, paths = sources.decode_folder(self.predict_dir)

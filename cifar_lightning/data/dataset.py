@@ -19,7 +19,9 @@ class ImageArrayDataset(Dataset):
     item is named by its index.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose, names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, transform: A.Compose, names: Sequence[str] | None = None
+    ) -> None:
         self.images = images
         self.labels = labels
         self.transform = transform

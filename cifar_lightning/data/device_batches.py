@@ -31,11 +31,15 @@ class DeviceSplit:
     On the CPU the tensors share the decoded arrays' memory; on a GPU they are copied once.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device
+    ) -> None:
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.scale, self.bias = normalization(torch.tensor(mean, device=device), torch.tensor(std, device=device))
-        self.fill = fill_value(tuple(mean), device)  # cutout's, the training mean as the albumentations pipeline fills it
+        self.fill = fill_value(
+            tuple(mean), device
+        )  # cutout's, the training mean as the albumentations pipeline fills it
 
     @property
     def device(self) -> torch.device:
@@ -59,8 +63,16 @@ class TrainBatches:
     the image only: not on the batch size, the rank or the number of processes.
     """
 
-    def __init__(self, split: DeviceSplit, batch_size: int, augmentation: Augmentation, seed: int, epoch: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        split: DeviceSplit,
+        batch_size: int,
+        augmentation: Augmentation,
+        seed: int,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.split = split
         self.batch_size = batch_size
         self.augmentation = augmentation
@@ -83,8 +95,13 @@ class TrainBatches:
         for start in range(0, len(order), self.batch_size):
             rows = slice(start, start + self.batch_size)
             index = order[rows]
-            images = augment(self.split.images.index_select(0, index), draws.rows(rows), self.augmentation, self.split.fill)
-            yield shrink(normalize(images, self.split.scale, self.split.bias), side), self.split.labels.index_select(0, index)
+            images = augment(
+                self.split.images.index_select(0, index), draws.rows(rows), self.augmentation, self.split.fill
+            )
+            yield (
+                shrink(normalize(images, self.split.scale, self.split.bias), side),
+                self.split.labels.index_select(0, index),
+            )
 
 
 def epoch_side(augmentation: Augmentation, epoch: int, full: int) -> int:

@@ -22,8 +22,9 @@ def one_per_class(labels: np.ndarray, count: int) -> np.ndarray:
     return np.array(picked[:count], dtype=np.int64)
 
 
-def augmented_draws(images: np.ndarray, aug: Augmentation, mean: tuple[float, ...], pipeline: str, draws: int,
-                    seed: int = PREVIEW_SEED) -> np.ndarray:
+def augmented_draws(
+    images: np.ndarray, aug: Augmentation, mean: tuple[float, ...], pipeline: str, draws: int, seed: int = PREVIEW_SEED
+) -> np.ndarray:
     """N x ``draws`` x H x W x 3 uint8: each of the N images as the training augmentation draws it."""
     n, size = len(images), images.shape[1]
     if pipeline == "device":

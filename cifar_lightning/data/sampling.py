@@ -65,7 +65,9 @@ class EpochSeededSampler(Sampler[int]):
 
     def permutation(self) -> torch.Tensor:
         """This epoch's order, as a CPU tensor of indices."""
-        return torch.randperm(self.size, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, ORDER)))
+        return torch.randperm(
+            self.size, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, ORDER))
+        )
 
     def __iter__(self) -> Iterator[int]:
         if self.reseed_in_process is not None:

@@ -67,7 +67,9 @@ def bad_archive(archive: Path, err: BaseException) -> DataError:
 
 def cannot_write(data_dir: Path, what: str, err: OSError) -> DataError:
     if err.errno not in DISK_FULL:
-        return DataError(f"cannot {what} {data_dir} ({why_not_writable(err)}): make it writable, or pick another --data.data_dir")
+        return DataError(
+            f"cannot {what} {data_dir} ({why_not_writable(err)}): make it writable, or pick another --data.data_dir"
+        )
     return DataError(
         f"cannot {what} {data_dir} ({err.strerror}): free disk space there (the JPEG copy needs about 420 MB "
         "unpacked and decoded) or pick another --data.data_dir"
@@ -210,7 +212,9 @@ def decode_python_batches(root: Path) -> Arrays:
     try:
         train, test = (CIFAR10(str(root), train=t, download=False) for t in (True, False))
     except RuntimeError as err:  # torchvision's md5 check failed
-        raise DataError(f"{root / PYTHON_BATCHES} is incomplete or corrupt ({err}): delete it and unpack again") from None
+        raise DataError(
+            f"{root / PYTHON_BATCHES} is incomplete or corrupt ({err}): delete it and unpack again"
+        ) from None
     return Arrays(
         np.asarray(train.data, dtype=np.uint8),
         np.asarray(train.targets, dtype=np.int64),
@@ -275,8 +279,10 @@ def read_cache(cache: Path, key: str | None = None) -> Arrays | None:
         with np.load(cache, allow_pickle=False) as npz:  # load each array once (npz[key] re-reads)
             if key is not None and str(npz["source"]) != key:
                 return None
-            arrays = Arrays(*(npz[name] for name in ("train_images", "train_labels", "test_images", "test_labels")),
-                            origin=str(npz["origin"]) if "origin" in npz.files else "")
+            arrays = Arrays(
+                *(npz[name] for name in ("train_images", "train_labels", "test_images", "test_labels")),
+                origin=str(npz["origin"]) if "origin" in npz.files else "",
+            )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # corrupt or from an older format: rebuild rather than trust it
     if arrays.train_images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3) or len(arrays.train_images) != len(

@@ -173,7 +173,9 @@ def augment(images: Tensor, draws: Draws, aug: Augmentation, fill: Tensor) -> Te
     number = torch.arange(n, device=images.device)
     hole = aug.cutout_size if aug.cutout_p > 0 else 0
     if aug.scale > 0 or aug.rotate > 0:  # interpolated: the flip is a gather, the warp a grid_sample
-        unshifted = Draws(**{**vars(draws), "shift_x": torch.zeros_like(draws.shift_x), "shift_y": torch.zeros_like(draws.shift_y)})
+        unshifted = Draws(
+            **{**vars(draws), "shift_x": torch.zeros_like(draws.shift_x), "shift_y": torch.zeros_like(draws.shift_y)}
+        )
         mirrored = gather_pixels(pixel_table(images, fill), source_pixels(unshifted, number, height, width))
         warped = scale_and_rotate(mirrored, draws)
         return cutout(warped, draws, hole, fill) if hole else warped

@@ -36,10 +36,15 @@ def read_upload(path: str | None) -> tuple[Image.Image | None, str]:
         with Image.open(path) as image:
             width, height = image.size  # from the header: a huge image is refused before it is decoded
             if min(width, height) < MIN_SIDE:
-                return None, f"The image is {width}x{height} pixels: too small to classify. Give one at least {MIN_SIDE} pixels a side."
+                return (
+                    None,
+                    f"The image is {width}x{height} pixels: too small to classify. Give one at least {MIN_SIDE} pixels a side.",
+                )
             if max(width, height) > MAX_SIDE:
-                return None, (f"The image is {width}x{height} pixels: larger than this demo takes ({MAX_SIDE} a side). "
-                              "Make it smaller first; the network sees 32x32.")
+                return None, (
+                    f"The image is {width}x{height} pixels: larger than this demo takes ({MAX_SIDE} a side). "
+                    "Make it smaller first; the network sees 32x32."
+                )
             return image.convert("RGB"), ""
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         return None, f"This file is not an image that can be read ({type(err).__name__}): upload a PNG or JPEG."
@@ -48,7 +53,9 @@ def read_upload(path: str | None) -> tuple[Image.Image | None, str]:
 class Demo:
     """What the page calls: a loaded checkpoint, its answers and overlays."""
 
-    def __init__(self, ckpt_path: str | Path, data_dir: str | Path | None = None, trusted: list[str] | None = None) -> None:
+    def __init__(
+        self, ckpt_path: str | Path, data_dir: str | Path | None = None, trusted: list[str] | None = None
+    ) -> None:
         from cifar_lightning.explain.cam import conv_layers, default_layer
         from cifar_lightning.inference.classifier import load
 
@@ -64,7 +71,9 @@ class Demo:
         maps = self.model.activation_maps(images, layer=layer, classes=classes)
         pixels = (self.model.to_tensor(images).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         shown = overlay(pixels, maps, opacity)
-        return [np.asarray(Image.fromarray(s).resize((SHOWN_SIZE, SHOWN_SIZE), Image.Resampling.NEAREST)) for s in shown]
+        return [
+            np.asarray(Image.fromarray(s).resize((SHOWN_SIZE, SHOWN_SIZE), Image.Resampling.NEAREST)) for s in shown
+        ]
 
     def answer(self, path: str | None, top_k: float, layer: str | None, opacity: float):
         """(top classes for gr.Label, overlay, message) for one upload; a bad one gets only the message."""
@@ -76,9 +85,17 @@ class Demo:
             (prediction,) = self.model.predict([image])
             top = dict(sorted(prediction.probabilities.items(), key=lambda item: -item[1])[:k])
             (shown,) = self.overlay([image], layer or self.default_layer, float(opacity))
-            return top, shown, f"{prediction.label} ({prediction.probability:.1%}); Grad-CAM of {layer or self.default_layer}"
+            return (
+                top,
+                shown,
+                f"{prediction.label} ({prediction.probability:.1%}); Grad-CAM of {layer or self.default_layer}",
+            )
         except Exception as err:  # noqa: BLE001 - the page says what failed and keeps serving
-            return None, None, f"This image could not be classified ({type(err).__name__}: {' '.join(str(err).split())[:200]})."
+            return (
+                None,
+                None,
+                f"This image could not be classified ({type(err).__name__}: {' '.join(str(err).split())[:200]}).",
+            )
 
     def misclassified(self, layer: str | None, opacity: float):
         """(gallery items, message): the first misclassified test images with their overlays, when the test split is at hand."""
@@ -86,13 +103,19 @@ class Demo:
 
         arrays = sources.read_cache(self.data_dir / sources.CACHE_NAME) if self.data_dir else None
         if arrays is None:
-            return [], ("The test split is not at hand: start the demo with --data_dir DIR, the folder a fit decodes "
-                        "CIFAR-10 into (data.data_dir), to see this checkpoint's misclassified test images.")
+            return [], (
+                "The test split is not at hand: start the demo with --data_dir DIR, the folder a fit decodes "
+                "CIFAR-10 into (data.data_dir), to see this checkpoint's misclassified test images."
+            )
         wrong: list[tuple[np.ndarray, int, int]] = []
         for start in range(0, len(arrays.test_images), 500):
-            batch = list(arrays.test_images[start:start + 500])
+            batch = list(arrays.test_images[start : start + 500])
             predicted = [self.model.class_names.index(p.label) for p in self.model.predict(batch)]
-            wrong += [(image, int(t), p) for image, t, p in zip(batch, arrays.test_labels[start:start + 500], predicted) if t != p]
+            wrong += [
+                (image, int(t), p)
+                for image, t, p in zip(batch, arrays.test_labels[start : start + 500], predicted)
+                if t != p
+            ]
             if len(wrong) >= MISCLASSIFIED_SHOWN:
                 break
         wrong = wrong[:MISCLASSIFIED_SHOWN]
@@ -101,8 +124,10 @@ class Demo:
         images = [Image.fromarray(image) for image, _, _ in wrong]
         shown = self.overlay(images, layer or self.default_layer, float(opacity), classes=[p for _, _, p in wrong])
         names = self.model.class_names
-        return ([(s, f"{names[t]} → {names[p]}") for s, (_, t, p) in zip(shown, wrong)],
-                f"The first {len(wrong)} misclassified test images (true → predicted), under the map of the class taken.")
+        return (
+            [(s, f"{names[t]} → {names[p]}") for s, (_, t, p) in zip(shown, wrong)],
+            f"The first {len(wrong)} misclassified test images (true → predicted), under the map of the class taken.",
+        )
 
 
 def build_demo(ckpt_path: str | Path, data_dir: str | Path | None = None, trusted: list[str] | None = None):
@@ -112,14 +137,18 @@ def build_demo(ckpt_path: str | Path, data_dir: str | Path | None = None, truste
 
     demo = Demo(ckpt_path, data_dir, trusted)
     with gr.Blocks(title="cifar_lightning demo", analytics_enabled=False) as page:
-        gr.Markdown(f"# cifar_lightning\nCheckpoint `{demo.ckpt_path}`: a CIFAR-10 classifier ({', '.join(demo.model.class_names)}).")
+        gr.Markdown(
+            f"# cifar_lightning\nCheckpoint `{demo.ckpt_path}`: a CIFAR-10 classifier ({', '.join(demo.model.class_names)})."
+        )
         with gr.Row():
             top_k = gr.Slider(1, len(demo.model.class_names), value=3, step=1, label="classes shown (top k)")
             layer = gr.Dropdown(demo.layers, value=demo.default_layer, label="Grad-CAM layer")
             opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="overlay opacity")
         with gr.Tab("Classify"):
             with gr.Row():
-                upload = gr.File(label="an image (PNG, JPEG...)", file_types=["image"], type="filepath", elem_id="upload")
+                upload = gr.File(
+                    label="an image (PNG, JPEG...)", file_types=["image"], type="filepath", elem_id="upload"
+                )
                 classes = gr.Label(label="top classes", elem_id="classes")
                 shown = gr.Image(label="what the network looked at (Grad-CAM)", type="numpy", elem_id="overlay")
             message = gr.Markdown(elem_id="message")
@@ -138,10 +167,14 @@ def build_demo(ckpt_path: str | Path, data_dir: str | Path | None = None, truste
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cifar-lightning demo", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint this project wrote (results/fast/last.ckpt)")
-    parser.add_argument("--data_dir", help="where a fit decoded CIFAR-10 (data.data_dir): the misclassified tab reads its test split")
+    parser.add_argument(
+        "--data_dir", help="where a fit decoded CIFAR-10 (data.data_dir): the misclassified tab reads its test split"
+    )
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: this machine only)")
-    parser.add_argument("--trusted", action="append", default=None, help="a class the checkpoint may name besides the project's own")
+    parser.add_argument(
+        "--trusted", action="append", default=None, help="a class the checkpoint may name besides the project's own"
+    )
     args = parser.parse_args(argv)
     from cifar_lightning.errors import user_errors
 
@@ -149,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
         if not importable("gradio"):
             from cifar_lightning.errors import ConfigError
 
-            raise ConfigError("cifar-lightning demo needs gradio, which is not installed: pip install 'cifar_lightning[demo]'")
+            raise ConfigError(
+                "cifar-lightning demo needs gradio, which is not installed: pip install 'cifar_lightning[demo]'"
+            )
         page = build_demo(args.ckpt_path, args.data_dir, args.trusted)
     page.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, show_error=False)
 

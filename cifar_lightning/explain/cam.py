@@ -24,7 +24,9 @@ def conv_layers(network: nn.Module) -> list[str]:
 def default_layer(network: nn.Module) -> str:
     layers = conv_layers(network)
     if not layers:
-        raise ValueError(f"{type(network).__name__} has no Conv2d layer to explain: name a layer that outputs a feature map")
+        raise ValueError(
+            f"{type(network).__name__} has no Conv2d layer to explain: name a layer that outputs a feature map"
+        )
     return layers[-1]
 
 
@@ -37,7 +39,9 @@ def find_layer(network: nn.Module, layer: str | None) -> nn.Module:
     return modules[name]
 
 
-def activation_maps(network: nn.Module, inputs: Tensor, layer: str | None = None, classes: Sequence[int] | None = None) -> np.ndarray:
+def activation_maps(
+    network: nn.Module, inputs: Tensor, layer: str | None = None, classes: Sequence[int] | None = None
+) -> np.ndarray:
     """N x H x W maps in [0, 1] for the network's ``inputs`` (already normalised), one per image.
 
     ``classes``: the class to explain for each image; default, each image's predicted class.
@@ -63,5 +67,9 @@ def overlay(images: np.ndarray, maps: np.ndarray, opacity: float = 0.5) -> np.nd
 
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be between 0 and 1, not {opacity}")
-    return np.stack([show_cam_on_image(image.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=1.0 - opacity)
-                     for image, cam in zip(images, maps)])
+    return np.stack(
+        [
+            show_cam_on_image(image.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=1.0 - opacity)
+            for image, cam in zip(images, maps)
+        ]
+    )

@@ -43,12 +43,17 @@ class Field:
     jump: tuple[int, int] = (1, 1)
 
     def grown(self, kernel, stride, dilation) -> Field:
-        return Field(tuple(r + (k - 1) * d * j for r, k, d, j in zip(self.size, kernel, dilation, self.jump)),
-                     tuple(j * s for j, s in zip(self.jump, stride)))
+        return Field(
+            tuple(r + (k - 1) * d * j for r, k, d, j in zip(self.size, kernel, dilation, self.jump)),
+            tuple(j * s for j, s in zip(self.jump, stride)),
+        )
 
     @staticmethod
     def largest(fields: list[Field]) -> Field:
-        return Field(tuple(max(f.size[i] for f in fields) for i in range(2)), tuple(max(f.jump[i] for f in fields) for i in range(2)))
+        return Field(
+            tuple(max(f.size[i] for f in fields) for i in range(2)),
+            tuple(max(f.jump[i] for f in fields) for i in range(2)),
+        )
 
 
 def pair(value) -> tuple[int, int]:
@@ -66,7 +71,9 @@ class FieldTracker(TorchFunctionMode):
 
     def __init__(self, image: Tensor) -> None:
         super().__init__()
-        self.fields: dict[int, tuple[Tensor, Field]] = {id(image): (image, Field())}  # the tensor kept: its id stays its own
+        self.fields: dict[int, tuple[Tensor, Field]] = {
+            id(image): (image, Field())
+        }  # the tensor kept: its id stays its own
 
     def field(self, tensor) -> Field | None:
         entry = self.fields.get(id(tensor))
@@ -75,7 +82,12 @@ class FieldTracker(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         output = func(*args, **kwargs)
-        tensors = [a for a in list(args) + list(kwargs.values()) for a in (a if isinstance(a, (list, tuple)) else [a]) if isinstance(a, Tensor)]
+        tensors = [
+            a
+            for a in list(args) + list(kwargs.values())
+            for a in (a if isinstance(a, (list, tuple)) else [a])
+            if isinstance(a, Tensor)
+        ]
         known = [f for f in map(self.field, tensors) if f is not None]
         if not known or not isinstance(output, Tensor):
             return output
@@ -83,7 +95,11 @@ class FieldTracker(TorchFunctionMode):
         if func in CONVOLUTIONS:
             weight = argument(args, kwargs, 1, "weight", None)
             kernel = tuple(weight.shape[2:])
-            field = source.grown(pair(kernel), pair(argument(args, kwargs, 3, "stride", 1)), pair(argument(args, kwargs, 5, "dilation", 1)))
+            field = source.grown(
+                pair(kernel),
+                pair(argument(args, kwargs, 3, "stride", 1)),
+                pair(argument(args, kwargs, 5, "dilation", 1)),
+            )
         elif func in POOLS:
             kernel = pair(argument(args, kwargs, 1, "kernel_size", 1))
             stride = argument(args, kwargs, 2, "stride", None)
@@ -121,9 +137,16 @@ def layer_table(network: nn.Module, image_size: int = 32) -> list[Row]:
     def after(module, args, output):
         if isinstance(output, Tensor):
             field = tracker.field(output)
-            rows.append(Row(f"{type(module).__name__}-{len(rows) + 1}", names[module], tuple(output.shape[1:]),
-                            sum(p.numel() for p in module.parameters(recurse=False)), field,
-                            inputs[module].jump if inputs.get(module) else None))
+            rows.append(
+                Row(
+                    f"{type(module).__name__}-{len(rows) + 1}",
+                    names[module],
+                    tuple(output.shape[1:]),
+                    sum(p.numel() for p in module.parameters(recurse=False)),
+                    field,
+                    inputs[module].jump if inputs.get(module) else None,
+                )
+            )
 
     modules = [m for m in network.modules() if m is not network and not isinstance(m, CONTAINERS)]
     handles = [h for m in modules for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
@@ -152,15 +175,22 @@ def format_table(network: nn.Module, image_size: int = 32) -> str:
     lines = [header, "=" * len(header)]
     for row in rows:
         shape = "[-1, " + ", ".join(map(str, row.shape)) + "]"
-        lines.append(f"{row.name:>25} {row.module:<{width}} {shape:>18} {row.parameters:>9,} {side(row.field.size if row.field else None):>5} "
-                     f"{side(row.jump_in):>8} {side(row.field.jump if row.field else None):>7}")
+        lines.append(
+            f"{row.name:>25} {row.module:<{width}} {shape:>18} {row.parameters:>9,} {side(row.field.size if row.field else None):>5} "
+            f"{side(row.jump_in):>8} {side(row.field.jump if row.field else None):>7}"
+        )
     total = sum(p.numel() for p in network.parameters())
     spatial = [row for row in rows if len(row.shape) == 3 and row.field is not None and row.shape[1:] != (1, 1)]
     final = spatial[-1] if spatial else None
-    lines += ["=" * len(header), f"Total params: {total:,}",
-              "RF: receptive field in input pixels; jump in: input pixels between neighbouring positions of the layer's input; "
-              "stride: the same at its output (the cumulative stride)"]
+    lines += [
+        "=" * len(header),
+        f"Total params: {total:,}",
+        "RF: receptive field in input pixels; jump in: input pixels between neighbouring positions of the layer's input; "
+        "stride: the same at its output (the cumulative stride)",
+    ]
     if final is not None:
-        lines.append(f"Receptive field: {side(final.field.size)} pixels (of a {image_size}x{image_size} input) at {final.module}, "
-                     f"the last layer before the global pooling; cumulative stride {side(final.field.jump)}")
+        lines.append(
+            f"Receptive field: {side(final.field.size)} pixels (of a {image_size}x{image_size} input) at {final.module}, "
+            f"the last layer before the global pooling; cumulative stride {side(final.field.jump)}"
+        )
     return "\n".join(lines)

@@ -17,18 +17,17 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.errors import CheckpointError, DataError
+from cifar_lightning.runs.checkpoints import read_checkpoint
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray]
+ImageLike = str | Path | Image.Image | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,14 @@ class Prediction:
 class TrainedClassifier(nn.Module):
     """A trained network behind its own preprocessing: RGB in [0, 1] (N x 3 x H x W) in, logits out."""
 
-    def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float], class_names: Sequence[str],
-                 input_size: Sequence[int] = (32, 32)) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        class_names: Sequence[str],
+        input_size: Sequence[int] = (32, 32),
+    ) -> None:
         super().__init__()
         self.network = network
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
@@ -95,9 +100,12 @@ class TrainedClassifier(nn.Module):
             for row in probabilities
         ]
 
-
-    def activation_maps(self, images: ImageLike | Sequence[ImageLike], layer: str | None = None,
-                        classes: Sequence[int | str] | None = None) -> np.ndarray:
+    def activation_maps(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        layer: str | None = None,
+        classes: Sequence[int | str] | None = None,
+    ) -> np.ndarray:
         """Grad-CAM map of ``layer`` for each image: N x H x W floats in [0, 1].
 
         ``layer``: a module name of the network (``model.network``); default its last convolution
@@ -112,7 +120,9 @@ class TrainedClassifier(nn.Module):
         return activation_maps(self.network, (batch - self.mean) / self.std, layer, classes)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu", trusted: list[str | type] | str | None = None) -> TrainedClassifier:
+def load(
+    path: str | Path, map_location: str | torch.device = "cpu", trusted: list[str | type] | str | None = None
+) -> TrainedClassifier:
     """The trained model in a checkpoint this project wrote, ready for ``predict``, in eval mode.
 
     The checkpoint is data: it may name only the project's own networks, unless ``trusted`` lists
@@ -130,7 +140,14 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", trusted: li
     del checkpoint  # load_from_checkpoint reads it again: one copy of the weights at a time
     with warnings.catch_warnings():  # Lightning's advice to ignore the network applies to hand-built modules
         warnings.filterwarnings("ignore", message="Attribute 'network' is an instance of `nn.Module`")
-        module = ImageClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True, trusted=trusted)
-    model = TrainedClassifier(module.network, preprocessing["mean"], preprocessing["std"],
-                              preprocessing["class_names"], preprocessing["input_size"])
+        module = ImageClassifier.load_from_checkpoint(
+            path, map_location=map_location, weights_only=True, trusted=trusted
+        )
+    model = TrainedClassifier(
+        module.network,
+        preprocessing["mean"],
+        preprocessing["std"],
+        preprocessing["class_names"],
+        preprocessing["input_size"],
+    )
     return model.to(map_location).eval()

@@ -16,11 +16,12 @@ import json
 from pathlib import Path
 
 import torch
-from cifar_lightning.runs.checkpoints import read_checkpoint
-from cifar_lightning.lightning_cli import build
+
 from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.errors import CheckpointError, user_errors
 from cifar_lightning.inference.classifier import TrainedClassifier
+from cifar_lightning.lightning_cli import build
+from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.training.trust import check_checkpoint, check_same_network, spec_name
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -43,10 +44,14 @@ def load_for_export(config: str, ckpt_path: str, overrides: list[str]) -> tuple[
         raise CheckpointError(f"{ckpt_path} does not fit the config's network ({str(err).splitlines()[0]})") from None
     network = model.network.to(memory_format=torch.contiguous_format).eval()
     if "preprocessing" not in checkpoint:
-        raise CheckpointError(f"{ckpt_path} carries no preprocessing (mean, std, class names), which this project's checkpoints hold: retrain it")
+        raise CheckpointError(
+            f"{ckpt_path} carries no preprocessing (mean, std, class names), which this project's checkpoints hold: retrain it"
+        )
     preprocessing = check_preprocessing(checkpoint["preprocessing"], ckpt_path)
     # the statistics the network was trained behind, whatever data is present now
-    classifier = TrainedClassifier(network, preprocessing["mean"], preprocessing["std"], preprocessing["class_names"], preprocessing["input_size"])
+    classifier = TrainedClassifier(
+        network, preprocessing["mean"], preprocessing["std"], preprocessing["class_names"], preprocessing["input_size"]
+    )
     return classifier.eval(), preprocessing["class_names"]
 
 
@@ -57,19 +62,40 @@ def export(model: TrainedClassifier, classes: list[str], out: Path) -> dict[str,
     with torch.no_grad():
         torch.jit.save(torch.jit.trace(model, example), paths["torchscript"])
         batch = torch.export.Dim("batch", min=1, max=65536)
-        program = torch.onnx.export(model, (example,), dynamic_shapes=({0: batch},), input_names=["images"],
-                                    output_names=["logits"], dynamo=True, verbose=False)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamic_shapes=({0: batch},),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamo=True,
+            verbose=False,
+        )
         program.save(str(paths["onnx"]))
-    paths["info"].write_text(json.dumps({
-        "input": {"name": "images", "shape": ["N", *IMAGE_SHAPE], "dtype": "float32", "range": [0, 1], "channels": "RGB"},
-        "output": {"name": "logits", "shape": ["N", len(classes)]},
-        "classes": classes,
-    }, indent=2) + "\n")
+    paths["info"].write_text(
+        json.dumps(
+            {
+                "input": {
+                    "name": "images",
+                    "shape": ["N", *IMAGE_SHAPE],
+                    "dtype": "float32",
+                    "range": [0, 1],
+                    "channels": "RGB",
+                },
+                "output": {"name": "logits", "shape": ["N", len(classes)]},
+                "classes": classes,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return paths
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="the run's config.yaml")
     parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
     parser.add_argument("--out", help="output folder (default: <run>/export)")

@@ -82,7 +82,9 @@ class CompactNet(nn.Module):
         if stem == "whiten":
             whitening = PatchWhitening(3, kernel=2)
             if stem_width != whitening.out_channels:
-                raise ValueError(f"stem: whiten gives {whitening.out_channels} channels, so stem_width must be {whitening.out_channels}, not {stem_width}")
+                raise ValueError(
+                    f"stem: whiten gives {whitening.out_channels} channels, so stem_width must be {whitening.out_channels}, not {stem_width}"
+                )
             first: nn.Module = nn.Sequential(whitening, nn.GELU())
         else:
             first = ConvBNAct(3, stem_width, self.norm)
@@ -108,7 +110,9 @@ class ResidualGroup(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, norm: Norm = nn.BatchNorm2d) -> None:
         super().__init__()
         self.down = nn.Sequential(conv3x3(in_channels, out_channels), nn.MaxPool2d(2), norm(out_channels), nn.GELU())
-        self.residual = nn.Sequential(ConvBNAct(out_channels, out_channels, norm), ConvBNAct(out_channels, out_channels, norm))
+        self.residual = nn.Sequential(
+            ConvBNAct(out_channels, out_channels, norm), ConvBNAct(out_channels, out_channels, norm)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.down(x)
@@ -122,9 +126,18 @@ class ResidualCompactNet(CompactNet):
     same multiply-adds per image as CompactNet (about 21M) for 184,226 parameters.
     """
 
-    def __init__(self, num_classes: int = 10, stem_width: int = 24, widths: tuple[int, int, int] = (32, 48, 64),
-                 stem: Literal["conv", "whiten"] = "conv", bn_momentum: float = 0.1, bn_train_scale: bool = True) -> None:
-        super().__init__(num_classes, stem_width, widths, stem=stem, bn_momentum=bn_momentum, bn_train_scale=bn_train_scale)
+    def __init__(
+        self,
+        num_classes: int = 10,
+        stem_width: int = 24,
+        widths: tuple[int, int, int] = (32, 48, 64),
+        stem: Literal["conv", "whiten"] = "conv",
+        bn_momentum: float = 0.1,
+        bn_train_scale: bool = True,
+    ) -> None:
+        super().__init__(
+            num_classes, stem_width, widths, stem=stem, bn_momentum=bn_momentum, bn_train_scale=bn_train_scale
+        )
 
     def make_group(self, in_channels: int, out_channels: int, pool: bool) -> nn.Module:
         return ResidualGroup(in_channels, out_channels, self.norm)  # always pools

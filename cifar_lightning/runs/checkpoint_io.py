@@ -13,7 +13,6 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from cifar_lightning.errors import CheckpointError
 from cifar_lightning.runs.checkpoints import read_checkpoint
 
-
 # less free space than this, seen while the partial file still holds what it wrote, means the disk
 # filled up (one checkpoint of these networks is 0.6-2.4 MB)
 FULL_DISK_BYTES = 1 << 20
@@ -36,7 +35,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     sees the previous complete file or the new complete file, nothing between.
     """
 
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         """A local file through ``read_checkpoint``: checked, and read once per command (the CLI read it first)."""
         if weights_only is False or "://" in str(path):  # pickled objects the user trusts, or remote storage
             return super().load_checkpoint(path, map_location, weights_only)

@@ -37,7 +37,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is not a complete checkpoint (the file is empty): {hint}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip; a cut copy has no end record
-        raise CheckpointError(f"{path} is not a complete checkpoint (truncated, or not a torch checkpoint file): {hint}")
+        raise CheckpointError(
+            f"{path} is not a complete checkpoint (truncated, or not a torch checkpoint file): {hint}"
+        )
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if _last_read is not None and _last_read[0] == key:
@@ -51,9 +53,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         first = " ".join(str(err).split())[:200]
         raise CheckpointError(f"{path} is not a complete checkpoint ({first}): {hint}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not a complete checkpoint (it holds no state_dict: not a Lightning checkpoint): {hint}")
+        raise CheckpointError(
+            f"{path} is not a complete checkpoint (it holds no state_dict: not a Lightning checkpoint): {hint}"
+        )
     if nesting_depth(checkpoint) > MAX_DEPTH:  # every reader after this one walks it recursively
-        raise CheckpointError(f"{path} nests its settings more than {MAX_DEPTH} levels deep, which this project never writes: {hint}")
+        raise CheckpointError(
+            f"{path} nests its settings more than {MAX_DEPTH} levels deep, which this project never writes: {hint}"
+        )
     _last_read = key, checkpoint
     return _containers_copied(checkpoint)
 
@@ -93,8 +99,10 @@ def check_unpacked_size(path: Path, hint: str) -> None:
         raise CheckpointError(f"{path} was re-compressed ({packed[0][:80]}), which torch.save never does: {hint}")
     total = sum(m.file_size for m in members)
     if total > MAX_CHECKPOINT_BYTES:
-        raise CheckpointError(f"{path} unpacks to {total >> 20} MB, more than the {MAX_CHECKPOINT_BYTES >> 20} MB a checkpoint "
-                              f"of a compact network needs: {hint}")
+        raise CheckpointError(
+            f"{path} unpacks to {total >> 20} MB, more than the {MAX_CHECKPOINT_BYTES >> 20} MB a checkpoint "
+            f"of a compact network needs: {hint}"
+        )
 
 
 def run_of_checkpoint(ckpt_path: str | Path) -> Path | None:

@@ -79,13 +79,17 @@ def claim_run_folder(config, ckpt_path: str | None, fit: bool = False) -> None:
     """
     if fit and config["trainer"].get("logger") is False:
         # the run folder is the logger's: without one, Lightning would put every fit's checkpoints in one folder
-        raise UserError("a fit needs a logger, whose run folder holds its config, checkpoints and curves: leave out "
-                        "--trainer.logger false, or pass --trainer.logger lightning.pytorch.loggers.CSVLogger for plain files")
+        raise UserError(
+            "a fit needs a logger, whose run folder holds its config, checkpoints and curves: leave out "
+            "--trainer.logger false, or pass --trainer.logger lightning.pytorch.loggers.CSVLogger for plain files"
+        )
     if fit and not ckpt_path:
         refuse_checkpoints_of_another_run(config)
     folder = logger_dir(config)
     if folder is None:  # another logger, or none: Lightning's default root holds the checkpoints
-        ensure_writable_folder(Path(config["trainer"].get("default_root_dir") or "."), "log", "pass another --trainer.default_root_dir")
+        ensure_writable_folder(
+            Path(config["trainer"].get("default_root_dir") or "."), "log", "pass another --trainer.default_root_dir"
+        )
         return
     logger_args = folder_logger_args(config)
     version = run_version(config, ckpt_path) if ckpt_path else None
@@ -93,8 +97,10 @@ def claim_run_folder(config, ckpt_path: str | None, fit: bool = False) -> None:
     if version is None and fit and named is not None and (folder / str(named) / RUN_CONFIG).is_file():
         # a new fit started from a run's config.yaml, which names that run's folder: a folder of its own
         logger_args["version"] = None
-        rank_zero_info(f"{folder / str(named)} holds another run: this fit logs into a new folder "
-                      f"(to resume that run instead: --ckpt_path {folder / str(named) / 'checkpoints' / (LAST_NAME + '.ckpt')})")
+        rank_zero_info(
+            f"{folder / str(named)} holds another run: this fit logs into a new folder "
+            f"(to resume that run instead: --ckpt_path {folder / str(named) / 'checkpoints' / (LAST_NAME + '.ckpt')})"
+        )
     if version is not None:
         logger_args["version"] = version
     elif logger_args.get("version") is None:
@@ -111,8 +117,11 @@ def checkpoint_folders(config) -> list[tuple[Path, str]]:
     A logger's run folder is claimed new (``claim_version``); a ``dirpath`` that the config names is
     the same folder for every fit.
     """
-    return [(Path(config[key]["dirpath"]), f"--{key}.dirpath") for key in ("checkpoint", "last_checkpoint")
-            if (config.get(key) or {}).get("dirpath")]
+    return [
+        (Path(config[key]["dirpath"]), f"--{key}.dirpath")
+        for key in ("checkpoint", "last_checkpoint")
+        if (config.get(key) or {}).get("dirpath")
+    ]
 
 
 def refuse_checkpoints_of_another_run(config) -> None:
@@ -121,9 +130,11 @@ def refuse_checkpoints_of_another_run(config) -> None:
         held = sorted(p.name for p in folder.glob("*.ckpt"))
         if held:
             resume = LAST_NAME + ".ckpt" if LAST_NAME + ".ckpt" in held else held[-1]
-            raise UserError(f"{folder} holds another run's checkpoints ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}), "
-                            f"which a new fit would write over: resume that run with --ckpt_path {folder / resume}, "
-                            f"or pass another {setting}")
+            raise UserError(
+                f"{folder} holds another run's checkpoints ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}), "
+                f"which a new fit would write over: resume that run with --ckpt_path {folder / resume}, "
+                f"or pass another {setting}"
+            )
 
 
 def mark_trained(run_dir: str | Path | None) -> None:
@@ -141,7 +152,11 @@ def release_unused(run_dir: str | Path) -> bool:
     is never touched.
     """
     run_dir = Path(run_dir)
-    if run_dir.resolve() not in CLAIMED or run_dir.resolve() in TRAINED or any((run_dir / "checkpoints").glob("*.ckpt")):
+    if (
+        run_dir.resolve() not in CLAIMED
+        or run_dir.resolve() in TRAINED
+        or any((run_dir / "checkpoints").glob("*.ckpt"))
+    ):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
     CLAIMED.discard(run_dir.resolve())

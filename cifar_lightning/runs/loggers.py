@@ -111,7 +111,10 @@ def arrange(config) -> None:
         loggers = [keepers[0], *(entry for entry in loggers if entry is not keepers[0])]
     else:
         root = config["trainer"].get("default_root_dir") or "."
-        loggers = [Namespace(class_path=RECORD_LOGGER, init_args=Namespace(save_dir=str(root), name=RECORD_NAME)), *loggers]
+        loggers = [
+            Namespace(class_path=RECORD_LOGGER, init_args=Namespace(save_dir=str(root), name=RECORD_NAME)),
+            *loggers,
+        ]
     config["trainer"]["logger"] = loggers if len(loggers) > 1 else loggers[0]
 
 

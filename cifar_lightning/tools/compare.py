@@ -21,7 +21,14 @@ from cifar_lightning.runs.flat_config import flatten
 # the settings that shape training; callbacks, checkpoints and logging do not
 COMPARED = ("seed_everything", "trainer.", "model.", "data.")
 # ...except those that name a run or say where files are
-IGNORED = ("trainer.logger.", "trainer.enable_progress_bar", "trainer.enable_model_summary", "data.archive", "data.data_dir", "data.num_workers")
+IGNORED = (
+    "trainer.logger.",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "data.archive",
+    "data.data_dir",
+    "data.num_workers",
+)
 
 
 def _short(value: object) -> str:
@@ -58,7 +65,11 @@ def changes(config: dict, baseline: dict) -> str:
     compared = [key for key in sorted({*ours, *base}) if key.startswith(COMPARED) and not key.startswith(IGNORED)]
     # a section the baseline fills in but this run leaves empty (model.distillation: null) flattens to
     # one key here and to its fields there, so it counts as a change too
-    diff = {f"{key}={_short(ours[key])}" for key in compared if key in ours and (ours[key] != base.get(key) or key in base_sections)}
+    diff = {
+        f"{key}={_short(ours[key])}"
+        for key in compared
+        if key in ours and (ours[key] != base.get(key) or key in base_sections)
+    }
     diff |= {f"{section}=(not set)" for key in compared if key not in ours and (section := absent_section(key))}
     return ", ".join(sorted(diff)) or "(baseline)"
 

@@ -31,7 +31,9 @@ def image_files(paths: list[Path]) -> list[Path]:
         else:
             raise DataError(f"{path} does not exist: pass image files or folders of images")
     if not found:
-        raise DataError(f"no images in {', '.join(map(str, paths))}: pass image files ({', '.join(IMAGE_SUFFIXES)}) or folders of them")
+        raise DataError(
+            f"no images in {', '.join(map(str, paths))}: pass image files ({', '.join(IMAGE_SUFFIXES)}) or folders of them"
+        )
     return found
 
 
@@ -45,18 +47,28 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cifar-lightning explain", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint this project wrote")
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
-    parser.add_argument("--out", type=Path, default=Path("explain"), help="the folder for the overlays (default explain/)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("explain"), help="the folder for the overlays (default explain/)"
+    )
     parser.add_argument("--layer", help="the network's module to explain (default: its last convolution)")
-    parser.add_argument("--opacity", type=float, default=0.5, help="how strongly the map covers the image, 0 to 1 (default 0.5)")
-    parser.add_argument("--scale", type=int, default=4, help="how many times larger the PNGs are than the network's input (default 4)")
-    parser.add_argument("--trusted", action="append", default=None, help="a class the checkpoint may name besides the project's own")
+    parser.add_argument(
+        "--opacity", type=float, default=0.5, help="how strongly the map covers the image, 0 to 1 (default 0.5)"
+    )
+    parser.add_argument(
+        "--scale", type=int, default=4, help="how many times larger the PNGs are than the network's input (default 4)"
+    )
+    parser.add_argument(
+        "--trusted", action="append", default=None, help="a class the checkpoint may name besides the project's own"
+    )
     args = parser.parse_args(argv)
     with user_errors(False, "cifar-lightning explain"):
         from cifar_lightning.explain import default_layer, overlay
         from cifar_lightning.inference.classifier import load
 
         if not 0.0 <= args.opacity <= 1.0 or args.scale < 1:
-            raise DataError(f"--opacity must be between 0 and 1 and --scale at least 1 (got {args.opacity}, {args.scale})")
+            raise DataError(
+                f"--opacity must be between 0 and 1 and --scale at least 1 (got {args.opacity}, {args.scale})"
+            )
         files = image_files(args.images)
         model = load(args.ckpt_path, trusted=args.trusted)
         try:

@@ -31,8 +31,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from lightning.pytorch.tuner import Tuner  # noqa: E402
 
-from cifar_lightning.lightning_cli import build  # noqa: E402
 from cifar_lightning.errors import user_errors  # noqa: E402
+from cifar_lightning.lightning_cli import build  # noqa: E402
 
 BETA = 0.98  # Lightning's smoothing factor for the sweep
 SKIP_BEGIN, SKIP_END = 10, 5  # points left out of the suggestion: the start is noise, the end diverges
@@ -88,20 +88,36 @@ def tenth_of_minimum(rates: list[float], curve: list[float]) -> float | None:
     return None if lowest is None or lowest < SKIP_BEGIN else rates[lowest] / 10
 
 
-def find_lr(config: str, overrides: list[str], steps: int, min_lr: float, max_lr: float, out: Path) -> tuple[float | None, float | None]:
+def find_lr(
+    config: str, overrides: list[str], steps: int, min_lr: float, max_lr: float, out: Path
+) -> tuple[float | None, float | None]:
     # Tuner.lr_find saves the starting weights as .lr_find_<uuid>.ckpt in the trainer's root folder and
     # deletes it only when the sweep ends normally: a temporary root folder goes on failure or Ctrl-C too
     with tempfile.TemporaryDirectory(prefix="cifar-lightning-lr-find-") as scratch:
         cli = build(config, [*overrides, f"--trainer.default_root_dir={scratch}"])
         # update_attr=False: the rate lives in the optimizer's config (model.optimizer.init_args.lr)
-        finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, min_lr=min_lr, max_lr=max_lr,
-                                            num_training=steps, update_attr=False, early_stop_threshold=None)
+        finder = Tuner(cli.trainer).lr_find(
+            cli.model,
+            datamodule=cli.datamodule,
+            min_lr=min_lr,
+            max_lr=max_lr,
+            num_training=steps,
+            update_attr=False,
+            early_stop_threshold=None,
+        )
     rates, losses = finder.results["lr"], raw_losses(finder.results["loss"])
     curve = smoothed(losses)
     suggestion, lower = tenth_of_minimum(rates, curve), steepest(rates, curve)
     figure, axes = plt.subplots(figsize=(7, 4.5))
     axes.plot(rates, losses, color="0.75", linewidth=0.8, label="raw loss, each step")
-    axes.plot(rates, finder.results["loss"], color="C1", linewidth=0.8, linestyle=":", label="Lightning's curve (bias one step late)")
+    axes.plot(
+        rates,
+        finder.results["loss"],
+        color="C1",
+        linewidth=0.8,
+        linestyle=":",
+        label="Lightning's curve (bias one step late)",
+    )
     axes.plot(rates, curve, color="C0", label=f"smoothed (beta {BETA}, bias corrected)")
     if suggestion is not None:
         axes.axvline(suggestion, color="C3", linestyle="--", label=f"a tenth of the minimum's rate: {suggestion:.3g}")
@@ -122,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--out", default="lr_find.png", help="where the plot goes")
-    parser.add_argument("--steps", type=int, default=300, help="training batches in the sweep (100 is too few to train)")
+    parser.add_argument(
+        "--steps", type=int, default=300, help="training batches in the sweep (100 is too few to train)"
+    )
     parser.add_argument("--min_lr", type=float, default=1e-5)
     parser.add_argument("--max_lr", type=float, default=10.0)
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
@@ -136,9 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     if suggestion is None:
         print("no suggestion: the loss did not fall over the sweep; widen --min_lr/--max_lr or raise --steps")
         sys.exit(1)
-    print(f"suggested OneCycle peak rate: {suggestion:.3g} (a tenth of the rate at the lowest loss; "
-          f"--model.optimizer.init_args.lr {suggestion:.3g}); steepest descent before it: "
-          f"{'none' if lower is None else format(lower, '.3g')}. Validate before trusting it: docs/benchmarks.md")
+    print(
+        f"suggested OneCycle peak rate: {suggestion:.3g} (a tenth of the rate at the lowest loss; "
+        f"--model.optimizer.init_args.lr {suggestion:.3g}); steepest descent before it: "
+        f"{'none' if lower is None else format(lower, '.3g')}. Validate before trusting it: docs/benchmarks.md"
+    )
 
 
 def _stop_on_sigterm(signum, frame) -> None:

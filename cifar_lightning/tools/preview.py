@@ -16,7 +16,9 @@ from cifar_lightning.errors import user_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cifar-lightning preview", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="a recipe (configs/cnn.yaml) or a run's config.yaml")
-    parser.add_argument("--out", type=Path, default=Path("augmentation.png"), help="the PNG to write (default augmentation.png)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("augmentation.png"), help="the PNG to write (default augmentation.png)"
+    )
     parser.add_argument("--images", type=int, default=8, help="training images, one of each class first (default 8)")
     parser.add_argument("--draws", type=int, default=5, help="augmented versions of each (default 5)")
     args, overrides = parser.parse_known_args(argv)
@@ -36,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(args.out, dpi=110)
         plt.close(figure)
-        print(f"wrote {args.out}: {args.images} training images, {args.draws} draws each ({datamodule.pipeline} pipeline)")
+        print(
+            f"wrote {args.out}: {args.images} training images, {args.draws} draws each ({datamodule.pipeline} pipeline)"
+        )
 
 
 if __name__ == "__main__":

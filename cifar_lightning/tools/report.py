@@ -22,11 +22,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from cifar_lightning.runs.checkpoints import read_checkpoint  # noqa: E402
 from cifar_lightning.errors import user_errors  # noqa: E402
+from cifar_lightning.runs.checkpoints import read_checkpoint  # noqa: E402
 
 VAL_TARGET = 0.85  # the seed's headline: first epoch with validation accuracy at or above this
 COLUMNS = ["epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "wall_time_s", "epoch_time_s"]
@@ -54,7 +53,9 @@ def read_scalars(run_dir: Path, started: float | None = None) -> dict[str, list[
     if not events and is_logger_csv(run_dir / LOGGER_CSV):
         return read_csv_scalars(run_dir / LOGGER_CSV, started or 0.0)
     if not events:
-        raise SystemExit(f"error: no TensorBoard event files or CSVLogger {LOGGER_CSV} in {run_dir}: pass a lightning_logs/version_N folder")
+        raise SystemExit(
+            f"error: no TensorBoard event files or CSVLogger {LOGGER_CSV} in {run_dir}: pass a lightning_logs/version_N folder"
+        )
     merged: dict[str, dict[int, tuple[float, int, float]]] = {}
     for path in events:
         acc = EventAccumulator(str(path), size_guidance={"scalars": 0})  # 0: keep every point
@@ -96,7 +97,12 @@ def epoch_rows(scalars: dict, started: float | None = None) -> list[dict]:
     """
     epoch_of = {step: int(value) for _, step, value in scalars.get("epoch", [])}
     rows: dict[int, dict] = {}
-    for tag, column in (("train/loss_epoch", "train_loss"), ("train/acc", "train_acc"), ("val/loss", "val_loss"), ("val/acc", "val_acc")):
+    for tag, column in (
+        ("train/loss_epoch", "train_loss"),
+        ("train/acc", "train_acc"),
+        ("val/loss", "val_loss"),
+        ("val/acc", "val_acc"),
+    ):
         for wall, step, value in scalars.get(tag, []):
             epoch = epoch_of.get(step)
             if epoch is None:
@@ -175,8 +181,13 @@ def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
         "final_val_acc": val[-1]["val_acc"] if val else None,
         "test_acc": test[-1][2] if test else None,
         # with test-time views, the same checkpoint one view per image (logged by test)
-        "test_acc_single_view": (scalars["test/acc_single_view"][-1][2] if "test/acc_single_view" in scalars
-                                 else test[-1][2] if test and views == 1 else None),
+        "test_acc_single_view": (
+            scalars["test/acc_single_view"][-1][2]
+            if "test/acc_single_view" in scalars
+            else test[-1][2]
+            if test and views == 1
+            else None
+        ),
         "first_epoch_val_acc_ge_85": crossed,
         "fit_wall_time_s": wall,
         "seconds_per_epoch": wall / len(rows) if rows and wall else None,
@@ -248,13 +259,25 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cifar-lightning report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a lightning_logs/version_N folder")
-    parser.add_argument("--out", type=Path, help="where to write the report (default: the run folder; its report/ when a CSVLogger keeps it)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write the report (default: the run folder; its report/ when a CSVLogger keeps it)",
+    )
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         sys.exit(f"error: {args.run_dir} is not a folder: pass a lightning_logs/version_N folder")
     with user_errors(False, "cifar-lightning report"):
         summary = write_report(args.run_dir, args.out)
-    keys = ("parameters", "epochs", "best_val_acc", "best_val_epoch", "test_acc", "first_epoch_val_acc_ge_85", "fit_wall_time_s")
+    keys = (
+        "parameters",
+        "epochs",
+        "best_val_acc",
+        "best_val_epoch",
+        "test_acc",
+        "first_epoch_val_acc_ge_85",
+        "fit_wall_time_s",
+    )
     for key in keys:
         print(f"{key:>28}: {summary[key]}")
     print(f"{'written to':>28}: {args.out or default_out(args.run_dir)}")

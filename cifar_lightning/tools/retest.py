@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from cifar_lightning.runs import provenance
 from cifar_lightning.data import sources
 from cifar_lightning.errors import user_errors
 from cifar_lightning.inference.classifier import load
+from cifar_lightning.runs import provenance
 
 RETEST = "retest.json"
 
@@ -41,8 +41,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", type=Path, default=Path("data"))
     args = parser.parse_args(argv)
     with user_errors(False, "cifar-lightning retest"):
-        checkpoint = next((p for p in (args.run_dir / args.checkpoint, args.run_dir / "checkpoints" / args.checkpoint) if p.is_file()),
-                          args.run_dir / args.checkpoint)
+        checkpoint = next(
+            (
+                p
+                for p in (args.run_dir / args.checkpoint, args.run_dir / "checkpoints" / args.checkpoint)
+                if p.is_file()
+            ),
+            args.run_dir / args.checkpoint,
+        )
         arrays = sources.read_cache(sources.prepare(args.data_dir, args.archive, download_ok=False))
         accuracy = single_view_accuracy(checkpoint, arrays)
     record = {

@@ -48,9 +48,11 @@ def read_space(path: Path) -> dict[str, dict]:
     for key, spec in space.items():
         ok = isinstance(spec, dict) and (
             (set(spec) == {"choices"} and isinstance(spec["choices"], list) and spec["choices"])
-            or ({"low", "high"} <= set(spec) <= {"low", "high", "log"}
+            or (
+                {"low", "high"} <= set(spec) <= {"low", "high", "log"}
                 and all(isinstance(spec[b], (int, float)) and not isinstance(spec[b], bool) for b in ("low", "high"))
-                and spec["low"] < spec["high"])
+                and spec["low"] < spec["high"]
+            )
         )
         if not ok:
             raise ConfigError(f"search space {path}: {key} must be {SPACE_FORMS}, not {spec!r}")
@@ -63,7 +65,9 @@ def check_keys(space: dict, settings: dict[str, Any], config: str) -> None:
         if key not in settings:
             close = difflib.get_close_matches(key, list(settings), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"search space key {key} is not a setting of {config}{hint}: give the full dotted key, as config.yaml nests it")
+            raise ConfigError(
+                f"search space key {key} is not a setting of {config}{hint}: give the full dotted key, as config.yaml nests it"
+            )
 
 
 def training_hash(settings: dict[str, Any], space: dict) -> str:
@@ -99,7 +103,9 @@ def parse_enqueued(text: str, space: dict) -> dict:
     for pair in filter(None, text.split(",")):
         key, sep, value = pair.partition("=")
         if not sep or key not in space:
-            raise ConfigError(f"--enqueue {text}: each entry must be KEY=VALUE with KEY in the search space ({', '.join(space)})")
+            raise ConfigError(
+                f"--enqueue {text}: each entry must be KEY=VALUE with KEY in the search space ({', '.join(space)})"
+            )
         params[key] = yaml.safe_load(value)
     return params
 
@@ -110,9 +116,14 @@ SQLITE_WAIT_S = 60  # how long a process waits for another's write to the study 
 def open_study(path: Path, fingerprint: str, config: str, startup: int, seed: int | None):
     import optuna
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": SQLITE_WAIT_S}})
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": SQLITE_WAIT_S}}
+    )
     study = optuna.create_study(
-        study_name=path.stem, storage=storage, direction="maximize", load_if_exists=True,
+        study_name=path.stem,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(startup, 1)),
         # pruning from the first epoch on, once `startup` trials have finished
         pruner=optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0),
@@ -122,8 +133,10 @@ def open_study(path: Path, fingerprint: str, config: str, startup: int, seed: in
         study.set_user_attr(HASH_ATTR, fingerprint)
         study.set_user_attr("config", config)
     elif stored != fingerprint:
-        raise UserError(f"study {path} belongs to another recipe ({study.user_attrs.get('config')}, other training settings): "
-                        f"pass another --study for {config}")
+        raise UserError(
+            f"study {path} belongs to another recipe ({study.user_attrs.get('config')}, other training settings): "
+            f"pass another --study for {config}"
+        )
     return study
 
 
@@ -137,7 +150,13 @@ def objective(config: str, overrides: list[str], space: dict):
 
     def run_trial(trial) -> float:
         params = {key: suggest(trial, key, spec) for key, spec in space.items()}
-        args = ["fit", "--config", config, *overrides, *(f"--{key}={json.dumps(value)}" for key, value in params.items())]
+        args = [
+            "fit",
+            "--config",
+            config,
+            *overrides,
+            *(f"--{key}={json.dumps(value)}" for key, value in params.items()),
+        ]
         callbacks = [
             PyTorchLightningPruningCallback(trial, monitor=MONITOR),
             LambdaCallback(on_fit_start=lambda trainer, module: trial.set_user_attr("run_dir", trainer.log_dir)),
@@ -152,7 +171,9 @@ def objective(config: str, overrides: list[str], space: dict):
             raise optuna.TrialPruned(str(err)) from None
         best = cli.trainer.checkpoint_callback.best_model_score
         if best is None:
-            raise UserError(f"trial {trial.number} logged no {MONITOR}: a search needs the validation split (data.val_size > 0)")
+            raise UserError(
+                f"trial {trial.number} logged no {MONITOR}: a search needs the validation split (data.val_size > 0)"
+            )
         return float(best)
 
     return run_trial
@@ -185,12 +206,17 @@ def write_outputs(study, path: Path, base: dict) -> list[str]:
         for key, value in best.params.items():
             set_key(base, key, value)
         best_config = path.with_suffix(".best.yaml")
-        header = (f"# the best trial of study {path} (trial {best.number}, best {MONITOR} {best.value:.4f}, "
-                  f"run {best.user_attrs.get('run_dir')})\n")
+        header = (
+            f"# the best trial of study {path} (trial {best.number}, best {MONITOR} {best.value:.4f}, "
+            f"run {best.user_attrs.get('run_dir')})\n"
+        )
         best_config.write_text(header + yaml.safe_dump(base, sort_keys=False))
         settings = "\n".join(f"  {key}: {value}" for key, value in best.params.items())
-        lines += [f"best trial {best.number}: {MONITOR} {best.value:.4f} with", settings,
-                  f"train it: {shell_command()} fit --config {best_config}"]
+        lines += [
+            f"best trial {best.number}: {MONITOR} {best.value:.4f} with",
+            settings,
+            f"train it: {shell_command()} fit --config {best_config}",
+        ]
     return lines
 
 
@@ -223,19 +249,30 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cifar-lightning search", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="the recipe to tune (configs/fast.yaml)")
     parser.add_argument("--space", required=True, type=Path, help=f"YAML: setting key -> {SPACE_FORMS}")
-    parser.add_argument("--study", type=Path, help="the study's SQLite file (default lightning_logs/search-<config>.db)")
+    parser.add_argument(
+        "--study", type=Path, help="the study's SQLite file (default lightning_logs/search-<config>.db)"
+    )
     parser.add_argument("--trials", type=int, default=10, help="trials this process runs (default 10)")
     parser.add_argument("--timeout", type=float, help="minutes after which this process starts no new trial")
     parser.add_argument("--startup", type=int, default=3, help="finished trials before pruning starts (default 3)")
-    parser.add_argument("--seed", type=int, help="the sampler's seed (leave unset when several processes share a study)")
-    parser.add_argument("--enqueue", action="append", default=[], metavar="KEY=VALUE,...",
-                        help="a trial to run first with these settings; repeat for more")
+    parser.add_argument(
+        "--seed", type=int, help="the sampler's seed (leave unset when several processes share a study)"
+    )
+    parser.add_argument(
+        "--enqueue",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE,...",
+        help="a trial to run first with these settings; repeat for more",
+    )
     args, overrides = parser.parse_known_args(argv)
     with user_errors("--verbose" in overrides, "cifar-lightning search"):
         overrides = [a for a in overrides if a != "--verbose"]
         missing = [name for name in ("optuna", "optuna_integration", "pandas") if not importable(name)]
         if missing:
-            raise ConfigError(f"cifar-lightning search needs {', '.join(missing)}, not installed: pip install 'cifar_lightning[search]'")
+            raise ConfigError(
+                f"cifar-lightning search needs {', '.join(missing)}, not installed: pip install 'cifar_lightning[search]'"
+            )
         from cifar_lightning.lightning_cli import build
 
         space = read_space(args.space)
@@ -259,8 +296,12 @@ def main(argv: list[str] | None = None) -> None:
             for params in enqueued:
                 study.enqueue_trial(params)
         del base_cli
-        study.optimize(objective(args.config, overrides, space), n_trials=args.trials, gc_after_trial=True,
-                       timeout=args.timeout * 60 if args.timeout else None)
+        study.optimize(
+            objective(args.config, overrides, space),
+            n_trials=args.trials,
+            gc_after_trial=True,
+            timeout=args.timeout * 60 if args.timeout else None,
+        )
         for line in write_outputs(study, study_path, base):
             print(line)
 

@@ -15,10 +15,10 @@ from torch.nn import functional as F
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from cifar_lightning.errors import CheckpointError, ConfigError
 from cifar_lightning.models.whitening import PatchWhitening
 from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.training.distillation import Distillation
-from cifar_lightning.errors import CheckpointError, ConfigError
 from cifar_lightning.training.trust import (
     check_callback_files,
     check_checkpoint,
@@ -27,7 +27,6 @@ from cifar_lightning.training.trust import (
     check_same_network,
     qualified_name,
 )
-
 
 # how many views each level averages: the image; its mirror too; and both shifted along the two diagonals
 TTA_VIEWS = {"none": 1, "flip": 2, "flip_shift": 6}
@@ -41,18 +40,25 @@ CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 
 def empty_schedule(trainer) -> str:
     """Why a fit has no training step to schedule, naming the setting that leaves none."""
-    for setting, value in (("trainer.max_steps", trainer.max_steps), ("trainer.max_epochs", trainer.max_epochs),
-                           ("trainer.limit_train_batches", trainer.limit_train_batches)):
+    for setting, value in (
+        ("trainer.max_steps", trainer.max_steps),
+        ("trainer.max_epochs", trainer.max_epochs),
+        ("trainer.limit_train_batches", trainer.limit_train_batches),
+    ):
         if value == 0:
             return f"{setting}=0 leaves OneCycle no training steps: give it a positive value"
     data = trainer.datamodule
     images = len(data.train_set) if data is not None and hasattr(data, "train_set") else None
     batch = getattr(data, "batch_size", None)
     if images is not None and batch is not None and batch > images:
-        return (f"data.batch_size={batch} is larger than the training split ({images} images, and a partial last batch "
-                "is dropped), which leaves OneCycle no training steps: lower data.batch_size or data.val_size")
-    return (f"these settings give no training steps ({trainer.num_training_batches} batches an epoch): raise "
-            "trainer.limit_train_batches, trainer.max_epochs or trainer.max_steps, or lower data.batch_size")
+        return (
+            f"data.batch_size={batch} is larger than the training split ({images} images, and a partial last batch "
+            "is dropped), which leaves OneCycle no training steps: lower data.batch_size or data.val_size"
+        )
+    return (
+        f"these settings give no training steps ({trainer.num_training_batches} batches an epoch): raise "
+        "trainer.limit_train_batches, trainer.max_epochs or trainer.max_steps, or lower data.batch_size"
+    )
 
 
 class ImageClassifier(LightningModule):
@@ -202,7 +208,9 @@ class ImageClassifier(LightningModule):
         # total steps from the Trainer, so max_epochs, batch size or split changes need no other edit
         total_steps = self.trainer.estimated_stepping_batches
         if total_steps == float("inf"):
-            raise ConfigError("trainer.max_epochs=-1 with no trainer.max_steps gives OneCycle no length: set either one")
+            raise ConfigError(
+                "trainer.max_epochs=-1 with no trainer.max_steps gives OneCycle no length: set either one"
+            )
         # Lightning counts max_epochs=0 as one epoch's steps, and then trains none
         if total_steps < 1 or self.trainer.max_epochs == 0:
             raise ConfigError(empty_schedule(self.trainer))
@@ -256,8 +264,10 @@ class ImageClassifier(LightningModule):
     def on_train_start(self) -> None:
         # after the callbacks' own on_train_start, where FitPatchWhitening fits the stem
         if any(isinstance(m, PatchWhitening) and not m.weight.any() for m in self.network.modules()):
-            raise ConfigError("the network's PatchWhitening stem has not been fitted to the data: add the callback "
-                              "cifar_lightning.callbacks.FitPatchWhitening to trainer.callbacks (docs/recipes.md)")
+            raise ConfigError(
+                "the network's PatchWhitening stem has not been fitted to the data: add the callback "
+                "cifar_lightning.callbacks.FitPatchWhitening to trainer.callbacks (docs/recipes.md)"
+            )
         # A resumed OneCycle keeps its saved length; a different max_epochs, batch size or split
         # would otherwise end in torch's "Tried to step X times" crash near the end of the run.
         scheduler = self.lr_schedulers()
@@ -291,9 +301,17 @@ class ImageClassifier(LightningModule):
         check_callback_files(checkpoint, str(where))
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, hparams_file: str | Path | None = None,
-                             strict: bool | None = None, weights_only: bool | None = True, *,
-                             trusted: list[str | type] | str | None = None, **kwargs: Any) -> ImageClassifier:
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        *,
+        trusted: list[str | type] | str | None = None,
+        **kwargs: Any,
+    ) -> ImageClassifier:
         """Lightning's ``load_from_checkpoint``, with the checkpoint treated as data (``cifar_lightning.training.trust``).
 
         Before Lightning rebuilds the module, every class the checkpoint names is checked against
@@ -303,12 +321,22 @@ class ImageClassifier(LightningModule):
         evaluation does not use it. Only a file path is taken, not a URL or an open file.
         """
         if not isinstance(checkpoint_path, (str, Path)):
-            raise CheckpointError(f"load_from_checkpoint takes a checkpoint file's path, not a {type(checkpoint_path).__name__}")
+            raise CheckpointError(
+                f"load_from_checkpoint takes a checkpoint file's path, not a {type(checkpoint_path).__name__}"
+            )
         check_checkpoint(read_checkpoint(checkpoint_path), cls, trusted, str(checkpoint_path), overrides=kwargs)
         kwargs.setdefault("distillation", None)
         try:
-            return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
-                                                strict=strict, weights_only=weights_only, **kwargs)
+            return super().load_from_checkpoint(
+                checkpoint_path,
+                map_location=map_location,
+                hparams_file=hparams_file,
+                strict=strict,
+                weights_only=weights_only,
+                **kwargs,
+            )
         except (ArgumentError, ValueError, TypeError, KeyError) as err:  # a setting the checks above let through
             first = " ".join(str(err).split())[:200]
-            raise CheckpointError(f"{checkpoint_path} cannot be loaded ({type(err).__name__}: {first}): use the run's own checkpoint") from None
+            raise CheckpointError(
+                f"{checkpoint_path} cannot be loaded ({type(err).__name__}: {first}): use the run's own checkpoint"
+            ) from None

@@ -30,10 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.errors import EDITED, CheckpointError
 from cifar_lightning.models import CompactNet, ResidualCompactNet, SeedNet
+from cifar_lightning.runs.checkpoints import read_checkpoint
 
 NETWORK_PREFIX = "network."  # ImageClassifier keeps its network under this state_dict prefix
 INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # what LightningCLI records for load_from_checkpoint
@@ -52,13 +52,24 @@ def _names(classes: Iterable[type], package: str) -> dict[str, type]:
 
 NETWORKS = _names((SeedNet, CompactNet, ResidualCompactNet), "cifar_lightning.models")
 OPTIMIZERS = _names(
-    (cls for name, cls in vars(torch.optim).items()
-     if not name.startswith("_") and isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer),
+    (
+        cls
+        for name, cls in vars(torch.optim).items()
+        if not name.startswith("_")
+        and isinstance(cls, type)
+        and issubclass(cls, torch.optim.Optimizer)
+        and cls is not torch.optim.Optimizer
+    ),
     "torch.optim",
 )
 # place in the hyperparameters -> (the names allowed there, how the refusal names them)
 ALLOWED = {
-    "network": (set(NETWORKS), "the project's networks (" + ", ".join(sorted({f"cifar_lightning.models.{c.__name__}" for c in NETWORKS.values()})) + ")"),
+    "network": (
+        set(NETWORKS),
+        "the project's networks ("
+        + ", ".join(sorted({f"cifar_lightning.models.{c.__name__}" for c in NETWORKS.values()}))
+        + ")",
+    ),
     "optimizer": (set(OPTIMIZERS), "torch.optim's optimizers"),
     "distillation": ({DISTILLATION_CLASS, "cifar_lightning.training.distillation.Distillation"}, DISTILLATION_CLASS),
     "distillation.init_args.teacher": (set(NETWORKS), "the project's networks"),
@@ -116,7 +127,9 @@ def check_names(hparams: Any, trusted: set[str], where: str, settings: set[str])
     if hparams is None:
         return
     if not isinstance(hparams, dict):
-        raise CheckpointError(f"{where} holds hyper_parameters of type {type(hparams).__name__}, not settings: it was not written by this project")
+        raise CheckpointError(
+            f"{where} holds hyper_parameters of type {type(hparams).__name__}, not settings: it was not written by this project"
+        )
     instantiator = hparams.get("_instantiator")
     if instantiator is not None and not _allowed(instantiator, {INSTANTIATOR}, trusted):
         raise _refusal(where, "_instantiator", instantiator, INSTANTIATOR)
@@ -133,7 +146,9 @@ def check_names(hparams: Any, trusted: set[str], where: str, settings: set[str])
     if module_class in (None, MODULE_CLASS):
         unknown = sorted(str(k) for k in hparams if k not in settings and k not in ("_instantiator", "_class_path"))
         if unknown:
-            raise CheckpointError(f"{where} holds settings ImageClassifier does not take ({', '.join(unknown[:5])}): it was not written by this project")
+            raise CheckpointError(
+                f"{where} holds settings ImageClassifier does not take ({', '.join(unknown[:5])}): it was not written by this project"
+            )
 
 
 def spec_name(spec: Any) -> str | None:
@@ -164,25 +179,39 @@ def build_on_meta(spec: Any, trusted: set[str], where: str, place: str = "networ
         try:
             cls = getattr(importlib.import_module(module), attribute)
         except (ImportError, AttributeError, ValueError) as err:
-            raise CheckpointError(f"{where} names {name} as its {place}, which cannot be imported here ({err})") from None
+            raise CheckpointError(
+                f"{where} names {name} as its {place}, which cannot be imported here ({err})"
+            ) from None
     try:
         with torch.device("meta"):
             return cls(**args)
     except Exception as err:  # noqa: BLE001 - any hostile setting, any error its constructor raises
         first = " ".join(str(err).split())[:160]
-        raise CheckpointError(f"{where}: its {place} {name} cannot be built from init_args {args!r} ({type(err).__name__}: {first})") from None
+        raise CheckpointError(
+            f"{where}: its {place} {name} cannot be built from init_args {args!r} ({type(err).__name__}: {first})"
+        ) from None
 
 
 def check_shapes(network: nn.Module, state_dict: Any, where: str, place: str = "network", hint: str = EDITED) -> None:
     """The saved tensors are exactly the ones ``network`` has, shape for shape."""
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{where}: its state_dict is not a mapping of tensors")
-    saved = {k[len(NETWORK_PREFIX) :]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith(NETWORK_PREFIX)}
+    saved = {
+        k[len(NETWORK_PREFIX) :]: v
+        for k, v in state_dict.items()
+        if isinstance(k, str) and k.startswith(NETWORK_PREFIX)
+    }
     expected = network.state_dict()
     missing = sorted(expected.keys() - saved.keys())
     # the module's only state is its network's (its metrics keep none): anything else is foreign
-    unexpected = sorted([*(saved.keys() - expected.keys()), *(str(k) for k in state_dict if not str(k).startswith(NETWORK_PREFIX))])
-    wrong = [k for k in expected if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != expected[k].shape)]
+    unexpected = sorted(
+        [*(saved.keys() - expected.keys()), *(str(k) for k in state_dict if not str(k).startswith(NETWORK_PREFIX))]
+    )
+    wrong = [
+        k
+        for k in expected
+        if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != expected[k].shape)
+    ]
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -202,12 +231,25 @@ def output_classes(network: nn.Module, input_size: tuple[int, int], where: str) 
         with torch.no_grad():
             out = network.eval()(torch.empty(1, 3, *input_size, device="meta"))
     except Exception as err:  # noqa: BLE001 - a network that cannot run on the meta device
-        raise CheckpointError(f"{where}: its network cannot be checked on the meta device ({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"{where}: its network cannot be checked on the meta device ({type(err).__name__}: {err})"
+        ) from None
     return int(out.shape[-1])
 
 
 # optimizer states that are one value per parameter element (SGD, Adam, AdamW, RMSprop, Adagrad, ...)
-PER_ELEMENT_STATES = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "acc_delta", "sum", "ax", "prev", "grad_avg")
+PER_ELEMENT_STATES = (
+    "momentum_buffer",
+    "exp_avg",
+    "exp_avg_sq",
+    "max_exp_avg_sq",
+    "square_avg",
+    "acc_delta",
+    "sum",
+    "ax",
+    "prev",
+    "grad_avg",
+)
 
 
 def check_optimizer_states(checkpoint: dict, parameters: list[torch.Tensor], where: str) -> None:
@@ -223,20 +265,28 @@ def check_optimizer_states(checkpoint: dict, parameters: list[torch.Tensor], whe
             raise CheckpointError(f"{where}: its optimizer state is not one torch wrote: {EDITED}")
         ids = [i for g in groups for i in (g.get("params") or [])]
         if len(ids) != len(parameters):
-            raise CheckpointError(f"{where}: its optimizer state covers {len(ids)} parameters, the network has {len(parameters)}: {EDITED}")
+            raise CheckpointError(
+                f"{where}: its optimizer state covers {len(ids)} parameters, the network has {len(parameters)}: {EDITED}"
+            )
         if len(groups) != 1:
-            raise CheckpointError(f"{where}: its optimizer has {len(groups)} parameter groups, this model builds one: {EDITED}")
+            raise CheckpointError(
+                f"{where}: its optimizer has {len(groups)} parameter groups, this model builds one: {EDITED}"
+            )
         by_id = dict(zip(ids, parameters))
         for index, entry in states.items():
             param = by_id.get(index)
             if param is None or not isinstance(entry, dict):
-                raise CheckpointError(f"{where}: its optimizer state names parameter {str(index)[:20]}, which it does not hold: {EDITED}")
+                raise CheckpointError(
+                    f"{where}: its optimizer state names parameter {str(index)[:20]}, which it does not hold: {EDITED}"
+                )
             for name, value in entry.items():
                 if not isinstance(value, torch.Tensor) or value.ndim == 0:
                     continue
                 fits = value.shape == param.shape if name in PER_ELEMENT_STATES else value.numel() <= param.numel()
                 if not fits:
-                    raise CheckpointError(f"{where}: its optimizer's {name} for a {tuple(param.shape)} parameter is {tuple(value.shape)}: {EDITED}")
+                    raise CheckpointError(
+                        f"{where}: its optimizer's {name} for a {tuple(param.shape)} parameter is {tuple(value.shape)}: {EDITED}"
+                    )
 
 
 def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
@@ -252,7 +302,9 @@ def check_loop_state(checkpoint: dict, where: str) -> None:
     loops = checkpoint.get("loops")
     if loops is None:
         return
-    if not isinstance(loops, dict) or not all(isinstance(v, dict) and all(isinstance(s, dict) for s in v.values()) for v in loops.values()):
+    if not isinstance(loops, dict) or not all(
+        isinstance(v, dict) and all(isinstance(s, dict) for s in v.values()) for v in loops.values()
+    ):
         raise CheckpointError(f"{where}: its loop state is not one Lightning wrote: {EDITED}")
     for path, value in _leaves(loops, "loops"):
         if "progress" not in path and not path.endswith("_batches_that_stepped"):
@@ -279,8 +331,14 @@ def check_callback_files(checkpoint: dict, where: str) -> None:
         best = state.get("best_k_models") or {}
         paths += list(best) if isinstance(best, dict) else [best]
         for path in (p for p in paths if p):
-            inside = (isinstance(path, str) and isinstance(dirpath, str) and "://" not in path and path.endswith(".ckpt")
-                      and ".." not in PurePath(path).parts and PurePath(path).parent == PurePath(dirpath))
+            inside = (
+                isinstance(path, str)
+                and isinstance(dirpath, str)
+                and "://" not in path
+                and path.endswith(".ckpt")
+                and ".." not in PurePath(path).parts
+                and PurePath(path).parent == PurePath(dirpath)
+            )
             if not inside:
                 raise CheckpointError(
                     f"{where}: its checkpoint callback state names {str(path)[:120]!r}, which is not a .ckpt file in its own folder "
@@ -288,8 +346,13 @@ def check_callback_files(checkpoint: dict, where: str) -> None:
                 )
 
 
-def check_checkpoint(checkpoint: dict, module_class: type, trusted: Iterable[str | type] | str | None = None,
-                     where: str = "the checkpoint", overrides: dict | None = None) -> nn.Module | None:
+def check_checkpoint(
+    checkpoint: dict,
+    module_class: type,
+    trusted: Iterable[str | type] | str | None = None,
+    where: str = "the checkpoint",
+    overrides: dict | None = None,
+) -> nn.Module | None:
     """Everything a load into ``module_class`` would act on, checked before it acts: names, then shapes,
     then the other values.
 
@@ -317,9 +380,14 @@ def check_checkpoint(checkpoint: dict, module_class: type, trusted: Iterable[str
         return built
     classes = output_classes(built, size, where)
     names = settings.get("class_names") or (preprocessing or {}).get("class_names")
-    for setting, value in (("num_classes", settings.get("num_classes", classes)), ("class_names", len(names) if names else classes)):
+    for setting, value in (
+        ("num_classes", settings.get("num_classes", classes)),
+        ("class_names", len(names) if names else classes),
+    ):
         if value != classes:
-            raise CheckpointError(f"{where}: its {setting} ({str(value)[:40]}) does not match its network's {classes} outputs: {EDITED}")
+            raise CheckpointError(
+                f"{where}: its {setting} ({str(value)[:40]}) does not match its network's {classes} outputs: {EDITED}"
+            )
     return built
 
 
@@ -345,4 +413,6 @@ def check_teacher(distillation: Any, trusted: Iterable[str | type] | str | None,
         return
     place = "distillation teacher"
     built = build_on_meta(teacher, trusted_names(trusted), where, place)
-    check_shapes(built, read_checkpoint(path).get("state_dict"), f"{where} (teacher checkpoint {path})", place, TEACHER_HINT)
+    check_shapes(
+        built, read_checkpoint(path).get("state_dict"), f"{where} (teacher checkpoint {path})", place, TEACHER_HINT
+    )

@@ -12,9 +12,9 @@ import warnings
 from pathlib import Path
 
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import Namespace, lazy_instance
 from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -53,6 +53,24 @@ def is_checkpoint_io(plugin) -> bool:
         return False
     module, _, name = class_path.rpartition(".")
     return issubclass(getattr(importlib.import_module(module), name, object), CheckpointIO)
+
+
+# The callbacks every run gets besides the config's trainer.callbacks and the two checkpoints: each
+# key is on by default and off with --KEY null (docs/callbacks.md says what each does)
+SWITCHABLE_CALLBACKS = {
+    "random_state": (RandomState, {}),
+    "finite_loss_guard": (FiniteLossGuard, {}),
+    "fit_summary": (FitSummary, {}),
+    "resume_hint": (ResumeHint, {}),
+    "prediction_writer": (PredictionWriter, {}),
+    "speed_monitor": (SpeedMonitor, {}),
+    "hparams_summary": (HParamsSummary, {}),
+    "test_figures": (TestFigures, {}),
+    "augmentation_preview": (AugmentationPreview, {}),
+    "precision_advice": (PrecisionAdvice, {}),
+    "lr_monitor": (LearningRateMonitor, {"logging_interval": "step"}),
+    "model_summary": (ModelSummary, {"max_depth": 3}),
+}
 
 
 class SaveStageConfig(SaveConfigCallback):
@@ -99,17 +117,15 @@ class CifarLightningCLI(LightningCLI):
             help="full names of classes a --ckpt_path checkpoint may name besides the project's own (and the ones this "
             "config names); loading it imports their code: --trusted+=mypkg.nets.MyNet (docs/python.md, trust)",
         )
+        # the run folder's record; it also marks the folder as holding a result, which keeps a failed
+        # command from giving the folder back after training began (runs/folders.py): always on
         parser.add_lightning_class_args(RunInfo, "run_info")
-        parser.add_lightning_class_args(RandomState, "random_state")
-        parser.add_lightning_class_args(FiniteLossGuard, "finite_loss_guard")
-        parser.add_lightning_class_args(FitSummary, "fit_summary")
-        parser.add_lightning_class_args(ResumeHint, "resume_hint")
-        parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
-        parser.add_lightning_class_args(SpeedMonitor, "speed_monitor")
-        parser.add_lightning_class_args(HParamsSummary, "hparams_summary")
-        parser.add_lightning_class_args(TestFigures, "test_figures")
-        parser.add_lightning_class_args(AugmentationPreview, "augmentation_preview")
-        parser.add_lightning_class_args(PrecisionAdvice, "precision_advice")
+        for key, (
+            callback,
+            settings,
+        ) in SWITCHABLE_CALLBACKS.items():  # each shown by --print_config, off with --KEY null
+            parser.add_lightning_class_args(callback, key, subclass_mode=True, required=False)
+            parser.set_defaults({key: lazy_instance(callback, **settings)})
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -136,10 +152,6 @@ class CifarLightningCLI(LightningCLI):
         # one early (OneCycle asks for the number of steps) before a checkpoint's epoch counter is
         # restored; reloading is what lets a resumed run replay the epoch it stopped in exactly.
         parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1})
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
-        parser.set_defaults({"lr_monitor.logging_interval": "step"})
-        parser.add_lightning_class_args(ModelSummary, "model_summary")
-        parser.set_defaults({"model_summary.max_depth": 3})
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
@@ -213,9 +225,13 @@ class CifarLightningCLI(LightningCLI):
         run_folders.claim_run_folder(config, config.get("ckpt_path"), fit=self.subcommand == "fit")
 
     def instantiate_trainer(self, **kwargs):
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        for key in SWITCHABLE_CALLBACKS:
+            if key in config and config[key] is None:  # switched off: LightningCLI would hand the Trainer None
+                config[key] = Callback()  # Lightning's base class, which does nothing
         # Lightning's default bar reads the step's loss from the device every batch; this one, only at
         # logging steps. Added here, not in the config, so that it is no setting of the run.
-        trainer = (self.config_init[self.subcommand] if self.subcommand else self.config_init).get("trainer", {})
+        trainer = config.get("trainer", {})
         callbacks = trainer.get("callbacks") or []
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cifar_lightning.lightning_cli import run_cli
-from harness import CONFIG, TINY, data_args, main_in_process, one_line_error
+from harness import CONFIG, REPO, TINY, data_args, main_in_process, one_line_error
 
 
 def test_fit_writes_config_checkpoints_and_events(finished_run):
@@ -331,3 +331,27 @@ def test_predict_on_your_own_images(finished_copy, tmp_path, real_data_dir, real
     line = refused(*args, "--ckpt_path", ckpt, f"--prediction_writer.output={written}")
     assert line == f"error: {written} exists: pass another --prediction_writer.output, or move that file away"
     assert written.read_bytes() == first
+
+
+@pytest.mark.slow
+def test_every_callback_a_run_gets_is_shown_and_each_goes_off_with_its_key(
+    tmp_path, real_data_dir, real_archive, monkeypatch, capsys
+):
+    import yaml
+
+    from cifar_lightning.lightning_cli import SWITCHABLE_CALLBACKS
+
+    monkeypatch.chdir(tmp_path)
+    printed = main_in_process(["fit", "--config", CONFIG, "--print_config"], capsys)
+    shown = yaml.safe_load(printed.stdout)
+    assert all(shown[key]["class_path"].endswith(cls.__name__) for key, (cls, _) in SWITCHABLE_CALLBACKS.items())
+    off = ["speed_monitor", "fit_summary", "lr_monitor"]
+    trainer = run_cli(
+        ["fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, *(f"--{k}=null" for k in off)]
+    ).trainer
+    kinds = {type(c).__name__ for c in trainer.callbacks}
+    assert not kinds & {SWITCHABLE_CALLBACKS[k][0].__name__ for k in off}
+    assert {"RandomState", "FiniteLossGuard", "RunInfo"} <= kinds
+    # the docs list every one of them with its key
+    page = (REPO / "docs" / "callbacks.md").read_text()
+    assert all(f"`{key}`" in page for key in [*SWITCHABLE_CALLBACKS, "run_info", "checkpoint", "last_checkpoint"])

@@ -9,7 +9,7 @@ ARCHIVE ?= ../shared/data/cifar10-jpeg.tar.gz
 DATA_ARGS := $(if $(wildcard $(ARCHIVE)),--data.archive $(ARCHIVE))
 ARGS ?=
 
-.PHONY: install train test test-fast lint retest tensorboard report results-table export lr-find bench bench-grid bench-overhead clean
+.PHONY: install train test test-fast lint tensorboard report results-table export lr-find bench bench-grid bench-overhead clean
 
 # Re-install only when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml
@@ -38,7 +38,7 @@ test-fast: install
 tensorboard: install
 	$(BIN)/tensorboard --logdir lightning_logs
 
-# make report RUN=lightning_logs/version_3 [OUT=results/seed-cnn]
+# make report RUN=lightning_logs/version_3 [OUT=results/cnn]
 report: install
 	$(BIN)/cifar-lightning report $(RUN) $(if $(OUT),--out $(OUT))
 
@@ -65,11 +65,6 @@ bench-overhead: install
 
 results-table: install
 	$(BIN)/python scripts/results_table.py
-	$(BIN)/python scripts/frontier.py
-
-# make retest RUN=results/fast: single-view test accuracy of the run's last.ckpt -> RUN/retest.json
-retest: install
-	$(BIN)/cifar-lightning retest $(RUN) $(if $(wildcard $(ARCHIVE)),--archive $(ARCHIVE))
 
 clean:
 	rm -rf .cache .pytest_cache

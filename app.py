@@ -1,4 +1,4 @@
-"""The demo as a Hugging Face Space: the Space runs `python app.py` on this repository (docs/demo.md).
+"""The demo as a Hugging Face Space: the Space runs `python app.py` on this repository (docs/explain.md).
 
 CKPT names the checkpoint (default: the fast recipe's committed one); DATA_DIR, a decoded
 CIFAR-10 for the misclassified tab. Locally: `cifar-lightning demo --ckpt_path ...` does the same.

@@ -34,7 +34,6 @@ VERBS = {
         "Grad-CAM overlays of a checkpoint's predictions for image files, as PNGs",
     ),
     "report": ("cifar_lightning.tools.report", "a run folder's curves, metrics.csv and summary.json"),
-    "retest": ("cifar_lightning.tools.retest", "single-view test accuracy of a run's checkpoint (retest.json)"),
     "lr-find": ("cifar_lightning.tools.lr_find", "Lightning's learning-rate sweep on a config: a plot and a peak rate"),
     "search": (
         "cifar_lightning.tools.search",

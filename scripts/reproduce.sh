@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train a config, test its last checkpoint once, and commit-ready results under results/NAME/.
-#   scripts/reproduce.sh configs/cnn.yaml seed-cnn [extra fit arguments...]
-# Writes results/NAME/{config.yaml, last.ckpt (if < 3 MB), metrics.csv, summary.json, curves.png}
+#   scripts/reproduce.sh configs/cnn.yaml cnn [extra fit arguments...]
+# Writes results/NAME/{config.yaml, metrics.csv, summary.json, curves.png}; a checkpoint is committed only
+# where the README or the demo uses one (results/fast/last.ckpt)
 # and regenerates the README's results table. Uses ARCHIVE like the Makefile.
 set -euo pipefail
 config=$1 name=$2
@@ -21,8 +22,5 @@ $py -m cifar_lightning test --config "$run/config.yaml" --ckpt_path "$run/checkp
 mkdir -p "results/$name"
 $py -m cifar_lightning report "$run" --out "results/$name"
 cp "$run/config.yaml" "results/$name/config.yaml"
-if [ "$(stat -c %s "$run/checkpoints/last.ckpt")" -lt 3000000 ]; then
-    cp "$run/checkpoints/last.ckpt" "results/$name/last.ckpt"
-fi
 $py scripts/results_table.py
 echo "results in results/$name; run folder $run"

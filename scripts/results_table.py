@@ -1,15 +1,12 @@
-"""Regenerate the README's results tables from ``results/*/summary.json``.
+"""Regenerate the README's table of the shipped recipes from ``results/<recipe>/summary*.json``.
 
-    python scripts/results_table.py [--readme README.md] [--results results]
+    python scripts/results_table.py [--readme README.md] [--results results] [--repo .]
 
-Only the blocks between the marker comments in the README are rewritten. Our rows come from the
-summaries the report wrote; the seed's rows are its published figures. A run goes into the
-results table only when the shipped config its command named still trains it: the run's
-config.yaml and that config, both as the parser fills them in, agree on every setting that
-changes training (``runs.resume.training_differences``), except ``data.pipeline``: the two data
-pipelines apply the same augmentation from other random draws (docs/data.md; the four runs of
-results/fast/NOTES.md), so a run made with the other one stays, its pipeline in the data column.
-Any other run goes into the history table, with the settings that differ.
+One row per recipe, in ``RECIPES``' order; its purpose is the first line of ``configs/<recipe>.yaml``.
+``summary.json`` is the recipe's headline run and ``summary-s<seed>.json`` its other seeds, each
+written by ``cifar-lightning report``; a figure over several seeds is their mean and standard
+deviation. The headline run's ``config.yaml`` must train as the shipped config does, setting for
+setting, or the script stops: every figure in the table comes from a config that ships.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import argparse
 import contextlib
 import io
 import json
-import shlex
+import statistics
 from pathlib import Path
 
 import yaml
@@ -26,66 +23,11 @@ import yaml
 from cifar_lightning.runs.resume import training_differences
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-HISTORY_START, HISTORY_END = "<!-- history:start -->", "<!-- history:end -->"
-# The seed's own published results (../shared/seed-model.md), on the original lossless CIFAR-10.
-SEED_PUBLISHED = [
-    {"name": "seed (published)", "network": "SeedNet", "parameters": 150_738, "epochs": 37, "test_acc": 0.8519},
-    {"name": "seed (published)", "network": "SeedNet", "parameters": 150_738, "epochs": 50, "test_acc": 0.8731},
-]
+RECIPES = ["cnn", "sprint", "fast", "hour"]  # by purpose: the assignment's, then fastest to most accurate
 HEADER = (
-    "| run | network | parameters | epochs | test acc (views) | single view | first epoch (from 0) val ≥ 85% | fit wall time "
-    "| scaled to the yardstick | reference img/s | train img/s | data | precision |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| recipe | for | network | parameters | epochs | seeds | test accuracy, single view | with test-time views | fit minutes |\n"
+    "|---|---|---|---|---|---|---|---|---|"
 )
-RETEST = "retest.json"  # cifar-lightning retest: the single-view figure beside a TTA one
-# settings that change a run's random draws but not its recipe: a run differing only in these is still the recipe's
-SAME_RECIPE = ("data.pipeline",)
-
-
-def views_of(s: dict) -> int:
-    """How many test-time views a summary's test accuracy averages (1 when it was not tested with more)."""
-    return s.get("test_views") or 1
-
-
-def _fmt(value, spec: str, missing: str = "–") -> str:
-    return missing if value is None else format(value, spec)
-
-
-def row_for(name: str, s: dict, single_view: float | None = None, pipeline: str | None = None) -> str:
-    machine = s.get("machine") or {}
-    archive = (s.get("data") or {}).get("archive") or "torchvision download"
-    minutes = None if s.get("fit_wall_time_s") is None else s["fit_wall_time_s"] / 60
-    network = (s.get("network") or "?").rsplit(".", 1)[-1]
-    count = views_of(s)
-    views = {1: " (1 view)", 2: " (2 views: flip)"}.get(count, f" ({count} views)")
-    if single_view is None and count == 1:
-        single_view = s.get("test_acc")
-    return (
-        f"| [{name}](results/{name}/) | {network} | {s['parameters']:,} | {s['epochs']} | {_fmt(s.get('test_acc'), '.2%')}{views} "
-        f"| {_fmt(single_view, '.2%', 'not measured')} "
-        f"| {_fmt(first_epoch_index(s), 'd', 'never' if s.get('best_val_acc') is not None else 'no val')} | {_fmt(minutes, '.1f')} min "
-        # the minutes on a machine whose yardstick runs at its committed rate (docs/benchmarks.md); older runs had no yardstick
-        f"| {_fmt(s.get('fit_minutes_scaled'), '.1f', 'not measured')}{' min' if s.get('fit_minutes_scaled') is not None else ''} "
-        # the machine's speed when the run was made (reference_rate.py), so minutes compare across days
-        f"| {_fmt(s.get('reference_images_per_s'), ',.0f', 'not measured')} "
-        f"| {_fmt(s.get('train_images_per_sec'), ',.0f')} | {Path(archive).name}{f' ({pipeline} pipeline)' if pipeline else ''} "
-        f"| {machine.get('precision', '?')} |"
-    )
-
-
-def first_epoch_index(s: dict) -> int | None:
-    """The first epoch, numbered from 0, whose validation reached 85%."""
-    return s.get("first_epoch_val_acc_ge_85")
-
-
-def single_view_of(run_dir: Path) -> float | None:
-    """The run's single-view test accuracy: logged by its test (summary.json), else re-tested (retest.json)."""
-    summary = run_dir / "summary.json"
-    logged = json.loads(summary.read_text()).get("test_acc_single_view") if summary.is_file() else None
-    if logged is not None:
-        return logged
-    path = run_dir / RETEST
-    return json.loads(path.read_text()).get("test_acc_single_view") if path.is_file() else None
 
 
 def parsed(config: Path) -> dict:
@@ -102,61 +44,53 @@ def parsed(config: Path) -> dict:
     return yaml.safe_load(out.getvalue())
 
 
-def shipped_config(summary: dict, repo: Path) -> Path | None:
-    """The shipped config (configs/*.yaml) the run's fit command named."""
-    words = shlex.split(summary.get("command") or "")
-    named = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--config"]
-    return next((repo / c for c in named if c.startswith("configs/") and (repo / c).is_file()), None)
+def purpose(config: Path) -> str:
+    """The config's first line, less its "# The <name>: " lead."""
+    first = config.read_text().splitlines()[0].lstrip("# ")
+    return first.split(": ", 1)[-1].rstrip(".")
 
 
-def differences(run_dir: Path, summary: dict, repo: Path) -> list[str]:
-    """The training settings in which the run differs from the shipped config it names (all, if it names none)."""
-    config = shipped_config(summary, repo)
-    if config is None:
-        return ["no shipped config named in its command"]
-    return training_differences(parsed(run_dir / "config.yaml"), parsed(config))
+def spread(values: list[float], scale: float = 1.0, unit: str = "") -> str:
+    """One value, or the mean ± standard deviation of several."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0] * scale:.2f}{unit}"
+    return f"{statistics.mean(values) * scale:.2f}{unit} ± {statistics.stdev(values) * scale:.2f}"
 
 
-def runs(results: Path, repo: Path) -> tuple[list[str], list[str]]:
-    """(rows of runs a shipped config reproduces, rows of the others with what differs)."""
-    current, history = [], []
-    for path in sorted(results.glob("*/summary.json")):
-        summary = json.loads(path.read_text())
-        differ = differences(path.parent, summary, repo)
-        pipeline = None
-        if "data.pipeline" in differ:
-            pipeline = (yaml.safe_load((path.parent / "config.yaml").read_text()).get("data") or {}).get("pipeline")
-        differ = [d for d in differ if d not in SAME_RECIPE]
-        row = row_for(path.parent.name, summary, single_view_of(path.parent), pipeline)
-        if differ:
-            shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
-            history.append(f"{row} {shown} |")
-        else:
-            current.append(row)
-    return current, history
+def row(recipe: str, results: Path, repo: Path) -> str:
+    folder, config = results / recipe, repo / "configs" / f"{recipe}.yaml"
+    differ = training_differences(parsed(folder / "config.yaml"), parsed(config))
+    if differ:
+        raise SystemExit(
+            f"error: {folder}/config.yaml is not how configs/{recipe}.yaml trains ({', '.join(differ[:5])}): run it again"
+        )
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("summary*.json"))]
+    head = json.loads((folder / "summary.json").read_text())
+    views = {s.get("test_views") or 1 for s in runs}
+    single = [s.get("test_acc_single_view") or s["test_acc"] for s in runs]
+    with_views = [s["test_acc"] for s in runs] if views != {1} else []
+    minutes = [s["fit_minutes"] for s in runs if s.get("fit_minutes") is not None]
+    machine = head.get("machine") or {}
+    cpu = " ".join(machine.get("cpu", "?").replace("(R)", "").split()[:3])
+    where = "GPU" if machine.get("gpu") else f"{machine.get('cpu_count', '?')}-core {cpu}"
+    shown = f"{spread(with_views, 100, '%')} ({views.pop()} views)" if with_views else "–"
+    return (
+        f"| [{recipe}](results/{recipe}/) | {purpose(config)} | {head['network'].rsplit('.', 1)[-1]} | {head['parameters']:,} "
+        f"| {head['epochs']} | {len(runs)} | {spread(single, 100, '%')} | {shown} | {spread(minutes)} on a {where} |"
+    )
 
 
-def table(rows: list[str]) -> str:
-    rows = list(rows)
-    rows += [
-        f"| {r['name']} | {r['network']} | {r['parameters']:,} | {r['epochs']} | {r['test_acc']:.2%} | {r['test_acc']:.2%} | – | – | – | – | – "
-        "| original CIFAR-10 (lossless) | not stated |"
-        for r in SEED_PUBLISHED
-    ]
-    return "\n".join([HEADER, *rows])
+def table(results: Path, repo: Path) -> str:
+    return "\n".join([HEADER, *(row(recipe, results, repo) for recipe in RECIPES)])
 
 
-def history_table(rows: list[str]) -> str:
-    header, rule = HEADER.split("\n")
-    return "\n".join([f"{header} differs from today's config in |", f"{rule}---|", *rows])
-
-
-def fill(text: str, start: str, end: str, block: str, readme: Path) -> str:
-    if start not in text or end not in text:
-        raise SystemExit(f"error: {readme} has no {start} ... {end} block to fill")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    return f"{head}{start}\n{block}\n{end}{tail}"
+def fill(text: str, block: str, readme: Path) -> str:
+    if START not in text or END not in text:
+        raise SystemExit(f"error: {readme} has no {START} ... {END} block to fill")
+    head, rest = text.split(START, 1)
+    return f"{head}{START}\n{block}\n{END}{rest.split(END, 1)[1]}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,10 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         "--repo", type=Path, default=Path("."), help="the checkout whose configs/ the runs are compared with"
     )
     args = parser.parse_args(argv)
-    current, history = runs(args.results, args.repo)
-    text = fill(args.readme.read_text(), START, END, table(current), args.readme)
-    text = fill(text, HISTORY_START, HISTORY_END, history_table(history), args.readme)
-    args.readme.write_text(text)
+    args.readme.write_text(fill(args.readme.read_text(), table(args.results, args.repo), args.readme))
 
 
 if __name__ == "__main__":

@@ -22,12 +22,18 @@ TEACHER = {"class_path": "cifar_lightning.models.ResidualCompactNet", "init_args
 def teacher_ckpt(tmp_path_factory, real_data_dir, real_archive):
     """A ResidualCompactNet trained for three batches here: a teacher of the right shape, nothing more."""
     work = tmp_path_factory.mktemp("teacher")
-    best = str(REPO / "configs" / "best.yaml")
     previous = os.getcwd()
     os.chdir(work)
     try:
         run_cli(
-            ["fit", "--config", best, *data_args(real_data_dir, real_archive), *TINY, "--trainer.precision=32-true"]
+            [
+                "fit",
+                "--config",
+                CONFIG,
+                *data_args(real_data_dir, real_archive),
+                *TINY,
+                f"--model.network={json.dumps(TEACHER)}",
+            ]
         )
     finally:
         os.chdir(previous)

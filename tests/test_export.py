@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from cifar_lightning.data import sources
-from harness import CONFIG, REPO, data_args
+from harness import REPO, data_args
 
 pytestmark = pytest.mark.slow  # an export and two runtimes: `make test-fast` leaves them out
 
-# The committed seed-cnn checkpoint: a trained network, so the check that the built-in
+# The committed fast checkpoint: a trained network, so the check that the built-in
 # normalization is the right one (accuracy) means something; the recipe config builds its network.
-RUN = REPO / "results" / "seed-cnn"
+RUN = REPO / "results" / "fast"
+FAST = str(REPO / "configs" / "fast.yaml")
 N = 256
 
 
@@ -29,7 +30,7 @@ def exported(tmp_path_factory, real_data_dir, real_archive) -> Path:
         [
             "export",
             "--config",
-            CONFIG,
+            FAST,
             "--ckpt_path",
             str(RUN / "last.ckpt"),
             "--out",

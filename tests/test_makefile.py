@@ -12,7 +12,7 @@ MAKEFILE = (REPO / "Makefile").read_text()
 def test_every_target_calls_a_verb_the_entry_point_has():
     called = re.findall(r"\$\(BIN\)/cifar-lightning ([\w-]+)", MAKEFILE)
     assert set(called) <= set(VERBS), set(called) - set(VERBS)
-    assert {"fit", "export", "report", "retest", "lr-find"} <= set(called)
+    assert {"fit", "export", "report", "lr-find"} <= set(called)
     assert "-m cifar_lightning." not in MAKEFILE  # no module paths: the verbs are the interface
 
 

@@ -15,7 +15,7 @@ from harness import REPO, TINY, data_args
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("recipe", "network_class"),
-    [("fast", CompactNet), ("sprint", CompactNet), ("best", ResidualCompactNet), ("hour", ResidualCompactNet)],
+    [("fast", CompactNet), ("sprint", CompactNet), ("hour", ResidualCompactNet)],
 )
 def test_recipe_fits_and_tests_in_bf16_with_its_test_time_views(
     recipe, network_class, tmp_path, real_data_dir, real_archive, monkeypatch
@@ -29,7 +29,7 @@ def test_recipe_fits_and_tests_in_bf16_with_its_test_time_views(
     tested = run_cli(
         ["test", "--config", config, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", "last"]
     )
-    level, views = {"fast": ("flip", 2), "sprint": ("flip", 2), "best": ("flip_shift", 6), "hour": ("flip_shift", 6)}[
+    level, views = {"fast": ("flip", 2), "sprint": ("flip", 2), "hour": ("flip_shift", 6)}[
         recipe
     ]
     assert tested.model.tta == level
@@ -97,8 +97,6 @@ RECIPES_WITH_A_NETWORK = sorted(p.name for p in (REPO / "configs").glob("*.yaml"
 
 def test_every_shipped_recipe_names_a_network():
     assert RECIPES_WITH_A_NETWORK == [
-        "best.yaml",
-        "cnn-quick.yaml",
         "cnn.yaml",
         "fast.yaml",
         "hour.yaml",

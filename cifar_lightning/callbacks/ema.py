@@ -3,7 +3,7 @@
 Lightning's ``EMAWeightAveraging`` averages with a fixed decay from the random initial weights:
 at decay 0.999 the average still holds about 1/e of the initial weights after 1,000 steps, so
 validation, which uses the average, reads near chance for the first epochs of a run while
-training accuracy is already past 50% (9.4% after epoch 1 of configs/cnn.yaml; results/seed-cnn/NOTES.md). Here
+training accuracy is already past 50% (9.4% after epoch 1 of configs/cnn.yaml; results/cnn/NOTES.md). Here
 the decay of update ``n`` is ``min(decay, (1 + n) / (10 + n))``, the usual warm-up: the average
 follows the network closely at first and settles to the full horizon ``1 / (1 - decay)`` steps
 once ``n`` reaches about ``10 / (1 - decay)``.

@@ -1,1 +1,1 @@
-"""The verbs that read run folders and configs: report, compare, retest, lr-find."""
+"""The verbs that read run folders and configs: report, compare, lr-find."""

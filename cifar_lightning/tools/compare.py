@@ -1,6 +1,6 @@
 """Compare runs: what each changed against a baseline config, and what it did on validation.
 
-    cifar-lightning compare results/seed-cnn/runs/screen-12ep/* --baseline configs/cnn.yaml
+    cifar-lightning compare reports/* --baseline configs/cnn.yaml
 
 Each argument is a report folder (``cifar-lightning report RUN --out DIR``) that
 also holds the run's ``config.yaml``. Prints a Markdown table; test accuracy is not shown,

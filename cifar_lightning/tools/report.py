@@ -1,6 +1,6 @@
 """What did a run achieve? Reads a run folder and writes metrics.csv, summary.json and curves.png.
 
-    cifar-lightning report lightning_logs/version_3 [--out results/seed-cnn]
+    cifar-lightning report lightning_logs/version_3 [--out results/cnn]
 
 Everything comes from what the run wrote: TensorBoard event files (every ``events.*`` in
 the folder, so resumed and tested runs are included) or, in a run folder a CSVLogger keeps, its

@@ -32,7 +32,7 @@ from cifar_lightning.training.trust import (
 TTA_VIEWS = {"none": 1, "flip": 2, "flip_shift": 6}
 TTALevel = Literal[tuple(TTA_VIEWS)]  # the levels, as the parser checks them
 # 2 px: the recipes translate training images by up to 2 px; a 3-px shift gave most of the gain back
-# (validation of four finished checkpoints: results/best/runs/tta-shift/README.md)
+# (validation of four finished checkpoints: results/best/runs/tta-shift/README.md at 9ba0eb0)
 TTA_SHIFT_PX = 2
 # torch.compile's modes for the network, and "off"
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]

@@ -23,6 +23,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left; over a disk quota
 # a folder that cannot be written: read-only, no permission, a file where a folder should be
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
+# a path that cannot name a file here: too long, a loop of links, a folder that is not there
+BAD_PATH = (errno.ENAMETOOLONG, errno.ELOOP, errno.ENOENT, errno.EINVAL)
 VERBOSE_ENV = "CIFAR_LIGHTNING_VERBOSE"  # set to 1 for tracebacks on user errors
 USER_ERROR_EXIT = 2  # argparse's code for "you asked for something wrong"
 FAILURE_EXIT = 1  # anything else: a bug, or a fault outside the user's settings
@@ -106,8 +108,20 @@ def worker_failure(err: BaseException) -> tuple[str, str] | None:
     return found.group(1), message
 
 
-def one_line(text: str) -> str:
-    return " ".join(str(text).split())
+MAX_LINE = 500  # characters of an error line, "error: " included: a value from a hostile file cannot flood the terminal
+
+
+def one_line(text: str, limit: int = MAX_LINE - len("error: ")) -> str:
+    """``text`` on one line, at most ``limit`` characters: a long middle (a value quoted back) is cut, so the
+    start (what failed) and the end (the fix) stay."""
+    text = str(text)
+    if len(text) > 4 * limit:  # split() of a huge value would copy all of it first
+        text = text[: 2 * limit] + " " + text[-2 * limit :]
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    tail = limit // 3
+    return f"{line[: limit - tail - 5]} ... {line[-tail:]}"
 
 
 def describe(err: BaseException, command: str) -> str:
@@ -151,9 +165,14 @@ def user_errors(verbose: bool, command: str):
             raise
         failure = describe(err, command), USER_ERROR_EXIT
     except OSError as err:
-        if verbose or err.errno not in (*DISK_FULL, *NOT_WRITABLE):
+        if verbose or err.errno not in (*DISK_FULL, *NOT_WRITABLE, *BAD_PATH):
             raise
-        if err.errno in NOT_WRITABLE:  # anywhere a file is written that was not checked before the work began
+        if err.errno in BAD_PATH:
+            failure = (
+                f"cannot use the path {err.filename} ({err.strerror}): give a shorter or existing path",
+                USER_ERROR_EXIT,
+            )
+        elif err.errno in NOT_WRITABLE:  # anywhere a file is written that was not checked before the work began
             where = f" {err.filename}" if err.filename else ""
             failure = (
                 (

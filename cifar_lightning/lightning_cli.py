@@ -35,6 +35,7 @@ from cifar_lightning.callbacks import (
 from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
 from cifar_lightning.data import Augmentation, CIFAR10DataModule
 from cifar_lightning.errors import ConfigError, shell_command, user_errors
+from cifar_lightning.files import check_yaml, read_yaml
 from cifar_lightning.runs import folders as run_folders
 from cifar_lightning.runs import loggers as run_loggers
 from cifar_lightning.runs.checkpoint_io import AtomicCheckpointIO
@@ -268,7 +269,7 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
     """Model, data module and trainer from a config file, without running anything (export, lr_find)."""
     if not Path(config).is_file():
         raise ConfigError(f"config {config} does not exist: pass a run's config.yaml or one in configs/")
-    settings = yaml.safe_load(Path(config).read_text()) or {}
+    settings = read_yaml(Path(config)) or {}
     for key in RUN_ONLY_KEYS:
         settings.pop(key, None)
     with warnings.catch_warnings():
@@ -287,6 +288,24 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
         )
 
 
+def check_config_arguments(argv: list[str]) -> None:
+    """Each ``--config`` (a file, or YAML text) is bounded before jsonargparse reads it (``files.check_yaml``)."""
+    for i, arg in enumerate(argv):
+        value = (
+            arg.split("=", 1)[1]
+            if arg.startswith("--config=")
+            else argv[i + 1]
+            if arg == "--config" and i + 1 < len(argv)
+            else None
+        )
+        if value is None:
+            continue
+        if len(value) < 4096 and "\n" not in value and Path(value).is_file():
+            read_yaml(Path(value))
+        else:
+            check_yaml(value, "the --config text")
+
+
 def main(args: list[str] | None = None) -> None:
     """The Trainer's verbs (``cli.main`` sends them here): user errors become one line and exit code 2.
 
@@ -300,6 +319,7 @@ def main(args: list[str] | None = None) -> None:
     subcommand = next((a for a in argv if not a.startswith("-")), "fit")
     try:
         with user_errors(verbose, f"{shell_command()} {subcommand}"), warnings.catch_warnings():
+            check_config_arguments(argv)
             # the arguments are the command line's, less --verbose
             warnings.filterwarnings(
                 "ignore", message="LightningCLI's args parameter is intended to run from within Python"

@@ -20,7 +20,7 @@ $py -m cifar_lightning fit --config "$config" "${data_args[@]}" \
 $py -m cifar_lightning test --config "$run/config.yaml" --ckpt_path "$run/checkpoints/last.ckpt" \
     --trainer.enable_progress_bar false
 mkdir -p "results/$name"
-$py -m cifar_lightning report "$run" --out "results/$name"
+$py -m cifar_lightning report "$run" --out "results/$name" --overwrite
 cp "$run/config.yaml" "results/$name/config.yaml"
 $py scripts/results_table.py
 echo "results in results/$name; run folder $run"

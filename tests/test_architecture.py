@@ -12,7 +12,7 @@ from harness import REPO
 PACKAGE = REPO / "cifar_lightning"
 # bottom to top; a module may import its own layer and those below (docs/architecture.md)
 LAYERS = [
-    {"errors"},
+    {"errors", "files"},
     {"models"},
     {"explain"},
     {"data"},

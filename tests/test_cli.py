@@ -312,7 +312,7 @@ def test_predict_on_your_own_images(finished_copy, tmp_path, real_data_dir, real
         *TINY,
         f"--data.predict_dir={folder}",
     ]
-    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file.*notes.txt"):
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable or oversized file.*notes.txt"):
         run_cli([*args, "--ckpt_path", ckpt, "--model.tta=flip"])  # predict decides its own test-time views
     written = sorted((finished_copy / "lightning_logs").glob("*/predictions.csv"), key=lambda p: p.stat().st_mtime)[-1]
     with written.open() as f:

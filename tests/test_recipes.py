@@ -29,9 +29,7 @@ def test_recipe_fits_and_tests_in_bf16_with_its_test_time_views(
     tested = run_cli(
         ["test", "--config", config, *data_args(real_data_dir, real_archive), *TINY, "--ckpt_path", "last"]
     )
-    level, views = {"fast": ("flip", 2), "sprint": ("flip", 2), "hour": ("flip_shift", 6)}[
-        recipe
-    ]
+    level, views = {"fast": ("flip", 2), "sprint": ("flip", 2), "hour": ("flip_shift", 6)}[recipe]
     assert tested.model.tta == level
     assert tested.trainer.callback_metrics["test/views"] == views  # the test records the views it averaged
     # the evaluating command decides the views; nothing of them is saved with the weights

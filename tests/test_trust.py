@@ -392,3 +392,25 @@ def test_test_reads_the_checkpoint_file_once(finished_run, real_data_dir, real_a
     monkeypatch.chdir(tmp_path)
     run_cli(cli_args("test", ckpt, real_data_dir, real_archive))
     assert loads == [str(ckpt)]
+
+
+def test_non_finite_weights_are_refused_at_load_naming_the_tensor(hostile, refused, real_data_dir, real_archive):
+    # found by trying: NaN weights made predict write nan for every class, with exit 0, and export shipped them
+    def diverged(checkpoint, module):
+        checkpoint["state_dict"]["network.classifier.weight"][0, 0] = float("nan")
+
+    ckpt = hostile.craft(diverged)
+    for load in (cifar_lightning.load, ImageClassifier.load_from_checkpoint):
+        with pytest.raises(CheckpointError, match="weight network.classifier.weight holds NaN or infinite values"):
+            load(ckpt)
+    for subcommand in ("predict", "test"):
+        assert "holds NaN or infinite" in refused(*cli_args(subcommand, ckpt, real_data_dir, real_archive))
+
+
+def test_a_huge_value_in_a_checkpoint_gives_a_bounded_line(hostile, refused, real_data_dir, real_archive):
+    # found by trying: a 20 MB string in the network's init_args gave a 20 MB error line
+    from cifar_lightning.errors import MAX_LINE
+
+    ckpt = hostile.craft(hp(network={"class_path": SEED, "init_args": {"num_classes": "A" * 20_000_000}}))
+    line = refused(*cli_args("test", ckpt, real_data_dir, real_archive))
+    assert len(line) <= MAX_LINE and "AAAA" in line

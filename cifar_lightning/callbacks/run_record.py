@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from cifar_lightning.errors import shell_command
+from cifar_lightning.files import read_json
 from cifar_lightning.runs import folders as run_folders
 from cifar_lightning.runs import loggers as run_loggers
 from cifar_lightning.runs import provenance
@@ -34,7 +35,8 @@ class RunInfo(Callback):
         if log_dir is None or not trainer.is_global_zero:
             return
         path = Path(log_dir) / RUN_INFO
-        previous = json.loads(path.read_text()) if path.is_file() else {}
+        previous = read_json(path, "the run's record") if path.is_file() else {}
+        previous = previous if isinstance(previous, dict) else {}
         start = {
             "started": time.time(),  # seconds since the epoch; the report's clock starts here
             "command": " ".join([shell_command(), *sys.argv[1:]]),
@@ -55,7 +57,8 @@ class RunInfo(Callback):
             "data_preparation_s": getattr(trainer.datamodule, "preparation_seconds", None),
         }
         # a resumed run appends its own start, so the record shows every command that wrote the run
-        starts = previous.get("starts", []) + [start]
+        starts = previous.get("starts") if isinstance(previous.get("starts"), list) else []
+        starts = [*starts, start]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**start, "starts": starts}, indent=2) + "\n")
         held_out = getattr(trainer.datamodule, "held_out", None)

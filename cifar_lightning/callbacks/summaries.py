@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from cifar_lightning.callbacks.figures import augmentation_figure, misclassified_figure
 from cifar_lightning.explain import activation_maps, default_layer, overlay
+from cifar_lightning.files import read_yaml
 from cifar_lightning.runs import loggers as run_loggers
 from cifar_lightning.runs.flat_config import flatten
 
@@ -33,9 +34,7 @@ class HParamsSummary(Callback):
         config_file = Path(trainer.log_dir or ".") / "config.yaml"  # every rank: log_dir is a broadcast
         if not trainer.is_global_zero or not config_file.is_file():
             return
-        import yaml
-
-        flat = flatten(yaml.safe_load(config_file.read_text()) or {})
+        flat = flatten(read_yaml(config_file) or {})
         # loggers take numbers, strings and booleans; lists and None as text
         params = {
             key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in flat.items()

@@ -31,6 +31,9 @@ except ImportError:  # Windows: concurrent runs on one data_dir are not guarded
 # CIFAR-10's label order (batches.meta); image folders are mapped onto it by name.
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SIZE = 32  # pixels, both sides; other sizes are resized on decode
+# width x height an image file may have, read from its header before any pixel is decoded: 40
+# megapixels decode to 120 MB of RGB, and a 20,000 x 20,000 PNG of zeros is under 400 KB on disk
+MAX_IMAGE_PIXELS = 40_000_000
 CACHE_NAME = "cifar10-uint8.npz"
 CACHE_FORMAT = 2  # bump when the cache's layout changes, so old caches are rebuilt
 PYTHON_BATCHES = "cifar-10-batches-py"  # folder name of the official python pickles
@@ -48,15 +51,27 @@ class Arrays:
 # ---------------------------------------------------------------- archive
 
 
-def verify_checksum(archive: Path) -> None:
-    """Compare against ``<archive>.sha256`` when one sits beside the archive."""
+def published_sha256(archive: Path) -> str | None:
+    """The SHA-256 in ``<archive>.sha256`` beside the archive, None when there is none."""
     sidecar = archive.with_name(archive.name + ".sha256")
     if not sidecar.is_file():
-        return
-    expected = sidecar.read_text().split()[0].lower()
-    if file_digest(archive) != expected:
+        return None
+    with sidecar.open("rb") as f:
+        words = f.read(1024).decode("ascii", errors="replace").split()  # "<64 hex digits>  <name>"; read no further
+    expected = words[0].lower() if words else ""
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
         raise DataError(
-            f"archive {archive} does not match its checksum in {sidecar.name} "
+            f"checksum file {sidecar} does not start with a SHA-256 (64 hex digits): fetch it again with the archive, or delete it"
+        )
+    return expected
+
+
+def verify_checksum(archive: Path) -> None:
+    """Compare against ``<archive>.sha256`` when one sits beside the archive."""
+    expected = published_sha256(archive)
+    if expected is not None and file_digest(archive) != expected:
+        raise DataError(
+            f"archive {archive} does not match its checksum in {archive.name}.sha256 "
             "(truncated or corrupt download?): fetch the archive again"
         )
 
@@ -155,16 +170,40 @@ def _class_dirs(split_dir: Path) -> dict[str, Path]:
     return {c: found[c] for c in CLASSES}
 
 
-def decode_image(path: Path) -> np.ndarray:
-    """Any image PIL reads, as 32 x 32 x 3 uint8 RGB. Raises ``DataError`` naming the file."""
+def read_image(path: str | Path) -> Image.Image:
+    """An image file PIL reads, as RGB; its size is read from the header and bounded by ``MAX_IMAGE_PIXELS``
+    before any pixel is decoded. Raises ``DataError`` naming the file."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # not a warning here: a refusal
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise DataError(
+                        f"image {path} is {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS // 10**6} megapixels "
+                        "this project decodes: shrink it first (the network sees 32 x 32)"
+                    )
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # PIL's own bounds, met at open
+        raise DataError(
+            f"image {path} is more than the {MAX_IMAGE_PIXELS // 10**6} megapixels this project decodes ({err}): shrink it first"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"cannot read image {path} ({err}): delete or replace the file") from None
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """Any image PIL reads, as 32 x 32 x 3 uint8 RGB. Raises ``DataError`` naming the file."""
+    image = read_image(path)
+    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def skipped_files(paths: list[str], where: Path | str) -> str:
+    """The warning for files that could not be read (or were too large to decode), naming at most ten."""
+    named = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+    return f"skipped {len(paths)} unreadable or oversized file(s) in {where}: {named}"
 
 
 def decode_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
@@ -183,7 +222,7 @@ def decode_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
         except DataError:
             skipped.append(str(path))
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {folder}: {', '.join(skipped)}", stacklevel=2)
+        warnings.warn(skipped_files(skipped, folder), stacklevel=2)
     if not images:
         raise DataError(f"no readable images in {folder}: put image files (PNG, JPEG, ...) there")
     return np.stack(images), paths

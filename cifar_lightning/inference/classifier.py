@@ -24,6 +24,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from cifar_lightning.data.preprocessing import check_preprocessing
+from cifar_lightning.data.sources import read_image
 from cifar_lightning.errors import CheckpointError, DataError
 from cifar_lightning.runs.checkpoints import read_checkpoint
 
@@ -68,11 +69,7 @@ class TrainedClassifier(nn.Module):
 
     def _one(self, image: ImageLike) -> Tensor:
         if isinstance(image, (str, Path)):
-            try:
-                with Image.open(image) as opened:
-                    image = opened.convert("RGB")
-            except OSError as err:
-                raise DataError(f"cannot read image {image} ({err}): pass an image file PIL reads") from None
+            image = read_image(image)
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise DataError(f"an array image must be H x W x 3 uint8 RGB, got {image.dtype} {image.shape}")

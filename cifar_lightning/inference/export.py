@@ -3,7 +3,8 @@
     cifar-lightning export --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt [--out DIR]
 
 Writes ``model.ts`` (TorchScript), ``model.onnx`` and ``model.json`` into ``DIR`` (default:
-an ``export/`` folder beside the checkpoint's folder). Both files take a float tensor
+``export/<checkpoint name>/`` beside the checkpoint's folder), all three or none; an earlier export
+there is kept unless ``--overwrite``. Both files take a float tensor
 N x 3 x 32 x 32 of RGB values in [0, 1] and return N x 10 logits: the training statistics'
 normalization is built in, so callers need nothing but the pixels. ``model.json`` names the
 classes and the input. The checkpoint is read with ``weights_only=True``.
@@ -13,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
 from cifar_lightning.data.preprocessing import check_preprocessing
-from cifar_lightning.errors import CheckpointError, user_errors
+from cifar_lightning.errors import CheckpointError, UserError, user_errors
 from cifar_lightning.inference.classifier import TrainedClassifier
 from cifar_lightning.lightning_cli import build
 from cifar_lightning.runs.checkpoints import read_checkpoint
@@ -55,8 +59,28 @@ def load_for_export(config: str, ckpt_path: str, overrides: list[str]) -> tuple[
     return classifier.eval(), preprocessing["class_names"]
 
 
-def export(model: TrainedClassifier, classes: list[str], out: Path) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
+def export(model: TrainedClassifier, classes: list[str], out: Path, overwrite: bool = False) -> dict[str, Path]:
+    """The three files into a new folder beside ``out``, renamed into place when all are written: ``out`` never
+    holds one checkpoint's TorchScript beside another's ONNX. An existing ``out`` is kept unless ``overwrite``."""
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists (an earlier export?): pass --overwrite to replace it, or another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        paths = write_files(model, classes, staging)
+        if out.exists():  # --overwrite: the old folder is moved aside first, then removed
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.replace(out, old / out.name)
+            os.replace(staging, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {kind: out / path.name for kind, path in paths.items()}
+
+
+def write_files(model: TrainedClassifier, classes: list[str], out: Path) -> dict[str, Path]:
     example = torch.rand(2, *IMAGE_SHAPE)
     paths = {"torchscript": out / "model.ts", "onnx": out / "model.onnx", "info": out / "model.json"}
     with torch.no_grad():
@@ -98,13 +122,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--config", required=True, help="the run's config.yaml")
     parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
-    parser.add_argument("--out", help="output folder (default: <run>/export)")
+    parser.add_argument("--out", help="output folder (default: <run>/export/<checkpoint name>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in that folder")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
     args, overrides = parser.parse_known_args(argv)
-    out = Path(args.out) if args.out else Path(args.ckpt_path).resolve().parent.parent / "export"
+    checkpoint = Path(args.ckpt_path).resolve()
+    out = Path(args.out) if args.out else checkpoint.parent.parent / "export" / checkpoint.stem
     with user_errors(args.verbose, "cifar-lightning export"):
         model, classes = load_for_export(args.config, args.ckpt_path, overrides)
-        paths = export(model, classes, out)
+        paths = export(model, classes, out, args.overwrite)
     for kind, path in paths.items():
         print(f"{kind:>12}: {path}")
 

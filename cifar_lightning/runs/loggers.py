@@ -17,11 +17,11 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from cifar_lightning.errors import ConfigError
+from cifar_lightning.files import read_yaml
 
 FOLDER_LOGGERS = (TensorBoardLogger, CSVLogger)  # a save_dir/name/version_N folder of their own
 
@@ -51,7 +51,7 @@ class KeepingCSVLogger(CSVLogger):
             with metrics.open(newline="") as f:
                 writer.metrics_keys = sorted(next(csv.reader(f), []))
         if hparams.is_file():
-            saved = yaml.safe_load(hparams.read_text())
+            saved = read_yaml(hparams, "hyperparameters")
             writer.hparams.update(saved if isinstance(saved, dict) else {})
         return writer
 

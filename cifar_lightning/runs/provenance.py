@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from cifar_lightning.data.sources import published_sha256
+
 
 def git(*args: str) -> str | None:
     """``git args...`` in the project's checkout, or None outside one (an installed package)."""
@@ -59,9 +61,9 @@ def data_copy(datamodule) -> dict:
     archive = getattr(datamodule, "archive", None)
     info = {"data_dir": str(getattr(datamodule, "data_dir", "")), "archive": str(archive) if archive else None}
     if archive is not None:
-        sidecar = Path(archive).with_name(Path(archive).name + ".sha256")
-        if sidecar.is_file():
-            info["archive_sha256"] = sidecar.read_text().split()[0]
+        published = published_sha256(Path(archive))
+        if published is not None:
+            info["archive_sha256"] = published
     source = getattr(datamodule, "source", None)
     if source:
         info["source"] = source

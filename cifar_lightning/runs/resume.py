@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cifar_lightning.errors import UserError
+from cifar_lightning.files import read_yaml
 from cifar_lightning.runs.flat_config import flatten
 
 # Settings that change what a run trains. Resuming with any of them different from the run's own
@@ -70,7 +69,7 @@ def training_differences(run_config: dict, new_config: dict) -> list[str]:
 
 def check_resume(run_dir: Path, new_config: dict, checkpoint: dict, command: str) -> None:
     """Refuse to continue ``run_dir`` under other training settings; say so when it already finished."""
-    run_config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    run_config = read_yaml(run_dir / "config.yaml", "the run's config") or {}
     differ = training_differences(run_config, new_config)
     if differ:
         shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")

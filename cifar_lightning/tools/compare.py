@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+import io
+import math
 from pathlib import Path
 
-import yaml
-
+from cifar_lightning.errors import UserError, user_errors
+from cifar_lightning.files import read_json, read_text, read_yaml
 from cifar_lightning.runs.flat_config import flatten
 
 # the settings that shape training; callbacks, checkpoints and logging do not
@@ -74,15 +75,27 @@ def changes(config: dict, baseline: dict) -> str:
     return ", ".join(sorted(diff)) or "(baseline)"
 
 
+def shown(value, spec: str) -> str:
+    """A figure as the table shows it; "–" for one the run did not log (a run without validation, say)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return format(number, spec) if math.isfinite(number) else "–"
+
+
 def row(report_dir: Path, baseline: dict) -> str:
-    config = yaml.safe_load((report_dir / "config.yaml").read_text())
-    with (report_dir / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    summary = json.loads((report_dir / "summary.json").read_text())
+    config = read_yaml(report_dir / "config.yaml", "the run's config")
+    rows = list(csv.DictReader(io.StringIO(read_text(report_dir / "metrics.csv", "report table"))))
+    summary = read_json(report_dir / "summary.json", "report summary")
+    if not isinstance(config, dict) or not isinstance(summary, dict) or not rows:
+        raise UserError(
+            f"{report_dir} is not a report folder a fit's report wrote (empty or of another shape): pass another"
+        )
     last = rows[-1]
     return (
-        f"| {report_dir.name} | {changes(config, baseline)} | {len(rows)} | {summary['best_val_acc']:.2%} "
-        f"| {float(last['val_acc']):.2%} | {float(last['train_loss']):.3f} | {float(last['train_acc']):.2%} |"
+        f"| {report_dir.name} | {changes(config, baseline)} | {len(rows)} | {shown(summary.get('best_val_acc'), '.2%')} "
+        f"| {shown(last.get('val_acc'), '.2%')} | {shown(last.get('train_loss'), '.3f')} | {shown(last.get('train_acc'), '.2%')} |"
     )
 
 
@@ -99,8 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("report_dirs", type=Path, nargs="+")
     parser.add_argument("--baseline", type=Path, required=True, help="the config the runs changed")
     args = parser.parse_args(argv)
-    baseline = yaml.safe_load(args.baseline.read_text())
-    print(table(sorted(args.report_dirs), baseline))
+    with user_errors(False, "cifar-lightning compare"):
+        baseline = read_yaml(args.baseline)
+        if not isinstance(baseline, dict):
+            raise UserError(f"baseline {args.baseline} is not a config (a mapping of settings): pass one from configs/")
+        print(table(sorted(args.report_dirs), baseline))
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ terminal, and ``<out>/<name>-cam.png``, the image beside its overlay, enlarged `
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from cifar_lightning.data.sources import read_image, skipped_files
 from cifar_lightning.errors import DataError, user_errors
+from cifar_lightning.files import beside, write_atomically
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -69,22 +72,35 @@ def main(argv: list[str] | None = None) -> None:
             raise DataError(
                 f"--opacity must be between 0 and 1 and --scale at least 1 (got {args.opacity}, {args.scale})"
             )
-        files = image_files(args.images)
         model = load(args.ckpt_path, trusted=args.trusted)
+        files, images, skipped, why = [], [], [], ""
+        for file in image_files(
+            args.images
+        ):  # each read once; an unreadable or oversized one is skipped, as predict does
+            try:
+                images.append(read_image(file))
+                files.append(file)
+            except DataError as err:
+                skipped.append(str(file))
+                why = why or str(err)  # the first reason, for when none is readable
+        if skipped:
+            warnings.warn(skipped_files(skipped, ", ".join(map(str, args.images))), stacklevel=1)
+        if not images:
+            raise DataError(f"no readable images in {', '.join(map(str, args.images))} ({why})")
         try:
-            maps = model.activation_maps(files, layer=args.layer)
+            maps = model.activation_maps(images, layer=args.layer)
         except ValueError as err:  # a layer the network does not have
             raise DataError(str(err)) from None
-        predictions = model.predict(files)
-        pixels = (model.to_tensor(files).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        predictions = model.predict(images)
+        pixels = (model.to_tensor(images).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         overlays = overlay(pixels, maps, args.opacity)
         args.out.mkdir(parents=True, exist_ok=True)
         height, width = model.input_size
         size = (width * args.scale * 2, height * args.scale)
         for file, name, image, shown, answer in zip(files, output_names(files), pixels, overlays, predictions):
             pair = Image.fromarray(np.concatenate([image, shown], axis=1)).resize(size, Image.Resampling.NEAREST)
-            pair.save(args.out / name)
-            print(f"{file}: {answer.label} ({answer.probability:.1%}) -> {args.out / name}")
+            target = write_atomically(beside(args.out / name), lambda tmp, pair=pair: pair.save(tmp, format="PNG"))
+            print(f"{file}: {answer.label} ({answer.probability:.1%}) -> {target}")
         print(f"layer: {args.layer or default_layer(model.network)}")
 
 

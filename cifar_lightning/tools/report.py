@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import statistics
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +24,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from cifar_lightning.errors import user_errors  # noqa: E402
+from cifar_lightning.errors import UserError, user_errors  # noqa: E402
+from cifar_lightning.files import read_json, write_atomically  # noqa: E402
 from cifar_lightning.runs.checkpoints import read_checkpoint  # noqa: E402
 
 VAL_TARGET = 0.85  # the seed's headline: first epoch with validation accuracy at or above this
@@ -53,8 +54,8 @@ def read_scalars(run_dir: Path, started: float | None = None) -> dict[str, list[
     if not events and is_logger_csv(run_dir / LOGGER_CSV):
         return read_csv_scalars(run_dir / LOGGER_CSV, started or 0.0)
     if not events:
-        raise SystemExit(
-            f"error: no TensorBoard event files or CSVLogger {LOGGER_CSV} in {run_dir}: pass a lightning_logs/version_N folder"
+        raise UserError(
+            f"no TensorBoard event files or CSVLogger {LOGGER_CSV} in {run_dir}: pass a lightning_logs/version_N folder"
         )
     merged: dict[str, dict[int, tuple[float, int, float]]] = {}
     for path in events:
@@ -156,7 +157,25 @@ def median_value(points: list[tuple[float, int, float]]) -> float | None:
 
 def read_run_info(run_dir: Path) -> dict:
     path = run_dir / "run.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    info = read_json(path, "the run's record") if path.is_file() else {}
+    return info if isinstance(info, dict) else {}
+
+
+# the summary's figures that are shares: a value outside [0, 1] was not written by this project
+SHARES = ("best_val_acc", "final_val_acc", "test_acc", "test_acc_single_view")
+
+
+def check_summary(summary: dict, run_dir: Path) -> None:
+    """Every figure finite, every accuracy a share: what the report writes is valid JSON and means what it says."""
+    for key, value in summary.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(
+                f"{run_dir} logged {key} = {value}: a diverged or edited run; report a run whose figures are finite"
+            )
+        if key in SHARES and value is not None and not 0.0 <= value <= 1.0:
+            raise UserError(
+                f"{run_dir} logged {key} = {value}, not an accuracy in [0, 1]: the record was edited; pass a run a fit wrote"
+            )
 
 
 def summarize(run_dir: Path, rows: list[dict], scalars: dict) -> dict:
@@ -227,7 +246,7 @@ def plot(rows: list[dict], scalars: dict, path: Path, title: str) -> None:
     lr_ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -236,23 +255,51 @@ def default_out(run_dir: Path) -> Path:
     return run_dir / "report" if is_logger_csv(run_dir / LOGGER_CSV) else run_dir
 
 
-def write_report(run_dir: Path, out_dir: Path | None = None) -> dict:
+OUTPUTS = (LOGGER_CSV, "summary.json", "curves.png")
+
+
+def read_run(run_dir: Path) -> tuple[list[dict], dict, dict]:
+    """The run folder's epochs, scalars and summary; a record this project did not write is one line."""
+    try:
+        starts = read_run_info(run_dir).get("starts") or [{}]
+        started = starts[0].get("started") if isinstance(starts, list) and isinstance(starts[0], dict) else None
+        started = started if isinstance(started, (int, float)) else None
+        scalars = read_scalars(run_dir, started)
+        rows = epoch_rows(scalars, started)
+        summary = summarize(run_dir, rows, scalars)
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError, csv.Error, UnicodeDecodeError) as err:
+        first = " ".join(str(err).split())[:160]
+        raise UserError(
+            f"{run_dir} holds a record this project did not write ({type(err).__name__}: {first}): pass a folder a fit wrote"
+        ) from None
+    check_summary(summary, run_dir)
+    return rows, scalars, summary
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None, overwrite: bool = False) -> dict:
     out_dir = out_dir or default_out(run_dir)
     if is_logger_csv(out_dir / LOGGER_CSV):
-        raise SystemExit(f"error: {out_dir / LOGGER_CSV} is a logger's record, not a report: pass another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    starts = read_run_info(run_dir).get("starts") or [{}]
-    scalars = read_scalars(run_dir, starts[0].get("started"))
-    rows = epoch_rows(scalars, starts[0].get("started"))
-    with (out_dir / LOGGER_CSV).open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    summary = summarize(run_dir, rows, scalars)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        raise UserError(f"{out_dir / LOGGER_CSV} is a logger's record, not a report: pass another --out")
+    existing = [name for name in OUTPUTS if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise UserError(
+            f"{out_dir} already holds a report ({', '.join(existing)}): pass --overwrite to replace it, or another --out"
+        )
+    rows, scalars, summary = read_run(run_dir)
+
+    def metrics(path: Path) -> None:
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomically(out_dir / LOGGER_CSV, metrics)
+    text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+    write_atomically(out_dir / "summary.json", lambda path: path.write_text(text))
     test = f", test {summary['test_acc']:.2%}" if summary["test_acc"] is not None else ""
     params = f" ({summary['parameters']:,} parameters)" if summary["parameters"] else ""
-    plot(rows, scalars, out_dir / "curves.png", f"{summary['network'] or run_dir.name}{params}{test}")
+    title = f"{summary['network'] or run_dir.name}{params}{test}"
+    write_atomically(out_dir / "curves.png", lambda path: plot(rows, scalars, path, title))
     return summary
 
 
@@ -264,11 +311,12 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="where to write the report (default: the run folder; its report/ when a CSVLogger keeps it)",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace a report already in the output folder")
     args = parser.parse_args(argv)
-    if not args.run_dir.is_dir():
-        sys.exit(f"error: {args.run_dir} is not a folder: pass a lightning_logs/version_N folder")
     with user_errors(False, "cifar-lightning report"):
-        summary = write_report(args.run_dir, args.out)
+        if not args.run_dir.is_dir():
+            raise UserError(f"{args.run_dir} is not a folder: pass a lightning_logs/version_N folder")
+        summary = write_report(args.run_dir, args.out, args.overwrite)
     keys = (
         "parameters",
         "epochs",

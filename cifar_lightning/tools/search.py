@@ -22,6 +22,7 @@ import difflib
 import hashlib
 import importlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import yaml
 from filelock import FileLock
 
 from cifar_lightning.errors import ConfigError, UserError, shell_command, user_errors
+from cifar_lightning.files import read_yaml
 from cifar_lightning.runs.flat_config import flatten
 from cifar_lightning.runs.resume import counts_for_training
 
@@ -42,7 +44,7 @@ def read_space(path: Path) -> dict[str, dict]:
     """The search space file: setting key -> {low, high[, log]} or {choices}; one line for a bad entry."""
     if not path.is_file():
         raise ConfigError(f"search space {path} does not exist: pass a YAML file like configs/search/fast.yaml")
-    space = yaml.safe_load(path.read_text())
+    space = read_yaml(path, "search space")
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"search space {path} holds no settings: give each setting as key: {SPACE_FORMS}")
     for key, spec in space.items():
@@ -52,6 +54,8 @@ def read_space(path: Path) -> dict[str, dict]:
                 {"low", "high"} <= set(spec) <= {"low", "high", "log"}
                 and all(isinstance(spec[b], (int, float)) and not isinstance(spec[b], bool) for b in ("low", "high"))
                 and spec["low"] < spec["high"]
+                and spec.get("log", False) in (True, False)
+                and (not spec.get("log") or spec["low"] > 0)  # a log scale starts above 0
             )
         )
         if not ok:
@@ -228,11 +232,19 @@ def importable(name: str) -> bool:
     return True
 
 
+class OneLine(logging.Formatter):
+    """A trial's line without the traceback Optuna attaches to a failed one (about 240 lines for a failed
+    fit); the failure itself ends the search in its own one line, and --verbose shows the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(
+            super().format(logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})).split()
+        )
+
+
 def report_trials_on_stderr() -> None:
     """Optuna's line for each trial, on this call's stderr: its own handler keeps the stream it first
     met, which a caller running several searches in one process (the tests) has replaced since."""
-    import logging
-
     import optuna
 
     optuna.logging.disable_default_handler()
@@ -241,7 +253,7 @@ def report_trials_on_stderr() -> None:
         logger.removeHandler(handler)
     handler = logging.StreamHandler()
     handler.search_lines = True
-    handler.setFormatter(logging.Formatter("[%(levelname)s %(asctime)s] %(message)s"))
+    handler.setFormatter(OneLine("[%(levelname)s %(asctime)s] %(message)s"))
     logger.addHandler(handler)
 
 

@@ -237,6 +237,16 @@ def output_classes(network: nn.Module, input_size: tuple[int, int], where: str) 
     return int(out.shape[-1])
 
 
+def check_finite(state_dict: dict, where: str) -> None:
+    """Every floating tensor of the weights is finite: NaN weights would answer NaN for every class, silently."""
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(
+                f"{where}: its weight {key} holds NaN or infinite values (the training diverged): "
+                "use a checkpoint from before it did"
+            )
+
+
 # optimizer states that are one value per parameter element (SGD, Adam, AdamW, RMSprop, Adagrad, ...)
 PER_ELEMENT_STATES = (
     "momentum_buffer",
@@ -374,6 +384,7 @@ def check_checkpoint(
         return None
     built = spec if isinstance(spec, nn.Module) else build_on_meta(spec, trusted, where)
     check_shapes(built, checkpoint.get("state_dict"), where)
+    check_finite(checkpoint.get("state_dict"), where)
     preprocessing = checkpoint.get("preprocessing")
     size = tuple(check_preprocessing(preprocessing, where)["input_size"]) if preprocessing is not None else (32, 32)
     if isinstance(spec, nn.Module):  # the caller's own network, in real memory: not run here
@@ -413,6 +424,6 @@ def check_teacher(distillation: Any, trusted: Iterable[str | type] | str | None,
         return
     place = "distillation teacher"
     built = build_on_meta(teacher, trusted_names(trusted), where, place)
-    check_shapes(
-        built, read_checkpoint(path).get("state_dict"), f"{where} (teacher checkpoint {path})", place, TEACHER_HINT
-    )
+    weights = read_checkpoint(path).get("state_dict")
+    check_shapes(built, weights, f"{where} (teacher checkpoint {path})", place, TEACHER_HINT)
+    check_finite(weights, f"{where} (teacher checkpoint {path})")

@@ -25,7 +25,7 @@ N = 256
 def exported(tmp_path_factory, real_data_dir, real_archive) -> Path:
     from cifar_lightning.cli import main
 
-    out = tmp_path_factory.mktemp("export")
+    out = tmp_path_factory.mktemp("export") / "last"  # the export makes this folder itself
     main(
         [
             "export",

@@ -69,7 +69,7 @@ class ReadCounter(Callback):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["fast", "cnn", "best"])
+@pytest.mark.parametrize("recipe", ["fast", "cnn", "hour"])
 def test_a_steady_step_reads_back_nothing_between_logging_steps(
     recipe, tmp_path, monkeypatch, real_data_dir, real_archive
 ):

@@ -5,7 +5,7 @@
 One row per recipe, in ``RECIPES``' order; its purpose is the first line of ``configs/<recipe>.yaml``.
 ``summary.json`` is the recipe's headline run and ``summary-s<seed>.json`` its other seeds, each
 written by ``cifar-lightning report``; a figure over several seeds is their mean and standard
-deviation. The headline run's ``config.yaml`` must train as the shipped config does, setting for
+deviation, and the fit minutes their median. The headline run's ``config.yaml`` must train as the shipped config does, setting for
 setting, or the script stops: every figure in the table comes from a config that ships.
 """
 
@@ -78,14 +78,16 @@ def row(recipe: str, results: Path, repo: Path) -> str:
     views = {s.get("test_views") or 1 for s in runs}
     single = [s.get("test_acc_single_view") or s["test_acc"] for s in runs]
     with_views = [s["test_acc"] for s in runs] if views != {1} else []
-    minutes = [s["fit_minutes"] for s in runs if s.get("fit_minutes") is not None]
+    # the median: one seed's fit that shared the machine does not move it (the NOTES say which)
+    timed = [s["fit_minutes"] for s in runs if s.get("fit_minutes") is not None]
+    minutes = f"{statistics.median(timed):.1f}" if timed else "–"
     machine = head.get("machine") or {}
     cpu = " ".join(machine.get("cpu", "?").replace("(R)", "").split()[:3])
     where = "GPU" if machine.get("gpu") else f"{machine.get('cpu_count', '?')}-core {cpu}"
     shown = f"{spread(with_views, 100, '%')} ({views.pop()} views)" if with_views else "–"
     return (
         f"| [{recipe}](results/{recipe}/) | {purpose(config)} | {head['network'].rsplit('.', 1)[-1]} | {head['parameters']:,} "
-        f"| {head['epochs']} | {len(runs)} | {spread(single, 100, '%')} | {shown} | {spread(minutes)} on a {where} |"
+        f"| {head['epochs']} | {len(runs)} | {spread(single, 100, '%')} | {shown} | {minutes} on a {where} |"
     )
 
 

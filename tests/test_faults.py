@@ -242,7 +242,7 @@ def test_a_full_data_disk_is_named_when_unpacking_and_when_writing_the_cache(ima
     archive = tmp_path / "copy.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(image_folder / "tiny-cifar", arcname="tiny-cifar")
-    monkeypatch.setattr(tarfile.TarFile, "extractall", no_space)
+    monkeypatch.setattr(tarfile.TarFile, "extract", no_space)
     with pytest.raises(
         DataError, match=r"cannot unpack copy.tar.gz into .*\(No space left on device\): free disk space"
     ):

@@ -213,3 +213,17 @@ def test_the_alias_bomb_is_what_the_issue_measured():
         else:
             count += 1
     assert count == 9**6
+
+
+def test_an_archive_that_unpacks_past_the_bound_is_refused_as_it_streams(tmp_path, monkeypatch, image_folder):
+    # a gzip of zeros is a thousand times smaller than what it unpacks to: the sizes in the members'
+    # headers are counted before each member's data is written
+    import tarfile
+
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(image_folder / "tiny-cifar", arcname="tiny-cifar")
+    monkeypatch.setattr(sources, "MAX_UNPACKED_BYTES", 2_000)  # the tiny folder is about 60 kB
+    with pytest.raises(DataError, match="unpacks to more than .* far more than a small-image data set"):
+        sources.prepare(tmp_path / "data", archive, download_ok=False)
+    assert not list((tmp_path / "data").glob(".extract-*"))  # nothing left behind

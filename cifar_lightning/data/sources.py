@@ -34,6 +34,10 @@ IMAGE_SIZE = 32  # pixels, both sides; other sizes are resized on decode
 # width x height an image file may have, read from its header before any pixel is decoded: 40
 # megapixels decode to 120 MB of RGB, and a 20,000 x 20,000 PNG of zeros is under 400 KB on disk
 MAX_IMAGE_PIXELS = 40_000_000
+# what an archive may unpack to, counted from its members' headers as they stream: the JPEG copy is
+# 60,000 files and about 200 MB, and a gzip "bomb" of a few MB could otherwise fill the disk
+MAX_UNPACKED_BYTES = 4 << 30
+MAX_MEMBERS = 1_000_000
 CACHE_NAME = "cifar10-uint8.npz"
 CACHE_FORMAT = 2  # bump when the cache's layout changes, so old caches are rebuilt
 PYTHON_BATCHES = "cifar-10-batches-py"  # folder name of the official python pickles
@@ -102,8 +106,16 @@ def unpacked(archive: Path, data_dir: Path):
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".extract-") as tmp:
         try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(tmp, filter="data")  # "data" refuses absolute paths and links out of tmp
+            with tarfile.open(archive, "r|*") as tar:  # a stream: each member's header is read before its data
+                total = members = 0
+                for member in tar:
+                    total, members = total + member.size, members + 1
+                    if total > MAX_UNPACKED_BYTES or members > MAX_MEMBERS:
+                        raise DataError(
+                            f"archive {archive} unpacks to more than {MAX_UNPACKED_BYTES >> 30} GB or {MAX_MEMBERS:,} files, "
+                            "far more than a small-image data set: pass the archive you meant"
+                        )
+                    tar.extract(member, tmp, filter="data")  # "data" refuses absolute paths and links out of tmp
         except OSError as err:
             if err.errno is not None:  # the folder written to failed (full, read-only), not the archive
                 raise cannot_write(data_dir, f"unpack {archive.name} into", err) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import sqlite3
 import subprocess
@@ -217,3 +218,215 @@ def test_a_search_without_its_extra_names_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     result = main_in_process(["search", "--config", FAST, "--space", SPACE], capsys)
     assert "needs optuna" in one_line_error(result) and "cifar_lightning[search]" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def postgresql():
+    """The URL of a throwaway PostgreSQL server (tests/postgres.py), shared by this module's tests."""
+    from postgres import server_binaries, throwaway_server
+
+    if server_binaries() is None:
+        if os.environ.get("CIFAR_LIGHTNING_NO_SKIPS") == "1":
+            pytest.fail("the search's storage tests need Debian's postgresql (.ci/run installs it)")
+        pytest.skip("needs Debian's postgresql (apt-get install postgresql)")
+    with throwaway_server() as (url, _):
+        yield url
+
+
+@pytest.mark.process
+def test_three_workers_on_a_postgresql_server_share_one_study(tmp_path, postgresql, real_data_dir, real_archive):
+    """Workers as on three machines: each its own folder, one command each, the study on a server."""
+    import optuna
+
+    command = [
+        sys.executable,
+        "-m",
+        "cifar_lightning",
+        "search",
+        "--config",
+        str(FAST),
+        "--space",
+        str(SPACE),
+        "--study",
+        "shared.db",
+        "--storage",
+        postgresql,
+        "--trials",
+        "1",
+        *trial_args(real_data_dir, real_archive),
+    ]
+    env = with_helpers({"OMP_NUM_THREADS": "1"})
+    folders = [tmp_path / f"machine-{i}" for i in range(3)]
+    runs = []
+    for folder in folders:
+        folder.mkdir()
+        runs.append(
+            subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    for run in runs:
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="shared", storage=postgresql)
+    assert sorted(t.number for t in study.trials) == [0, 1, 2]  # each trial recorded once
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # and each run once, by one worker in its own folder
+    assert [len(list((f / "lightning_logs").glob("version_*/checkpoints/last.ckpt"))) for f in folders] == [1, 1, 1]
+    assert not (tmp_path / "machine-0" / "shared.db").exists()  # nothing of the study in a local file
+
+
+def test_a_storage_that_cannot_be_reached_is_one_line(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
+    monkeypatch.chdir(tmp_path)
+    url = "postgresql+psycopg2://postgres:secret@127.0.0.1:9/none"  # nothing listens on port 9 here
+    result = main_in_process(
+        [
+            "search",
+            "--config",
+            FAST,
+            "--space",
+            SPACE,
+            "--storage",
+            url,
+            "--trials",
+            "1",
+            *trial_args(real_data_dir, real_archive),
+        ],
+        capsys,
+    )
+    line = one_line_error(result).strip().splitlines()[-1]
+    assert "the study's storage postgresql+psycopg2://postgres:***@127.0.0.1:9/none failed" in line
+    assert "secret" not in line
+
+
+@pytest.mark.slow
+def test_a_study_in_a_journal_file_for_a_shared_file_system(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    monkeypatch.chdir(tmp_path)
+    journal = tmp_path / "shared" / "study.log"
+    journal.parent.mkdir()
+    result = main_in_process(
+        [
+            "search",
+            "--config",
+            FAST,
+            "--space",
+            SPACE,
+            "--storage",
+            f"journal:{journal}",
+            "--trials",
+            "1",
+            *trial_args(real_data_dir, real_archive),
+        ],
+        capsys,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    assert [t.state for t in optuna.load_study(study_name="search-fast", storage=storage).trials] == [
+        optuna.trial.TrialState.COMPLETE
+    ]
+
+
+LONG_TRIAL = 100  # batches an epoch: a trial long enough to be stopped in the middle
+
+
+def long_trial_args(study: str, storage: str, real_data_dir, real_archive) -> list[str]:
+    args = [
+        a if not a.startswith("--trainer.limit_train_batches") else f"--trainer.limit_train_batches={LONG_TRIAL}"
+        for a in trial_args(real_data_dir, real_archive)
+    ]
+    return [
+        "search",
+        "--config",
+        str(FAST),
+        "--space",
+        str(SPACE),
+        "--study",
+        f"{study}.db",
+        "--storage",
+        storage,
+        "--trials",
+        "1",
+        *args,
+    ]
+
+
+def start_worker(folder: Path, args: list[str]) -> subprocess.Popen:
+    folder.mkdir()
+    return subprocess.Popen(
+        [sys.executable, "-m", "cifar_lightning", *args],
+        cwd=folder,
+        env=with_helpers({"OMP_NUM_THREADS": "1"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_a_running_trial(storage: str, name: str, timeout: float = 120) -> None:
+    import optuna
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage).trials
+        except KeyError:  # the study is not created yet
+            trials = []
+        if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
+            return
+        time.sleep(0.5)
+    raise AssertionError("no trial started")
+
+
+@pytest.mark.process
+def test_a_killed_workers_trial_is_failed_by_its_heartbeat_and_run_again_once(
+    tmp_path, postgresql, monkeypatch, capsys, real_data_dir, real_archive
+):
+    import optuna
+
+    from cifar_lightning.tools import search
+
+    args = long_trial_args("killed", postgresql, real_data_dir, real_archive)
+    worker = start_worker(tmp_path / "machine-0", args)
+    wait_for_a_running_trial(postgresql, "killed")
+    time.sleep(1)
+    worker.kill()  # SIGKILL mid-trial: the worker says nothing to the study
+    worker.communicate(timeout=60)
+    monkeypatch.setattr(search, "GRACE_S", 1)  # this worker judges a heartbeat 1 s old as stopped
+    monkeypatch.setattr(search, "HEARTBEAT_S", 1)
+    time.sleep(2)
+    (tmp_path / "machine-1").mkdir()
+    monkeypatch.chdir(tmp_path / "machine-1")
+    result = main_in_process(args, capsys)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="killed", storage=postgresql).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params and trials[1].system_attrs.get("failed_trial") == 0  # retried, once
+
+
+@pytest.mark.process
+def test_a_server_that_goes_away_mid_study_is_one_line_and_the_run_stays_resumable(
+    tmp_path, real_data_dir, real_archive
+):
+    import subprocess as sp
+
+    from postgres import throwaway_server
+
+    from cifar_lightning.runs.checkpoints import read_checkpoint
+
+    with throwaway_server() as (url, pg_ctl):
+        worker = start_worker(tmp_path / "machine", long_trial_args("away", url, real_data_dir, real_archive))
+        wait_for_a_running_trial(url, "away")
+        last = tmp_path / "machine" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 120
+        while not last.is_file() and time.monotonic() < deadline:  # the first epoch's checkpoint
+            time.sleep(0.2)
+        sp.run([*pg_ctl, "-m", "immediate", "stop"], check=True, capture_output=True)
+        _, err = worker.communicate(timeout=180)
+    lines = err.strip().splitlines()
+    assert worker.returncode == 2 and "Traceback" not in err, err[-3000:]
+    assert (
+        lines[-1].startswith("error: the study's storage postgresql+psycopg2://")
+        and "run the same command again" in lines[-1]
+    )
+    assert read_checkpoint(last)["epoch"] == 0  # the trial's run folder keeps its last whole epoch

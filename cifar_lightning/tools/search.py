@@ -1,4 +1,4 @@
-"""Tune chosen settings of a recipe on the validation split with Optuna: a resumable study in SQLite.
+"""Tune chosen settings of a recipe on the validation split with Optuna: a resumable study, shared by workers.
 
     cifar-lightning search --config configs/fast.yaml --space configs/search/fast.yaml [--trials 20] [overrides...]
 
@@ -6,8 +6,11 @@ Each trial is a fit of the recipe with the trial's settings (a run folder of its
 pruned by Optuna's Lightning callback when its validation accuracy falls behind the median of
 earlier trials at the same epoch. The score is the trial's best validation accuracy; the test set
 is never read. The study lives in one SQLite file (``--study``, default
-``lightning_logs/search-<config>.db``): run the same command again to add trials, or in several
-terminals at once to run trials in parallel. The file remembers a hash of the recipe's training
+``lightning_logs/search-<config>.db``), or with ``--storage`` in any Optuna storage (a PostgreSQL
+server, or ``journal:PATH`` on a shared file system) for workers on several machines: run the same
+command again to add trials, or in several terminals or machines at once to run trials in parallel.
+A worker that dies leaves its trial to a heartbeat: another worker marks it failed and runs it
+again, once. The study remembers a hash of the recipe's training
 settings and refuses another recipe. A new study's first trial is the recipe's own values.
 
 After this process's trials, beside the study file: ``<study>.trials.csv`` (every trial),
@@ -23,7 +26,11 @@ import hashlib
 import importlib
 import json
 import logging
+import re
 import sys
+import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +122,76 @@ def parse_enqueued(text: str, space: dict) -> dict:
 
 
 SQLITE_WAIT_S = 60  # how long a process waits for another's write to the study file before failing
+# a running trial writes a heartbeat this often; one silent for the grace period (its worker was killed)
+# is marked failed by the next worker that starts a trial, and enqueued once more
+HEARTBEAT_S, GRACE_S = 20, 60
+TABLE_ATTEMPTS = 5
+JOURNAL = "journal:"  # --storage journal:PATH: Optuna's journal file, for a shared file system without a database
 
 
-def open_study(path: Path, fingerprint: str, config: str, startup: int, seed: int | None):
+def storage_of(url: str):
+    """An Optuna storage from a URL: any database SQLAlchemy reaches (``sqlite:///...``,
+    ``postgresql+psycopg2://user@host:port/db``), or ``journal:PATH``."""
     import optuna
 
-    storage = optuna.storages.RDBStorage(
-        f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": SQLITE_WAIT_S}}
-    )
+    if url.startswith(JOURNAL):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len(JOURNAL) :]))
+    import sqlalchemy.exc
+
+    engine = {"connect_args": {"timeout": SQLITE_WAIT_S}} if url.startswith("sqlite") else None
+    for attempt in range(TABLE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # workers that start at once on a new database race to create Optuna's tables; the loser
+            # meets the winner's (PostgreSQL: "duplicate key ... pg_type"), and finds them on the next try
+            if attempt == TABLE_ATTEMPTS - 1:
+                raise
+            time.sleep(1 + attempt)
+
+
+def shown_url(url: str) -> str:
+    """The storage URL without its password, for a line a person reads."""
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
+
+
+@contextmanager
+def storage_errors(url: str):
+    """A storage that cannot be reached, or goes away mid-study, is one line naming it; a trial's run
+    folder keeps its last checkpoint, and the same command joins the study again."""
+    import optuna
+    import sqlalchemy.exc
+
+    storage_failures = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
+    try:
+        yield
+    except Exception as raised:  # noqa: BLE001 - Optuna can end a trial with its own error raised from the storage's
+        err = raised
+        while err is not None and not isinstance(err, storage_failures):
+            err = err.__cause__ or err.__context__
+        if err is None:
+            raise
+        first = " ".join(str(getattr(err, "orig", None) or err).split())[:200]
+        raise UserError(
+            f"the study's storage {shown_url(url)} failed ({type(err).__name__}: {first}): check that it is up and "
+            "reachable, then run the same command again to rejoin the study"
+        ) from None
+
+
+def open_study(path: Path, storage: str, fingerprint: str, config: str, startup: int, seed: int | None):
+    import optuna
+
     study = optuna.create_study(
         study_name=path.stem,
-        storage=storage,
+        storage=storage_of(storage),
         direction="maximize",
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(startup, 1)),
@@ -262,7 +328,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="the recipe to tune (configs/fast.yaml)")
     parser.add_argument("--space", required=True, type=Path, help=f"YAML: setting key -> {SPACE_FORMS}")
     parser.add_argument(
-        "--study", type=Path, help="the study's SQLite file (default lightning_logs/search-<config>.db)"
+        "--study",
+        type=Path,
+        help="the study's SQLite file, or with --storage the prefix of its output files; its name is the "
+        "study's (default lightning_logs/search-<config>.db)",
+    )
+    parser.add_argument(
+        "--storage",
+        help="where the study lives, for workers on several machines: an Optuna storage URL "
+        "(postgresql+psycopg2://user@host:5432/db, sqlite:///path) or journal:PATH (default: the --study file)",
     )
     parser.add_argument("--trials", type=int, default=10, help="trials this process runs (default 10)")
     parser.add_argument("--timeout", type=float, help="minutes after which this process starts no new trial")
@@ -298,22 +372,29 @@ def main(argv: list[str] | None = None) -> None:
         study_path = args.study or Path("lightning_logs") / f"search-{Path(args.config).stem}.db"
         enqueued = [parse_enqueued(text, space) for text in args.enqueue]
         study_path.parent.mkdir(parents=True, exist_ok=True)
-        # processes that start together create the SQLite file's tables once, one after the other
-        with FileLock(f"{study_path}.lock"):
-            study = open_study(study_path, training_hash(settings, space), args.config, args.startup, args.seed)
-            if not study.trials:  # the recipe as it is, the yardstick for every other trial
-                own = {key: settings[key] for key in space if in_space(settings[key], space[key])}
-                if len(own) == len(space):
-                    study.enqueue_trial(own, skip_if_exists=True)
-            for params in enqueued:
-                study.enqueue_trial(params)
-        del base_cli
-        study.optimize(
-            objective(args.config, overrides, space),
-            n_trials=args.trials,
-            gc_after_trial=True,
-            timeout=args.timeout * 60 if args.timeout else None,
-        )
+        storage = args.storage or f"sqlite:///{study_path}"
+        import optuna
+
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
+        with storage_errors(storage):
+            # processes that start together on this machine create the study once, one after the other
+            with FileLock(f"{study_path}.lock"):
+                study = open_study(
+                    study_path, storage, training_hash(settings, space), args.config, args.startup, args.seed
+                )
+                if not study.trials:  # the recipe as it is, the yardstick for every other trial
+                    own = {key: settings[key] for key in space if in_space(settings[key], space[key])}
+                    if len(own) == len(space):
+                        study.enqueue_trial(own, skip_if_exists=True)
+                for params in enqueued:
+                    study.enqueue_trial(params)
+            del base_cli
+            study.optimize(
+                objective(args.config, overrides, space),
+                n_trials=args.trials,
+                gc_after_trial=True,
+                timeout=args.timeout * 60 if args.timeout else None,
+            )
         for line in write_outputs(study, study_path, base):
             print(line)
 

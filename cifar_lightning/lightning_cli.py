@@ -41,7 +41,7 @@ from cifar_lightning.runs import loggers as run_loggers
 from cifar_lightning.runs.checkpoint_io import AtomicCheckpointIO
 from cifar_lightning.runs.checkpoints import find_last_checkpoint, read_checkpoint, run_of_checkpoint
 from cifar_lightning.runs.resume import RunFinished, check_resume
-from cifar_lightning.training.module import ImageClassifier
+from cifar_lightning.training.module import FIT_METRICS, ImageClassifier
 from cifar_lightning.training.trust import check_checkpoint, check_same_network, check_teacher, named_classes, spec_name
 
 ATOMIC_CHECKPOINT_IO = f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__qualname__}"
@@ -72,6 +72,22 @@ SWITCHABLE_CALLBACKS = {
     "lr_monitor": (LearningRateMonitor, {"logging_interval": "step"}),
     "model_summary": (ModelSummary, {"max_depth": 3}),
 }
+
+
+def check_monitors(config) -> None:
+    """Every metric a callback monitors is one the fit logs. Lightning meets the name only at the first
+    validation: EarlyStopping then stops the fit with a traceback, ModelCheckpoint saves no best epoch."""
+    named = [("checkpoint.monitor", (config.get("checkpoint") or {}).get("monitor"))]
+    callbacks = config["trainer"].get("callbacks") or []
+    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+        settings = callback.get("init_args") if hasattr(callback, "get") else None
+        if settings is not None and hasattr(settings, "get") and settings.get("monitor") is not None:
+            named.append((f"the monitor of trainer.callbacks' {callback.get('class_path')}", settings.get("monitor")))
+    for where, metric in named:
+        if metric is not None and metric not in FIT_METRICS:
+            raise ConfigError(
+                f"{where} is {str(metric)[:80]!r}, which a fit never logs: monitor one of {', '.join(FIT_METRICS)}"
+            )
 
 
 class SaveStageConfig(SaveConfigCallback):
@@ -162,6 +178,8 @@ class CifarLightningCLI(LightningCLI):
         config = self.config[subcommand]
         # the logger that keeps the run folder goes first, before --ckpt_path last looks for runs there
         run_loggers.arrange(config)
+        if subcommand == "fit":
+            check_monitors(config)
         augmentation = config.get("data", {}).get("augmentation")
         if augmentation is not None:  # built now (it checks itself), before a run folder or the data exist
             Augmentation(**augmentation.as_dict())

@@ -34,6 +34,8 @@ TTALevel = Literal[tuple(TTA_VIEWS)]  # the levels, as the parser checks them
 # 2 px: the recipes translate training images by up to 2 px; a 3-px shift gave most of the gain back
 # (validation of four finished checkpoints: results/best/runs/tta-shift/README.md at 9ba0eb0)
 TTA_SHIFT_PX = 2
+# what a fit logs that a callback may monitor (``_step``; Lightning adds "train/loss" for the epoch's mean)
+FIT_METRICS = ("train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc")
 # torch.compile's modes for the network, and "off"
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 

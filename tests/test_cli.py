@@ -364,7 +364,9 @@ def test_every_callback_a_run_gets_is_shown_and_each_goes_off_with_its_key(
         ["--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping", "--trainer.callbacks.monitor=val_acc"],
     ],
 )
-def test_a_monitor_of_a_metric_the_fit_never_logs_is_refused_before_the_first_step(setting, refused, tmp_path, monkeypatch):
+def test_a_monitor_of_a_metric_the_fit_never_logs_is_refused_before_the_first_step(
+    setting, refused, tmp_path, monkeypatch
+):
     # found by trying: EarlyStopping on a typo ended the fit in a traceback after its first epoch
     monkeypatch.chdir(tmp_path)
     line = refused("fit", "--config", CONFIG, *data_args(), *TINY, *setting)

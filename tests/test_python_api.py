@@ -14,9 +14,9 @@ from cifar_lightning.data import sources
 from cifar_lightning.training.module import ImageClassifier
 from harness import REPO
 
-# single-view test accuracy of the committed headline checkpoints (cifar-lightning retest, fp32;
-# fast and best trained and were first tested in bf16, which moves a few of 10,000 answers)
-HEADLINE_SINGLE_VIEW = {"fast": 0.8564}
+# single-view test accuracy of the committed checkpoint in fp32 (it was tested in bf16, 85.47%, which
+# moves a few of 10,000 answers)
+HEADLINE_SINGLE_VIEW = {"fast": 0.8546}
 
 
 def test_load_from_checkpoint_rebuilds_the_network_with_weights_only(finished_run):

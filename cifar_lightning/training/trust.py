@@ -147,7 +147,7 @@ def check_names(hparams: Any, trusted: set[str], where: str, settings: set[str])
         unknown = sorted(str(k) for k in hparams if k not in settings and k not in ("_instantiator", "_class_path"))
         if unknown:
             raise CheckpointError(
-                f"{where} holds settings ImageClassifier does not take ({', '.join(unknown[:5])}): it was not written by this project"
+                f"{where} holds settings ImageClassifier does not take ({', '.join(unknown[:5])}): it was written by another version of this project, or edited"
             )
 
 

@@ -327,7 +327,7 @@ def test_a_study_in_a_journal_file_for_a_shared_file_system(tmp_path, monkeypatc
     ]
 
 
-LONG_TRIAL = 100  # batches an epoch: a trial long enough to be stopped in the middle
+LONG_TRIAL = 40  # batches an epoch: a trial long enough to be stopped in the middle
 
 
 def long_trial_args(study: str, storage: str, real_data_dir, real_archive) -> list[str]:

@@ -181,29 +181,50 @@ def test_a_bad_search_space_is_one_line_naming_the_key(space, named, tmp_path, m
     assert not (tmp_path / "lightning_logs").exists()
 
 
-@pytest.mark.process
-def test_two_processes_share_one_study(tmp_path, real_data_dir, real_archive):
-    """Trials in parallel: the same command in two processes, against the same SQLite file."""
-    command = [
-        sys.executable,
-        "-m",
-        "cifar_lightning",
+LONG_TRIAL = 40  # batches an epoch: a trial long enough to be stopped in the middle
+
+
+def search_args(study: str, real_data_dir, real_archive, storage: str | None = None, long: bool = False) -> list[str]:
+    """One search worker's arguments: one tiny trial (``long``: one that can be stopped in the middle)."""
+    trial = trial_args(real_data_dir, real_archive)
+    if long:
+        trial = [
+            a if not a.startswith("--trainer.limit_train_batches") else f"--trainer.limit_train_batches={LONG_TRIAL}"
+            for a in trial
+        ]
+    where = ["--storage", storage] if storage else []
+    return [
         "search",
         "--config",
         str(FAST),
         "--space",
         str(SPACE),
         "--study",
-        "shared.db",
+        f"{study}.db",
+        *where,
         "--trials",
         "1",
-        *trial_args(real_data_dir, real_archive),
+        *trial,
     ]
-    env = with_helpers({"OMP_NUM_THREADS": "1"})
-    runs = [
-        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
+
+
+def start_worker(folder: Path, args: list[str]) -> subprocess.Popen:
+    """``python -m cifar_lightning ARGS`` in ``folder``, as a worker on a machine of its own."""
+    folder.mkdir(exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cifar_lightning", *args],
+        cwd=folder,
+        env=with_helpers({"OMP_NUM_THREADS": "1"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.process
+def test_two_processes_share_one_study(tmp_path, real_data_dir, real_archive):
+    """Trials in parallel: the same command in two processes, against the same SQLite file."""
+    runs = [start_worker(tmp_path, search_args("shared", real_data_dir, real_archive)) for _ in range(2)]
     for run in runs:
         _, err = run.communicate(timeout=300)
         assert run.returncode == 0, err[-3000:]
@@ -238,31 +259,8 @@ def test_three_workers_on_a_postgresql_server_share_one_study(tmp_path, postgres
     """Workers as on three machines: each its own folder, one command each, the study on a server."""
     import optuna
 
-    command = [
-        sys.executable,
-        "-m",
-        "cifar_lightning",
-        "search",
-        "--config",
-        str(FAST),
-        "--space",
-        str(SPACE),
-        "--study",
-        "shared.db",
-        "--storage",
-        postgresql,
-        "--trials",
-        "1",
-        *trial_args(real_data_dir, real_archive),
-    ]
-    env = with_helpers({"OMP_NUM_THREADS": "1"})
     folders = [tmp_path / f"machine-{i}" for i in range(3)]
-    runs = []
-    for folder in folders:
-        folder.mkdir()
-        runs.append(
-            subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        )
+    runs = [start_worker(f, search_args("shared", real_data_dir, real_archive, postgresql)) for f in folders]
     for run in runs:
         _, err = run.communicate(timeout=300)
         assert run.returncode == 0, err[-3000:]
@@ -327,42 +325,6 @@ def test_a_study_in_a_journal_file_for_a_shared_file_system(tmp_path, monkeypatc
     ]
 
 
-LONG_TRIAL = 40  # batches an epoch: a trial long enough to be stopped in the middle
-
-
-def long_trial_args(study: str, storage: str, real_data_dir, real_archive) -> list[str]:
-    args = [
-        a if not a.startswith("--trainer.limit_train_batches") else f"--trainer.limit_train_batches={LONG_TRIAL}"
-        for a in trial_args(real_data_dir, real_archive)
-    ]
-    return [
-        "search",
-        "--config",
-        str(FAST),
-        "--space",
-        str(SPACE),
-        "--study",
-        f"{study}.db",
-        "--storage",
-        storage,
-        "--trials",
-        "1",
-        *args,
-    ]
-
-
-def start_worker(folder: Path, args: list[str]) -> subprocess.Popen:
-    folder.mkdir()
-    return subprocess.Popen(
-        [sys.executable, "-m", "cifar_lightning", *args],
-        cwd=folder,
-        env=with_helpers({"OMP_NUM_THREADS": "1"}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def wait_for_a_running_trial(storage: str, name: str, timeout: float = 120) -> None:
     import optuna
 
@@ -386,7 +348,7 @@ def test_a_killed_workers_trial_is_failed_by_its_heartbeat_and_run_again_once(
 
     from cifar_lightning.tools import search
 
-    args = long_trial_args("killed", postgresql, real_data_dir, real_archive)
+    args = search_args("killed", real_data_dir, real_archive, postgresql, long=True)
     worker = start_worker(tmp_path / "machine-0", args)
     wait_for_a_running_trial(postgresql, "killed")
     time.sleep(1)
@@ -415,7 +377,7 @@ def test_a_server_that_goes_away_mid_study_is_one_line_and_the_run_stays_resumab
     from cifar_lightning.runs.checkpoints import read_checkpoint
 
     with throwaway_server() as (url, pg_ctl):
-        worker = start_worker(tmp_path / "machine", long_trial_args("away", url, real_data_dir, real_archive))
+        worker = start_worker(tmp_path / "machine", search_args("away", real_data_dir, real_archive, url, long=True))
         wait_for_a_running_trial(url, "away")
         last = tmp_path / "machine" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
         deadline = time.monotonic() + 120

@@ -151,6 +151,12 @@ def test_report_and_compare_end_in_one_line_on_broken_folders(tmp_path, refused,
     (run / "run.json").write_text("{not json")
     assert "is not JSON" in refused("report", str(run))
     (run / "run.json").unlink()
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "events.out.tfevents.1.host").write_bytes(
+        bytes(range(256)) * 20
+    )  # found by trying: an empty report, exit 0
+    assert "holds no epoch a fit logged" in refused("report", str(garbage))
     assert "not a folder" in refused("report", str(tmp_path / "missing"))
     out = tmp_path / "out"
     succeeded(capsys, "report", str(run), "--out", str(out))  # written

@@ -266,6 +266,10 @@ def read_run(run_dir: Path) -> tuple[list[dict], dict, dict]:
         started = started if isinstance(started, (int, float)) else None
         scalars = read_scalars(run_dir, started)
         rows = epoch_rows(scalars, started)
+        if not rows:
+            raise UserError(
+                f"{run_dir} holds no epoch a fit logged (its records are empty or not Lightning's): pass a folder a fit wrote"
+            )
         summary = summarize(run_dir, rows, scalars)
     except (ValueError, KeyError, IndexError, TypeError, OverflowError, csv.Error, UnicodeDecodeError) as err:
         first = " ".join(str(err).split())[:160]

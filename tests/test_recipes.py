@@ -109,3 +109,37 @@ def test_every_shipped_recipes_network_is_under_the_parameter_budget(recipe):
 
     network = build(str(REPO / "configs" / recipe), []).model.network
     assert sum(p.numel() for p in network.parameters()) < PARAMETER_BUDGET
+
+
+# The seed recipe's state after 3 steps on the shipped subset, recorded at 148d9d8, before the data
+# module learnt other datasets: the split (a digest of the held-out image ids), the training split's
+# statistics, and every BatchNorm layer's running mean and variance summed (they follow the batches seen)
+SEED_RECIPE_FINGERPRINT = {
+    "held_out": "688a6e256c7e4ec4ced1280dd1ee84f18f64248630c4c9502aad4cadb4b29c73",
+    "mean": [0.49109648656161003, 0.48149447763238523, 0.44459124539960215],
+    "std": [0.2449223548235701, 0.24378316209451584, 0.2620218195640483],
+    "batch_norm_sums": [
+        *(0.0198756, 13.3299001, -0.5074626, 18.3478181, 0.2299896, 24.9115497, 0.4694134, 36.6477609, 0.0829311),
+        *(50.0536706, 0.3613037, 49.7221338, 0.2954198, 75.0024433, -0.462993, 97.5772678, -0.0510119, 37.5928627),
+    ],
+}
+
+
+def test_the_seed_recipe_trains_on_cifar10_as_it_did(tmp_path, real_data_dir, real_archive, monkeypatch):
+    """CIFAR-10 through the generic data module: the same split, statistics and batches as before it."""
+    import hashlib
+
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the sums are exact to 1e-7 at one thread; more threads reorder float additions
+    try:
+        result = run_cli(
+            ["fit", "--config", str(REPO / "configs" / "cnn.yaml"), *data_args(real_data_dir, real_archive), *TINY]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    data, state = result.datamodule, result.model.network.state_dict()
+    assert hashlib.sha256("\n".join(data.held_out).encode()).hexdigest() == SEED_RECIPE_FINGERPRINT["held_out"]
+    assert list(data.mean) == SEED_RECIPE_FINGERPRINT["mean"] and list(data.std) == SEED_RECIPE_FINGERPRINT["std"]
+    sums = [float(v.double().sum()) for k, v in state.items() if k.endswith(("running_mean", "running_var"))]
+    assert sums == pytest.approx(SEED_RECIPE_FINGERPRINT["batch_norm_sums"], rel=1e-5, abs=1e-6)

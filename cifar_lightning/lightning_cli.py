@@ -7,6 +7,7 @@ The CLI is shaped only through LightningCLI's public hooks; what the wiring need
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import warnings
 from pathlib import Path
@@ -33,7 +34,8 @@ from cifar_lightning.callbacks import (
     TestFigures,
 )
 from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
-from cifar_lightning.data import Augmentation, CIFAR10DataModule
+from cifar_lightning.data import Augmentation, ImageDataModule
+from cifar_lightning.data.datamodule import classes_of
 from cifar_lightning.errors import ConfigError, shell_command, user_errors
 from cifar_lightning.files import check_yaml, read_yaml
 from cifar_lightning.runs import folders as run_folders
@@ -72,6 +74,47 @@ SWITCHABLE_CALLBACKS = {
     "lr_monitor": (LearningRateMonitor, {"logging_interval": "step"}),
     "model_summary": (ModelSummary, {"max_depth": 3}),
 }
+
+
+def class_default(class_path: str, parameter: str):
+    """The default of ``parameter`` in the signature of the class ``class_path`` names (imported already: the config named it)."""
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None)
+    try:
+        return inspect.signature(cls).parameters[parameter].default
+    except (TypeError, ValueError, KeyError):
+        return inspect.Parameter.empty
+
+
+def fill_classes(model, classes: tuple[str, ...]) -> None:
+    """The data's classes into the model's settings: its ``class_names`` and ``num_classes`` and the
+    network's ``num_classes`` (its output width). Settings that name other classes (a config or
+    checkpoint of other data) are refused; a network's default count gives way to the data's."""
+    names, shown = list(classes), ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+    network = model.get("network")
+    init_args = network.get("init_args") if hasattr(network, "get") else None
+    width = init_args.get("num_classes") if hasattr(init_args, "get") else None
+    if width is not None and width != len(names) and width == class_default(network["class_path"], "num_classes"):
+        width = None  # the class's default, not the config's choice
+    stated = [
+        (setting, value)
+        for setting, value in (
+            ("model.class_names", model.get("class_names")),
+            ("model.num_classes", model.get("num_classes")),
+            ("model.network.init_args.num_classes", width),
+        )
+        if value is not None and value not in (names, len(names))
+    ]
+    if stated:
+        setting, value = stated[0]
+        value = len(value) if isinstance(value, list) else value
+        raise ConfigError(
+            f"{setting} gives {value} classes but the data has {len(names)} ({shown}): the count comes from the data, "
+            "so drop the setting, or use the data this config or checkpoint was made for (--data.data_dir, --data.archive, --data.dataset)"
+        )
+    model["class_names"], model["num_classes"] = names, len(names)
+    if hasattr(init_args, "get") and "num_classes" in init_args:
+        init_args["num_classes"] = len(names)
 
 
 def check_monitors(config) -> None:
@@ -126,7 +169,6 @@ class SaveStageConfig(SaveConfigCallback):
 
 class CifarLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.classes", "model.class_names", compute_fn=list, apply_on="instantiate")
         parser.add_argument(
             "--trusted",
             type=list[str] | None,
@@ -206,6 +248,8 @@ class CifarLightningCLI(LightningCLI):
             check_teacher((checkpoint.get("hyper_parameters") or {}).get("distillation"), trusted, ckpt_path)
         run_dir = run_of_checkpoint(ckpt_path)
         if subcommand == "fit" and run_dir is not None:
+            # the classes come from the data (before_instantiate_classes), as they did for the run's config.yaml
+            fill_classes(config["model"], classes_of(config["data"]))
             # the run's config.yaml is parser.dump's text, so the new settings are compared in that same form
             settings = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))[subcommand]
             check_resume(run_dir, settings, checkpoint, shell_command())
@@ -241,6 +285,9 @@ class CifarLightningCLI(LightningCLI):
         if config.get("weights_only") is None:
             # checkpoints are data, not code: refuse pickled objects unless asked otherwise
             config["weights_only"] = True
+        # the network gets one output per class of the data, checked against the settings a config or a
+        # checkpoint's hyperparameters (_parse_ckpt_path) state; the run's config.yaml records them
+        fill_classes(config["model"], classes_of(config["data"]))
         run_folders.claim_run_folder(config, config.get("ckpt_path"), fit=self.subcommand == "fit")
 
     def instantiate_trainer(self, **kwargs):
@@ -266,7 +313,7 @@ def run_cli(args: list[str] | None = None, extra_callbacks: list | None = None) 
     """
     return CifarLightningCLI(
         ImageClassifier,
-        CIFAR10DataModule,
+        ImageDataModule,
         # a resumed run logs into its old folder, where config.yaml already is
         save_config_callback=SaveStageConfig,
         save_config_kwargs={"overwrite": True},
@@ -295,7 +342,7 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
         return CifarLightningCLI(
             ImageClassifier,
-            CIFAR10DataModule,
+            ImageDataModule,
             save_config_callback=None,
             auto_configure_optimizers=False,
             parser_kwargs={"exit_on_error": False},

@@ -23,6 +23,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
 
 from harness import (
+    CIFAR10_CLASSES,
     CONFIG,
     FULL_ARCHIVE,
     FULL_DATA_DIR,
@@ -80,7 +81,7 @@ def make_image_folder(root: Path, train_per_class: int = 6, test_per_class: int 
     """``root/{train,test}/<class>/*.png`` of random images whose mean colour depends on the class."""
     rng = np.random.default_rng(0)
     for split, count in (("train", train_per_class), ("test", test_per_class)):
-        for label, name in enumerate(sources.CLASSES):
+        for label, name in enumerate(CIFAR10_CLASSES):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
@@ -88,6 +89,34 @@ def make_image_folder(root: Path, train_per_class: int = 6, test_per_class: int 
                 pixels = ((pixels + 25 * label) % 256).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i:04d}.png")
     return root
+
+
+def make_python_batches_archive(path: Path, per_batch: int = 4, dataset: str = "cifar10") -> Path:
+    """A miniature ``cifar-10-python.tar.gz`` or ``cifar-100-python.tar.gz`` in the official layout: pickled
+    dicts of a uint8 array and label lists (protocol 2, as the official Python 2 files)."""
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    layout = sources.PYTHON_LAYOUTS[dataset]
+    folder = path.parent / "build" / layout.folder
+    folder.mkdir(parents=True)
+    fine, coarse = [f"fine{i}" for i in range(per_batch)], ["coarse0", "coarse1"]
+    for name in [*layout.train, layout.test]:
+        labels = list(range(per_batch))
+        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), "labels": labels}
+        if dataset != "cifar10":
+            batch = {"data": batch["data"], "fine_labels": labels, "coarse_labels": [i % 2 for i in labels]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = (
+        {"label_names": CIFAR10_CLASSES}
+        if dataset == "cifar10"
+        else {"fine_label_names": fine, "coarse_label_names": coarse}
+    )
+    (folder / layout.meta).write_bytes(pickle.dumps({k: list(v) for k, v in meta.items()}, protocol=2))
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(folder, arcname=layout.folder)
+    return path
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from cifar_lightning.data.sources import CACHE_SUFFIX, archive_stem
+
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 CONFIG = str(REPO / "configs" / "cnn.yaml")
@@ -27,6 +29,11 @@ SUBSET_ARCHIVE = TESTS / "data" / "cifar10-subset.tar.gz"
 # Decoded once and kept between test sessions (ignored by git), like a user's data/ folder.
 SUBSET_DATA_DIR = REPO / ".cache" / "test-data-subset"
 FULL_DATA_DIR = REPO / ".cache" / "test-data"
+# the decoded caches the data module keeps there, one per archive
+SUBSET_CACHE = SUBSET_DATA_DIR / f"{archive_stem(SUBSET_ARCHIVE)}{CACHE_SUFFIX}"
+FULL_CACHE = FULL_DATA_DIR / f"{archive_stem(FULL_ARCHIVE)}{CACHE_SUFFIX}"
+# CIFAR-10's classes in label order: its own list, which is also the sorted order of its folders' names
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # the subset's 4,000 training images hold out 500 for validation (the recipes' 5,000 would leave none)
 SUBSET_VAL_SIZE = 500
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cifar_lightning.lightning_cli import run_cli
-from harness import CONFIG, REPO, TINY, data_args, main_in_process, one_line_error
+from harness import CIFAR10_CLASSES, CONFIG, REPO, SUBSET_CACHE, TINY, data_args, main_in_process, one_line_error
 
 
 def test_fit_writes_config_checkpoints_and_events(finished_run):
@@ -294,7 +294,7 @@ def test_predict_on_your_own_images(finished_copy, tmp_path, real_data_dir, real
 
     from cifar_lightning.data import sources
 
-    arrays = sources.read_cache(real_data_dir / sources.CACHE_NAME)
+    arrays = sources.read_cache(SUBSET_CACHE)
     folder = tmp_path / "mine"
     (folder / "nested").mkdir(parents=True)
     spacing = len(arrays.test_images) // 4  # the whole copy or the subset
@@ -320,7 +320,7 @@ def test_predict_on_your_own_images(finished_copy, tmp_path, real_data_dir, real
     assert sorted(Path(r["path"]).name for r in rows) == ["img0.jpg", "img1.png", "img2.jpg", "img3.png"]
     for row in rows:
         top3 = [item.split(":") for item in row["top3"].split()]
-        assert row["class"] in sources.CLASSES and row["class"] == top3[0][0]
+        assert row["class"] in CIFAR10_CLASSES and row["class"] == top3[0][0]
         assert 0 < float(row["probability"]) <= 1 and len({name for name, _ in top3}) == 3
         assert float(top3[0][1]) >= float(top3[1][1]) >= float(top3[2][1])
         assert row["views"] == "2"  # the file records the views its predictions averaged

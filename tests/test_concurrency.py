@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from cifar_lightning.data import sources
-from harness import CONFIG, TINY, data_args
+from harness import CONFIG, SUBSET_CACHE, TINY, data_args
 
 
 @pytest.mark.process
@@ -31,7 +31,7 @@ def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive):
     for run in runs:
         _, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr[-3000:]
-    cache = sources.read_cache(data_dir / sources.CACHE_NAME, sources.archive_key(real_archive))
+    cache = sources.read_cache(data_dir / SUBSET_CACHE.name, sources.archive_key(real_archive, None))
     assert cache is not None and len(cache.train_images) == 4_000  # the shipped subset, decoded whole
     # each run has its own folder, config and checkpoint
     versions = sorted(p.name for p in (tmp_path / "lightning_logs").iterdir())

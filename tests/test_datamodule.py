@@ -7,7 +7,7 @@ import pytest
 import torch
 from lightning.pytorch import seed_everything
 
-from cifar_lightning.data import Augmentation, CIFAR10DataModule
+from cifar_lightning.data import Augmentation, ImageDataModule
 from cifar_lightning.data.augment import eval_transform
 
 NO_AUGMENTATION = Augmentation(hflip_p=0, affine_p=0, cutout_p=0)
@@ -15,7 +15,7 @@ NO_AUGMENTATION = Augmentation(hflip_p=0, affine_p=0, cutout_p=0)
 PIPELINES = [("albumentations", 0), ("albumentations", 2), ("device", 0)]
 
 
-def fitted(dm: CIFAR10DataModule) -> CIFAR10DataModule:
+def fitted(dm: ImageDataModule) -> ImageDataModule:
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -29,8 +29,8 @@ def first_batch(loader) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_image_folder_split_sizes_shapes_and_labels(image_folder):
-    dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, batch_size=8, num_workers=0))
-    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (50, 10, 20)
+    dm = fitted(ImageDataModule(str(image_folder), download=False, val_size=30, batch_size=8, num_workers=0))
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (30, 30, 20)
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
         images, labels = first_batch(loader)
         assert images.dtype == torch.float32 and images.shape[1:] == (3, 32, 32)
@@ -41,14 +41,14 @@ def test_image_folder_directly_in_data_dir(tmp_path):
     from conftest import make_image_folder
 
     make_image_folder(tmp_path, train_per_class=2, test_per_class=1, size=40)  # 40 px: resized on decode
-    dm = fitted(CIFAR10DataModule(str(tmp_path), download=False, val_size=5, num_workers=0))
-    assert dm.train_set.images.shape == (15, 32, 32, 3) and dm.train_set.images.dtype == np.uint8
+    dm = fitted(ImageDataModule(str(tmp_path), download=False, val_size=0, num_workers=0))
+    assert dm.train_set.images.shape == (20, 32, 32, 3) and dm.train_set.images.dtype == np.uint8
 
 
 def test_split_is_seeded_and_disjoint(image_folder):
     def split(seed):
-        dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, split_seed=seed, num_workers=0))
-        return dm.val_set.images.reshape(10, -1), dm.train_set.images.reshape(50, -1)
+        dm = fitted(ImageDataModule(str(image_folder), download=False, val_size=30, split_seed=seed, num_workers=0))
+        return dm.val_set.images.reshape(30, -1), dm.train_set.images.reshape(30, -1)
 
     val_a, train_a = split(0)
     val_b, _ = split(0)
@@ -61,7 +61,7 @@ def test_split_is_seeded_and_disjoint(image_folder):
 def test_normalization_statistics_come_from_the_training_split(image_folder):
     from cifar_lightning.data.datamodule import channel_stats
 
-    dm = fitted(CIFAR10DataModule(str(image_folder), download=False, val_size=10, num_workers=0))
+    dm = fitted(ImageDataModule(str(image_folder), download=False, val_size=30, num_workers=0))
     pixels = dm.train_set.images.reshape(-1, 3) / 255.0
     assert np.allclose(dm.mean, pixels.mean(0)) and np.allclose(dm.std, pixels.std(0))
     assert channel_stats(dm.val_set.images) != (dm.mean, dm.std)
@@ -70,7 +70,7 @@ def test_normalization_statistics_come_from_the_training_split(image_folder):
 # ---------------------------------------------------------------- worker seeding
 
 
-def identical_images(dm: CIFAR10DataModule) -> CIFAR10DataModule:
+def identical_images(dm: ImageDataModule) -> ImageDataModule:
     """Make every training image the same, so any difference between samples is augmentation."""
     dm.train_set.images = np.repeat(dm.train_set.images[:1], len(dm.train_set.images), axis=0)
     return dm
@@ -80,8 +80,8 @@ def test_workers_and_epochs_draw_different_augmentations(image_folder):
     seed_everything(3)
     dm = identical_images(
         fitted(
-            CIFAR10DataModule(
-                str(image_folder), download=False, val_size=10, batch_size=8, num_workers=2, pipeline="albumentations"
+            ImageDataModule(
+                str(image_folder), download=False, val_size=30, batch_size=8, num_workers=2, pipeline="albumentations"
             )
         )
     )
@@ -99,8 +99,8 @@ def test_fixed_seed_reproduces_augmentation(image_folder, pipeline, num_workers)
     def two_epochs():
         seed_everything(11)
         dm = fitted(
-            CIFAR10DataModule(
-                str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers, pipeline=pipeline
+            ImageDataModule(
+                str(image_folder), download=False, val_size=30, batch_size=8, num_workers=num_workers, pipeline=pipeline
             )
         )
         loader = dm.train_dataloader()
@@ -122,8 +122,8 @@ def test_an_epoch_depends_on_seed_and_epoch_alone(image_folder, pipeline, num_wo
     def epochs(which):
         seed_everything(5)
         dm = fitted(
-            CIFAR10DataModule(
-                str(image_folder), download=False, val_size=10, batch_size=8, num_workers=num_workers, pipeline=pipeline
+            ImageDataModule(
+                str(image_folder), download=False, val_size=30, batch_size=8, num_workers=num_workers, pipeline=pipeline
             )
         )
         loader = dm.train_dataloader()
@@ -141,11 +141,11 @@ def test_an_epoch_depends_on_seed_and_epoch_alone(image_folder, pipeline, num_wo
 
 
 @pytest.fixture(scope="module")
-def real_dm(real_data_dir, real_archive) -> CIFAR10DataModule:
+def real_dm(real_data_dir, real_archive) -> ImageDataModule:
     from harness import SUBSET_VAL_SIZE
 
     return fitted(
-        CIFAR10DataModule(
+        ImageDataModule(
             str(real_data_dir),
             archive=str(real_archive),
             num_workers=0,
@@ -158,7 +158,7 @@ def real_dm(real_data_dir, real_archive) -> CIFAR10DataModule:
 
 @pytest.mark.slow
 def test_real_archive_split_sizes_shapes_dtypes_labels(full_data_dir, full_copy):
-    full = fitted(CIFAR10DataModule(str(full_data_dir), archive=str(full_copy), num_workers=0, batch_size=64))
+    full = fitted(ImageDataModule(str(full_data_dir), archive=str(full_copy), num_workers=0, batch_size=64))
     assert (len(full.train_set), len(full.val_set), len(full.test_set)) == (45_000, 5_000, 10_000)
     for dataset in (full.train_set, full.val_set, full.test_set):
         assert dataset.images.dtype == np.uint8 and dataset.images.shape[1:] == (32, 32, 3)
@@ -187,7 +187,7 @@ def test_the_device_pipeline_evaluates_the_same_images_unaugmented(real_data_dir
     from harness import SUBSET_VAL_SIZE
 
     dm = fitted(
-        CIFAR10DataModule(
+        ImageDataModule(
             str(real_data_dir), archive=str(real_archive), batch_size=64, val_size=SUBSET_VAL_SIZE, pipeline="device"
         )
     )
@@ -206,14 +206,14 @@ def test_the_device_pipeline_evaluates_the_same_images_unaugmented(real_data_dir
 def test_val_size_larger_than_the_training_set(image_folder):
     from cifar_lightning.errors import DataError
 
-    dm = CIFAR10DataModule(str(image_folder), download=False, val_size=60, num_workers=0)
+    dm = ImageDataModule(str(image_folder), download=False, val_size=60, num_workers=0)
     dm.prepare_data()
     with pytest.raises(DataError, match="val_size=60 leaves no training images"):
         dm.setup("fit")
 
 
 def test_val_size_zero_trains_on_every_image_without_validation(image_folder):
-    dm = CIFAR10DataModule(str(image_folder), download=False, val_size=0, num_workers=0)
+    dm = ImageDataModule(str(image_folder), download=False, val_size=0, num_workers=0)
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_set) == 60 and dm.val_dataloader() == []  # 6 images of each of 10 classes

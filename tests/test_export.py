@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cifar_lightning.data import sources
-from harness import REPO, data_args
+from harness import REPO, SUBSET_CACHE, data_args
 
 pytestmark = pytest.mark.slow  # an export and two runtimes: `make test-fast` leaves them out
 
@@ -46,7 +46,7 @@ def reference(real_data_dir, real_archive):
     """The checkpoint's logits on the first N test images, through cifar_lightning.load (its own preprocessing)."""
     import cifar_lightning
 
-    arrays = sources.read_cache(real_data_dir / sources.CACHE_NAME)
+    arrays = sources.read_cache(SUBSET_CACHE)
     pixels = torch.from_numpy(arrays.test_images[:N]).permute(0, 3, 1, 2).float() / 255  # what the export takes
     with torch.no_grad():
         logits = cifar_lightning.load(RUN / "last.ckpt")(pixels)

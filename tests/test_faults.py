@@ -432,7 +432,7 @@ def test_a_rerun_removes_what_a_killed_unpacking_left(image_folder, tmp_path):
     (data_dir / ".cache-killed.npz").write_bytes(b"half")
     sources.prepare(data_dir, None, download_ok=False)
     assert not list(data_dir.glob(".extract-*")) and not list(data_dir.glob(".cache-*"))
-    assert (data_dir / sources.CACHE_NAME).is_file()
+    assert list(data_dir.glob(f"*{sources.CACHE_SUFFIX}"))
 
 
 # ------------------------------------------------------------------ resuming

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from cifar_lightning.data import sources
-from harness import CONFIG, REPO, data_args, main_in_process
+from harness import CIFAR10_CLASSES, CONFIG, REPO, SUBSET_CACHE, data_args, main_in_process
 
 RUN = REPO / "results" / "fast"  # the committed checkpoint: its predictions are checked against the truth
 FAST = str(REPO / "configs" / "fast.yaml")
@@ -89,13 +89,13 @@ def test_a_stopped_sweep_says_so_in_one_line_and_leaves_nothing_behind(tmp_path,
 
 
 def test_predict_on_saved_test_images_of_known_class(tmp_path, real_data_dir, real_archive, monkeypatch, capsys):
-    arrays = sources.read_cache(real_data_dir / sources.CACHE_NAME)
+    arrays = sources.read_cache(SUBSET_CACHE)
     folder, truth = tmp_path / "photos", {}
     folder.mkdir()
     for i in range(40):  # real test images, enlarged 3x and saved as PNG or JPEG: predict resizes them back
         name = f"img{i:02d}.{'png' if i % 2 else 'jpg'}"
         Image.fromarray(arrays.test_images[i]).resize((96, 96), Image.BICUBIC).save(folder / name, quality=95)
-        truth[name] = sources.CLASSES[arrays.test_labels[i]]
+        truth[name] = CIFAR10_CLASSES[arrays.test_labels[i]]
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     monkeypatch.chdir(tmp_path)
     with pytest.warns(UserWarning, match="broken.jpg"):  # listed as skipped

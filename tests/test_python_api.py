@@ -12,7 +12,7 @@ import torch
 import cifar_lightning
 from cifar_lightning.data import sources
 from cifar_lightning.training.module import ImageClassifier
-from harness import REPO
+from harness import CIFAR10_CLASSES, FULL_CACHE, REPO
 
 # single-view test accuracy of the committed checkpoint in fp32 (it was tested in bf16, 85.47%, which
 # moves a few of 10,000 answers)
@@ -46,7 +46,7 @@ print(answers[0].label, round(answers[0].probability, 4))
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     label, probability = result.stdout.split()
-    assert label in sources.CLASSES and 0.0 < float(probability) <= 1.0
+    assert label in CIFAR10_CLASSES and 0.0 < float(probability) <= 1.0
 
 
 def test_predict_accepts_a_batch_array_of_any_size():
@@ -54,16 +54,16 @@ def test_predict_accepts_a_batch_array_of_any_size():
         torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)),
         (0.5,) * 3,
         (0.25,) * 3,
-        sources.CLASSES,
+        CIFAR10_CLASSES,
     )
     answers = model.predict(np.zeros((4, 64, 48, 3), dtype=np.uint8))  # resized to 32x32
-    assert len(answers) == 4 and set(answers[0].probabilities) == set(sources.CLASSES)
+    assert len(answers) == 4 and set(answers[0].probabilities) == set(CIFAR10_CLASSES)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run", sorted(HEADLINE_SINGLE_VIEW))
 def test_committed_headline_checkpoint_loads_and_retests_to_its_number(run, full_data_dir):
-    arrays = sources.read_cache(full_data_dir / sources.CACHE_NAME)
+    arrays = sources.read_cache(FULL_CACHE)
     model = cifar_lightning.load(REPO / "results" / run / "last.ckpt")
     images = torch.from_numpy(arrays.test_images).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():

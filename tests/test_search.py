@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cifar_lightning.data import CIFAR10DataModule
+from cifar_lightning.data import ImageDataModule
 from harness import REPO, data_args, main_in_process, one_line_error, tiny_run, with_helpers
 
 FAST = REPO / "configs" / "fast.yaml"
@@ -53,8 +53,8 @@ def test_a_three_trial_study_prunes_a_diverging_trial_and_never_reads_the_test_s
 
         return loader
 
-    monkeypatch.setattr(CIFAR10DataModule, "val_dataloader", spy("val", CIFAR10DataModule.val_dataloader))
-    monkeypatch.setattr(CIFAR10DataModule, "test_dataloader", spy("test", CIFAR10DataModule.test_dataloader))
+    monkeypatch.setattr(ImageDataModule, "val_dataloader", spy("val", ImageDataModule.val_dataloader))
+    monkeypatch.setattr(ImageDataModule, "test_dataloader", spy("test", ImageDataModule.test_dataloader))
     monkeypatch.chdir(tmp_path)
     study = tmp_path / "study.db"
     started = time.perf_counter()

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_python_batches_archive
 
 from cifar_lightning.data import sources
 from cifar_lightning.errors import DataError
+from harness import CIFAR10_CLASSES
 
 
 def offline(monkeypatch):
@@ -58,9 +60,9 @@ def test_checksum_mismatch(tmp_path, image_folder):
         sources.prepare(tmp_path / "bad", archive, download_ok=False)
 
 
-def test_missing_class_folder(image_folder):
+def test_a_test_class_missing_from_train_is_refused(image_folder):
     shutil.rmtree(image_folder / "tiny-cifar" / "train" / "cat")
-    with pytest.raises(DataError, match="missing class folders: cat"):
+    with pytest.raises(DataError, match=r"test has class folders that train/ lacks \(cat\)"):
         sources.prepare(image_folder, None, download_ok=False)
 
 
@@ -88,7 +90,7 @@ def test_corrupt_cache_is_rebuilt(image_folder):
 
 def test_cache_from_another_source_is_rebuilt(tmp_path, image_folder):
     cache = sources.prepare(image_folder, None, download_ok=False)
-    stale = sources.Arrays(*(np.zeros((1, 32, 32, 3), np.uint8), np.zeros(1, np.int64)) * 2)
+    stale = sources.Arrays(*(np.zeros((1, 32, 32, 3), np.uint8), np.zeros(1, np.int64)) * 2, ("a", "b"))
     sources.write_cache(cache, stale, key="some other source")
     sources.prepare(image_folder, None, download_ok=False)
     assert len(sources.read_cache(cache).train_images) == 60
@@ -100,50 +102,62 @@ def test_two_image_folders_are_ambiguous(image_folder):
         sources.prepare(image_folder, None, download_ok=False)
 
 
-def make_python_batches_archive(path: Path, per_batch: int = 4) -> Path:
-    """A miniature ``cifar-10-python.tar.gz`` in the official pickle layout."""
-    import pickle
-    import tarfile
-
-    rng = np.random.default_rng(0)
-    folder = path.parent / "build" / sources.PYTHON_BATCHES
-    folder.mkdir(parents=True)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), "labels": list(range(per_batch))}
-        (folder / name).write_bytes(pickle.dumps(batch))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(sources.CLASSES)}))
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(folder, arcname=sources.PYTHON_BATCHES)
-    return path
-
-
-def test_cifar10_python_archive(tmp_path, monkeypatch):
-    from torchvision.datasets import CIFAR10
-
-    # the miniature batches cannot match the official files' md5 sums
-    monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
-    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
+def test_cifar10_python_archive(tmp_path):
     archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz")
     arrays = sources.read_cache(sources.prepare(tmp_path / "data", archive, download_ok=False))
     assert arrays.train_images.shape == (20, 32, 32, 3) and arrays.test_images.shape == (4, 32, 32, 3)
     assert arrays.train_labels.tolist() == [0, 1, 2, 3] * 5
+    assert arrays.classes == CIFAR10_CLASSES
+
+
+def test_cifar100_is_a_setting_with_fine_labels_by_default(tmp_path):
+    archive = make_python_batches_archive(tmp_path / "cifar-100-python.tar.gz", per_batch=6, dataset="cifar100")
+    data_dir = tmp_path / "data"
+    found = sources.read_cache(sources.prepare(data_dir, archive, download_ok=False))  # what it holds
+    fine = sources.read_cache(sources.prepare(data_dir, archive, download_ok=False, dataset="cifar100"))
+    coarse = sources.read_cache(sources.prepare(data_dir, archive, download_ok=False, dataset="cifar100-coarse"))
+    assert found.classes == fine.classes == tuple(f"fine{i}" for i in range(6))
+    assert fine.train_labels.tolist() == list(range(6)) and coarse.train_labels.tolist() == [0, 1] * 3
+    assert coarse.classes == ("coarse0", "coarse1")
+    assert fine.train_images.shape == (6, 32, 32, 3)
+    with pytest.raises(DataError, match="holds no cifar-10-batches-py.*--data.dataset cifar10"):
+        sources.prepare(data_dir, archive, download_ok=False, dataset="cifar10")
+
+
+def test_a_batch_that_would_run_code_is_refused_before_it_runs(tmp_path):
+    """A pickle is a program: one naming os.system (or any function but numpy's array builders) is refused."""
+    import os
+    import pickle
+    import tarfile
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz")
+    folder = tmp_path / "build" / "cifar-10-batches-py"
+    (folder / "data_batch_3").write_bytes(pickle.dumps({"data": Payload(), "labels": []}, protocol=2))
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    with pytest.raises(DataError, match=r"data_batch_3 is not a CIFAR python batch \(it names (posix|os)\.system"):
+        sources.prepare(tmp_path / "data", archive, download_ok=False)
+    assert not marker.exists()
 
 
 def test_corrupt_python_batches(tmp_path):
-    archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz")  # md5 sums do not match
-    with pytest.raises(DataError, match="incomplete or corrupt"):
+    archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz")
+    (tmp_path / "build" / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x02}q\x00(truncated")
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "build" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    with pytest.raises(DataError, match="test_batch is not a CIFAR python batch"):
         sources.prepare(tmp_path / "data", archive, download_ok=False)
 
 
-def trust_miniature_batches(monkeypatch):
-    from torchvision.datasets import CIFAR10
-
-    monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
-    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
-
-
-def test_an_archive_wins_over_a_stale_image_folder(tmp_path, image_folder, monkeypatch):
-    trust_miniature_batches(monkeypatch)
+def test_an_archive_wins_over_a_stale_image_folder(tmp_path, image_folder):
     archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz")
     arrays = sources.read_cache(sources.prepare(image_folder, archive, download_ok=False))
     # the archive's 20 training images, not the folder's 60, and the record names the archive
@@ -170,7 +184,7 @@ def test_unpacking_leaves_every_file_in_data_dir_as_it_was(tmp_path, image_folde
     after = {p: p.read_bytes() for p in data_dir.rglob("*") if p.is_file()}
     added = {p.relative_to(data_dir).as_posix() for p in set(after) - set(before)}
     assert {p: after.get(p) for p in before} == before
-    assert added <= {sources.CACHE_NAME, ".prepare.lock"}
+    assert added <= {f"copy{sources.CACHE_SUFFIX}", ".prepare.lock"}
 
 
 def image_folder_from(arrays: sources.Arrays, root: Path) -> Path:
@@ -181,7 +195,7 @@ def image_folder_from(arrays: sources.Arrays, root: Path) -> Path:
         ("train", arrays.train_images, arrays.train_labels),
         ("test", arrays.test_images, arrays.test_labels),
     ):
-        for label, name in enumerate(sources.CLASSES):
+        for label, name in enumerate(arrays.classes):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for ordinal, index in enumerate(np.flatnonzero(labels == label)):
@@ -189,10 +203,9 @@ def image_folder_from(arrays: sources.Arrays, root: Path) -> Path:
     return root
 
 
-def test_the_split_holds_the_same_images_whatever_the_source(tmp_path, monkeypatch):
+def test_the_split_holds_the_same_images_whatever_the_source(tmp_path):
     from cifar_lightning.data.datamodule import split_indices
 
-    trust_miniature_batches(monkeypatch)
     archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz", per_batch=10)
     batches = sources.read_cache(sources.prepare(tmp_path / "batches", archive, download_ok=False))
     folder = sources.read_cache(
@@ -219,3 +232,66 @@ def test_a_second_run_does_not_decode_and_an_edited_image_does(image_folder, mon
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(edited)
     arrays = sources.read_cache(sources.prepare(image_folder, None, download_ok=False))
     assert len(calls) == 1 and (arrays.train_images == 0).all(axis=(1, 2, 3)).any()
+
+
+def small_folder(root: Path, names=("a", "b", "c"), splits=("train", "test"), per_class: int = 2) -> Path:
+    """``root/<split>/<name>/N.png``: a minimal image folder to break on purpose."""
+    from PIL import Image
+
+    for split in splits:
+        for name in names:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_classes_are_trains_folders_sorted_by_name(tmp_path):
+    arrays = sources.read_cache(sources.prepare(small_folder(tmp_path / "d", ("pear", "Apple", "fig")), None, False))
+    assert arrays.classes == ("Apple", "fig", "pear")
+    assert arrays.train_labels.tolist() == [0, 0, 1, 1, 2, 2] and arrays.val_images is None
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda d: shutil.rmtree(d / "train" / "b"), r"has class folders that train/ lacks \(b\)"),
+        (
+            lambda d: [p.unlink() for p in (d / "test" / "a").iterdir()],
+            r"class folder\(s\) test/a in .* hold no images",
+        ),
+        (
+            lambda d: [shutil.rmtree(d / s / c) for s in ("train", "test") for c in "bc"],
+            r"holds 1 class folder\(s\) \(a\); .* at least two",
+        ),
+        (
+            lambda d: small_folder(d, ("a",), ("val",)),
+            r"val has no folder for class\(es\) b, c, so they would get no validation image",
+        ),
+        (lambda d: small_folder(d, ("A",), ("train",)), r"names differ only in case \(A, a\)"),
+    ],
+    ids=["test class not in train", "empty class", "one class", "val without a class", "names differing in case"],
+)
+def test_a_bad_image_folder_is_one_line_naming_the_fix(tmp_path, breakage, message):
+    folder = small_folder(tmp_path / "d")
+    breakage(folder)
+    with pytest.raises(DataError, match=message):
+        sources.prepare(folder, None, download_ok=False)
+
+
+def test_two_sources_in_one_data_dir_keep_their_own_caches(tmp_path, image_folder, monkeypatch):
+    """Each source has its own cache, so switching between them rebuilds neither."""
+    cifar100 = make_python_batches_archive(tmp_path / "cifar-100-python.tar.gz", dataset="cifar100")
+    first = [sources.prepare(image_folder, archive, False) for archive in (None, cifar100)]
+    decoded = []
+    for name in ("decode_image_folder", "decode_python_batches"):
+        real = getattr(sources, name)
+        monkeypatch.setattr(sources, name, lambda *a, real=real: decoded.append(a) or real(*a))
+    again = [sources.prepare(image_folder, archive, False) for archive in (None, cifar100, None)]
+    assert again == [*first, first[0]] and first[0] != first[1] and decoded == []
+    assert len(sources.read_classes(first[0])) == 10 and sources.read_classes(first[1]) == (
+        "fine0",
+        "fine1",
+        "fine2",
+        "fine3",
+    )

@@ -12,7 +12,7 @@ from torch import nn
 
 from cifar_lightning.data import Augmentation
 from cifar_lightning.data.augment import MIN_SIDE
-from cifar_lightning.data.datamodule import CIFAR10DataModule
+from cifar_lightning.data.datamodule import ImageDataModule
 from cifar_lightning.data.device_batches import DeviceSplit, TrainBatches
 from cifar_lightning.errors import CheckpointError, ConfigError
 from cifar_lightning.models import CompactNet, ResidualCompactNet, SeedNet
@@ -111,7 +111,7 @@ def test_a_network_that_cannot_take_a_scheduled_side_is_one_line_before_training
 
 def test_the_side_schedule_is_refused_by_the_albumentations_pipeline():
     with pytest.raises(ConfigError, match="epoch_sides needs data.pipeline device"):
-        CIFAR10DataModule(pipeline="albumentations", augmentation=Augmentation(epoch_sides=(16,)))
+        ImageDataModule(pipeline="albumentations", augmentation=Augmentation(epoch_sides=(16,)))
 
 
 def test_a_whitened_network_without_its_fitting_callback_is_one_line(refused):

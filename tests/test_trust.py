@@ -259,9 +259,9 @@ TRAINER_STATE = {
     ),
     "a remote file": (delete_on_resume("s3://bucket/victim.ckpt"), "not a .ckpt file in its own folder"),
     "random states": (lambda c, m: c["callbacks"]["RandomState"].update(torch=torch.zeros(3)), "random states"),
-    "the data's seed": (lambda c, m: c["CIFAR10DataModule"].update(shuffle_seed="seed"), "shuffle_seed"),
-    "the data's statistics": (lambda c, m: c["CIFAR10DataModule"].update(mean=[0.5, 0.5]), "mean"),
-    "the data's state": (lambda c, m: c.update(CIFAR10DataModule="x"), "data state is a str"),
+    "the data's seed": (lambda c, m: c["ImageDataModule"].update(shuffle_seed="seed"), "shuffle_seed"),
+    "the data's statistics": (lambda c, m: c["ImageDataModule"].update(mean=[0.5, 0.5]), "mean"),
+    "the data's state": (lambda c, m: c.update(ImageDataModule="x"), "data state is a str"),
     "the loop state": (lambda c, m: c.update(loops="x"), "loop state"),
     "a loop": (lambda c, m: c["loops"].update(fit_loop=5), "loop state"),
     # the epoch a resumed fit runs seeds its data order

@@ -1,4 +1,4 @@
-"""CIFAR-10 as a LightningDataModule: sources, decoded cache, seeded split, augmentation."""
+"""Small labelled images as a LightningDataModule: sources, decoded cache, seeded split, augmentation."""
 
 from __future__ import annotations
 
@@ -52,25 +52,49 @@ def split_indices(labels: np.ndarray, val_size: int, split_seed: int) -> tuple[n
     return canonical[order[:val_size]], canonical[order[val_size:]]
 
 
-def image_ids(labels: np.ndarray, indices: np.ndarray, classes: tuple[str, ...]) -> list[str]:
-    """``train/<class>/<NNNN>`` for each index: its class and place in that class's official order."""
+def image_ids(labels: np.ndarray, indices: np.ndarray, classes: tuple[str, ...], split: str = "train") -> list[str]:
+    """``<split>/<class>/<NNNN>`` for each index: its class and place in that class's official order."""
     ordinal = np.empty(len(labels), dtype=np.int64)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         ordinal[members] = np.arange(len(members))
-    return [f"train/{classes[labels[i]]}/{ordinal[i]:04d}" for i in indices]
+    return [f"{split}/{classes[labels[i]]}/{ordinal[i]:04d}" for i in indices]
 
 
-class CIFAR10DataModule(LightningDataModule):
-    """CIFAR-10 from torchvision's download, an image folder in ``data_dir``, or an archive.
+def check_split(labels: np.ndarray, val_idx: np.ndarray, classes: tuple[str, ...], val_size: int) -> None:
+    """Every class keeps a training image, and, when there is a validation split, gets a validation image."""
+    for label, name in enumerate(classes):
+        total, held = int((labels == label).sum()), int((labels[val_idx] == label).sum())
+        if held == total or (val_size and held == 0):
+            raise DataError(
+                f"class {name} has {total} training image(s), and holding out val_size={val_size} of all "
+                f"{len(labels)} leaves it no {'training' if held == total else 'validation'} image: add images "
+                "of it, change val_size, or give a val/ folder"
+            )
+
+
+def classes_of(data) -> tuple[str, ...]:
+    """The classes of the data a config's ``data`` settings name, decoding it first when needed."""
+    archive = Path(data["archive"]) if data.get("archive") else None
+    return sources.read_classes(sources.prepare(Path(data["data_dir"]), archive, data["download"], data.get("dataset")))
+
+
+class ImageDataModule(LightningDataModule):
+    """Labelled small images: an image folder in ``data_dir``, an archive, or CIFAR-10 or CIFAR-100
+    from torchvision's download. The classes and their number come from the data.
 
     Args:
-        data_dir: where archives are unpacked, downloads land and the decoded cache lives.
-        archive: a ``.tar.gz`` of ``cifar-10-python`` or of an image folder
-            (``{train,test}/<class>/*``); unpacked into ``data_dir`` once.
+        data_dir: where archives are unpacked, downloads land and the decoded caches live.
+        archive: a ``.tar.gz`` of an image folder (``{train,test}/<class>/*``, optionally ``val/<class>/*``)
+            or of CIFAR's python batches; unpacked into ``data_dir`` once.
+        dataset: read the python batches of this data set (``cifar100`` has CIFAR-100's 100 fine
+            classes, ``cifar100-coarse`` its 20 superclasses), from ``archive``, ``data_dir`` or the
+            download. ``null``: whatever ``archive`` or ``data_dir`` holds, else CIFAR-10.
         download: fall back to torchvision's download when ``data_dir`` holds no data.
-        val_size: images held out of the 50,000 training images for validation. 0 trains on all
-            of them and skips validation: the final fit of a recipe already chosen on validation.
+        val_size: training images held out for validation, as a count or as a fraction of them (0.1:
+            CIFAR's 5,000 of 50,000), drawn at random, so each class in proportion on average. 0 trains on
+            all of them and skips validation: the final fit of a recipe already chosen on validation. An
+            image folder's ``val/``, when present, is the validation split instead.
         split_seed: seed of the train/validation split (independent of the run's seed).
         batch_size: training batch size.
         eval_batch_size: batch size for validation, test and predict (no gradients, so larger).
@@ -94,8 +118,10 @@ class CIFAR10DataModule(LightningDataModule):
         self,
         data_dir: str = "data",
         archive: str | None = None,
+        dataset: sources.Dataset | None = None,
         download: bool = True,
-        val_size: NonNegativeInt = 5000,
+        val_size: int
+        | float = 0.1,  # not NonNegativeInt | OpenUnitInterval: jsonargparse dumps such a union's 0.1 as 0
         split_seed: int = 0,
         batch_size: PositiveInt = 128,
         eval_batch_size: PositiveInt = 512,
@@ -108,7 +134,12 @@ class CIFAR10DataModule(LightningDataModule):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.archive = Path(archive) if archive else None
+        self.dataset = dataset
         self.download = download
+        if isinstance(val_size, bool) or not (isinstance(val_size, int) and val_size >= 0 or 0 < val_size < 1):
+            raise ConfigError(
+                f"data.val_size is {val_size}: give a number of images (0 or more) or a fraction between 0 and 1"
+            )
         self.val_size = val_size
         self.split_seed = split_seed
         self.batch_size = batch_size
@@ -125,7 +156,7 @@ class CIFAR10DataModule(LightningDataModule):
         self.held_out: list[str] = []  # identities of the validation images, after setup
         self.source = ""  # the folder the images were decoded from, after setup
         self.preparation_seconds: float | None = None  # unpacking, decoding, the split: before the fit's clock
-        self.classes = sources.CLASSES
+        self.classes: tuple[str, ...] = ()  # from the data, after setup (or class_names())
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
         # seed of the epoch-seeded shuffling and augmentation; saved in checkpoints so a
@@ -135,33 +166,55 @@ class CIFAR10DataModule(LightningDataModule):
 
     def prepare_data(self) -> None:
         started = time.perf_counter()
-        sources.prepare(self.data_dir, self.archive, self.download)
+        self._prepare()
         self.preparation_seconds = time.perf_counter() - started
+
+    def _prepare(self) -> Path:
+        """The decoded cache of this data, made once (``sources.prepare``); its path."""
+        return sources.prepare(self.data_dir, self.archive, self.download, self.dataset)
+
+    def class_names(self) -> tuple[str, ...]:
+        """The data's classes, label order: sorted folder names, or the data set's own list. Prepares the
+        data when it is not yet decoded (the CLI asks before it builds the network, for its output width)."""
+        if not self.classes:
+            self.classes = sources.read_classes(self._prepare())
+        return self.classes
 
     def setup(self, stage: str) -> None:
         if hasattr(self, "train_set"):
             return
         started = time.perf_counter()
-        arrays = sources.read_cache(self.data_dir / sources.CACHE_NAME)
-        if arrays is None:  # used outside a Trainer, without prepare_data() first
-            sources.prepare(self.data_dir, self.archive, self.download)
-            arrays = sources.read_cache(self.data_dir / sources.CACHE_NAME)
+        cache = self._prepare()  # decoded by prepare_data already, on this machine: finds the cache
+        arrays = sources.read_cache(cache)
         if arrays is None:
-            raise DataError(
-                f"the decoded cache in {self.data_dir} is unreadable: delete {sources.CACHE_NAME} and rerun"
-            )
+            raise DataError(f"the decoded cache {cache} is unreadable: delete it and rerun")
+        self.classes = arrays.classes
         n = len(arrays.train_images)
-        if self.val_size >= n:
-            raise DataError(f"val_size={self.val_size} leaves no training images (the training set has {n}): lower it")
-        val_idx, train_idx = split_indices(arrays.train_labels, self.val_size, self.split_seed)
-        self.held_out = image_ids(arrays.train_labels, np.sort(val_idx), self.classes)  # recorded with the run
+        if arrays.val_images is not None:  # the folder's own val/
+            val_images, val_labels, train_images, train_labels = (
+                arrays.val_images,
+                arrays.val_labels,
+                arrays.train_images,
+                arrays.train_labels,
+            )
+            self.held_out = image_ids(val_labels, np.arange(len(val_labels)), self.classes, "val")
+        else:
+            val_size = round(self.val_size * n) if isinstance(self.val_size, float) else self.val_size
+            if val_size >= n:
+                raise DataError(
+                    f"val_size={self.val_size} leaves no training images (the training set has {n}): lower it"
+                )
+            val_idx, train_idx = split_indices(arrays.train_labels, val_size, self.split_seed)
+            check_split(arrays.train_labels, val_idx, self.classes, val_size)
+            self.held_out = image_ids(arrays.train_labels, np.sort(val_idx), self.classes)  # recorded with the run
+            val_images, val_labels = arrays.train_images[val_idx], arrays.train_labels[val_idx]
+            train_images, train_labels = arrays.train_images[train_idx], arrays.train_labels[train_idx]
         self.source = arrays.origin
-        train_images = arrays.train_images[train_idx]
         if not self.mean:  # a checkpoint's statistics (load_state_dict) win over the data present
             # statistics of the training split only, so nothing leaks from validation or test
             self.mean, self.std = channel_stats(train_images)
-        self.train_set = ImageArrayDataset(train_images, arrays.train_labels[train_idx], None)
-        self.val_set = ImageArrayDataset(arrays.train_images[val_idx], arrays.train_labels[val_idx], None)
+        self.train_set = ImageArrayDataset(train_images, train_labels, None)
+        self.val_set = ImageArrayDataset(val_images, val_labels, None)
         self.test_set = ImageArrayDataset(arrays.test_images, arrays.test_labels, None)
         self._build_transforms()
         # unpacking and decoding (prepare_data), then reading the cache and the split: not part of the fit's time
@@ -288,7 +341,9 @@ class CIFAR10DataModule(LightningDataModule):
         self.shuffle_seed = seed
         if not state_dict.get("mean"):
             raise CheckpointError(f"the checkpoint's data state holds no training statistics: {EDITED}")
-        checked = check_preprocessing({**state_dict, "class_names": list(self.classes)}, "the checkpoint's data state")
+        checked = check_preprocessing(
+            {**state_dict, "class_names": list(self.class_names())}, "the checkpoint's data state"
+        )
         self.mean, self.std = tuple(checked["mean"]), tuple(checked["std"])
         if hasattr(self, "train_set"):
             self._build_transforms()

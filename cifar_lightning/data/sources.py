@@ -1,14 +1,17 @@
-"""Where CIFAR-10 comes from: an archive, an image folder, or torchvision's download.
+"""Where the images come from: a folder of labelled images, CIFAR-10's or CIFAR-100's python batches,
+an archive of either, or torchvision's download.
 
-Every source ends as the same four uint8 arrays (train/test images as N x 32 x 32 x 3,
-labels as N), cached in ``data_dir`` so a second run starts in seconds.
+Every source ends as the same uint8 arrays (images as N x 32 x 32 x 3, labels as N, the class
+names), cached in ``data_dir``, one file per source, so a second run starts in seconds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
+import pickle
 import shutil
 import tarfile
 import tempfile
@@ -17,6 +20,7 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -28,8 +32,6 @@ try:
 except ImportError:  # Windows: concurrent runs on one data_dir are not guarded
     fcntl = None
 
-# CIFAR-10's label order (batches.meta); image folders are mapped onto it by name.
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SIZE = 32  # pixels, both sides; other sizes are resized on decode
 # width x height an image file may have, read from its header before any pixel is decoded: 40
 # megapixels decode to 120 MB of RGB, and a 20,000 x 20,000 PNG of zeros is under 400 KB on disk
@@ -38,9 +40,48 @@ MAX_IMAGE_PIXELS = 40_000_000
 # 60,000 files and about 200 MB, and a gzip "bomb" of a few MB could otherwise fill the disk
 MAX_UNPACKED_BYTES = 4 << 30
 MAX_MEMBERS = 1_000_000
-CACHE_NAME = "cifar10-uint8.npz"
-CACHE_FORMAT = 2  # bump when the cache's layout changes, so old caches are rebuilt
-PYTHON_BATCHES = "cifar-10-batches-py"  # folder name of the official python pickles
+CACHE_SUFFIX = "-uint8.npz"  # <source>-uint8.npz in data_dir: one cache per source, so two never mix
+CACHE_FORMAT = 3  # bump when the cache's layout changes, so old caches are rebuilt
+# an official python batch file is 30 MB (CIFAR-10) to 150 MB (CIFAR-100's train); a pickle holds
+# what its bytes say, so the reader refuses anything larger before reading it
+MAX_BATCH_FILE_BYTES = 200 << 20
+
+Dataset = Literal["cifar10", "cifar100", "cifar100-coarse"]
+
+
+@dataclass(frozen=True)
+class PythonBatches:
+    """One of the official python layouts: its folder, batch files, and where labels and names are."""
+
+    folder: str
+    train: tuple[str, ...]
+    test: str
+    meta: str
+    names_key: str
+    labels_key: str
+    torchvision_class: str  # the torchvision dataset that downloads it
+    title: str
+
+
+PYTHON_LAYOUTS: dict[str, PythonBatches] = {
+    "cifar10": PythonBatches(
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
+        "batches.meta",
+        "label_names",
+        "labels",
+        "CIFAR10",
+        "CIFAR-10",
+    ),
+    "cifar100": PythonBatches(
+        "cifar-100-python", ("train",), "test", "meta", "fine_label_names", "fine_labels", "CIFAR100", "CIFAR-100"
+    ),
+    "cifar100-coarse": PythonBatches(
+        "cifar-100-python", ("train",), "test", "meta", "coarse_label_names", "coarse_labels", "CIFAR100", "CIFAR-100"
+    ),
+}
+SPLITS = ("train", "val", "test")  # an image folder's sub-folders; val/ is optional
 
 
 @dataclass(frozen=True)
@@ -49,7 +90,10 @@ class Arrays:
     train_labels: np.ndarray  # int64, N
     test_images: np.ndarray
     test_labels: np.ndarray
-    origin: str = ""  # the folder the images were decoded from
+    classes: tuple[str, ...]  # label i is classes[i]
+    val_images: np.ndarray | None = None  # an image folder's val/, when it has one
+    val_labels: np.ndarray | None = None
+    origin: str = ""  # the folder or archive the images were decoded from
 
 
 # ---------------------------------------------------------------- archive
@@ -136,9 +180,10 @@ def _candidates(data_dir: Path) -> list[Path]:
     return [data_dir, *subdirs]
 
 
-def find_python_batches(data_dir: Path) -> Path | None:
+def find_python_batches(data_dir: Path, layout: PythonBatches) -> Path | None:
+    """The folder holding ``layout``'s batches folder, at ``data_dir`` or one level below."""
     for root in _candidates(data_dir):
-        if (root / PYTHON_BATCHES / "data_batch_1").is_file():
+        if (root / layout.folder / layout.meta).is_file():
             return root
     return None
 
@@ -154,32 +199,78 @@ def find_image_folder(data_dir: Path) -> Path | None:
     return roots[0] if roots else None
 
 
-# ---------------------------------------------------------------- decoding
+# ---------------------------------------------------------------- an image folder
 
 
-def _class_dirs(split_dir: Path) -> dict[str, Path]:
-    if not split_dir.is_dir():
-        raise DataError(
-            f"image folder {split_dir.parent} has no {split_dir.name}/ folder: "
-            f"expected {split_dir.parent}/{{train,test}}/<class>/<image files>"
-        )
-    found = {p.name: p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    missing = [c for c in CLASSES if c not in found]
-    extra = sorted(set(found) - set(CLASSES))
-    if missing or extra:
-        detail = "; ".join(
-            part
-            for part in (
-                f"missing class folders: {', '.join(missing)}" if missing else "",
-                f"unknown folders: {', '.join(extra)}" if extra else "",
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def class_folders(root: Path) -> tuple[tuple[str, ...], dict[str, dict[str, list[Path]]]]:
+    """The classes (``train/``'s folders, sorted by name) and each split's image files by class,
+    or one line that says what is wrong with the folder."""
+    splits: dict[str, dict[str, list[Path]]] = {}
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            if split == "val":
+                continue
+            raise DataError(
+                f"image folder {root} has no {split}/ folder: expected {root}/{{train,test}}/<class>/<image files>"
             )
-            if part
-        )
+        folders = [p for p in _visible(split_dir) if p.is_dir()]
+        by_case: dict[str, list[str]] = {}
+        for folder in folders:
+            by_case.setdefault(folder.name.casefold(), []).append(folder.name)
+        clashes = [names for names in by_case.values() if len(names) > 1]
+        if clashes:
+            raise DataError(
+                f"{split_dir} has class folders whose names differ only in case ({', '.join(clashes[0])}): "
+                "they would be one class on some file systems and two on others; rename or merge them"
+            )
+        splits[split] = {folder.name: [p for p in _visible(folder) if p.is_file()] for folder in folders}
+    classes = tuple(sorted(splits["train"]))
+    if len(classes) < 2:
         raise DataError(
-            f"{split_dir} does not have CIFAR-10's ten class folders ({detail}): "
-            f"expected one folder per class named {', '.join(CLASSES)}"
+            f"{root / 'train'} holds {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier "
+            "needs at least two: one folder of images per class, train/<class>/*"
         )
-    return {c: found[c] for c in CLASSES}
+    for split, found in splits.items():
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise DataError(
+                f"{root / split} has class folders that train/ lacks ({', '.join(unknown[:10])}): the classes are "
+                "train/'s folders; add their training images to train/, or remove them"
+            )
+        empty = [name for name, files in found.items() if not files]
+        if empty:
+            raise DataError(
+                f"class folder(s) {', '.join(f'{split}/{name}' for name in empty[:10])} in {root} hold no images: "
+                "add images, or remove the folder"
+            )
+    if "val" in splits:
+        unseen = [name for name in classes if name not in splits["val"]]
+        if unseen:
+            raise DataError(
+                f"{root / 'val'} has no folder for class(es) {', '.join(unseen[:10])}, so they would get no "
+                "validation image: add val/<class>/ images for each class, or remove val/ (then val_size images "
+                "of train/ are held out)"
+            )
+    return classes, splits
+
+
+def decode_image_folder(root: Path) -> Arrays:
+    """``{train,test}/<class>/*`` (and ``val/<class>/*`` when present), every image resized to 32 x 32."""
+    classes, splits = class_folders(root)
+    decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split, found in splits.items():
+        images, labels = [], []
+        for name, files in found.items():
+            images += [decode_image(path) for path in files]
+            labels += [classes.index(name)] * len(files)
+        decoded[split] = (np.stack(images), np.asarray(labels, dtype=np.int64))
+    val = decoded.get("val", (None, None))
+    return Arrays(*decoded["train"], *decoded["test"], classes, *val)
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -240,51 +331,98 @@ def decode_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
     return np.stack(images), paths
 
 
-def _decode_split(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
-    for label, class_dir in enumerate(_class_dirs(split_dir).values()):
-        files = sorted(p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-        images += [decode_image(p) for p in files]
-        labels += [label] * len(files)
-    if not images:
-        raise DataError(f"{split_dir} has class folders but no images in them")
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
+# ---------------------------------------------------------------- the python batches
 
 
-def decode_image_folder(root: Path) -> Arrays:
-    train = _decode_split(root / "train")
-    test = _decode_split(root / "test")
-    return Arrays(*train, *test)
+class BatchUnpickler(pickle.Unpickler):
+    """Builds only dicts, lists, strings, bytes, numbers and numpy arrays: a pickle is a program, and
+    one that names any other function (``os.system``) is refused before it runs. No library reads
+    the official batches without unpickling them (torchvision's reader is ``pickle.load``)."""
+
+    ARRAYS = {
+        ("numpy.core.multiarray", "_reconstruct"),  # the official files, written by numpy 1 under Python 2
+        ("numpy._core.multiarray", "_reconstruct"),  # numpy 2's name for it
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ARRAYS:
+            return super().find_class(module, name)
+        if (module, name) == ("_codecs", "encode"):  # Python 3's protocol-2 spelling of a bytes object
+            return latin1_bytes
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never does")
 
 
-def decode_python_batches(root: Path) -> Arrays:
-    from torchvision.datasets import CIFAR10
+def latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"it encodes bytes as {encoding[:20]}, which a CIFAR batch never does")
+    return text.encode("latin1")
 
-    try:
-        train, test = (CIFAR10(str(root), train=t, download=False) for t in (True, False))
-    except RuntimeError as err:  # torchvision's md5 check failed
+
+def read_batch(path: Path) -> dict:
+    """One python batch file as a dict with ``str`` keys, read by ``BatchUnpickler``."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing: the python batches are incomplete; unpack or download them again")
+    if path.stat().st_size > MAX_BATCH_FILE_BYTES:
         raise DataError(
-            f"{root / PYTHON_BATCHES} is incomplete or corrupt ({err}): delete it and unpack again"
-        ) from None
-    return Arrays(
-        np.asarray(train.data, dtype=np.uint8),
-        np.asarray(train.targets, dtype=np.int64),
-        np.asarray(test.data, dtype=np.uint8),
-        np.asarray(test.targets, dtype=np.int64),
-    )
-
-
-def download(data_dir: Path) -> Path:
-    """torchvision's download of the official python version; a clear error when offline."""
-    from torchvision.datasets import CIFAR10
-
+            f"{path} is {path.stat().st_size >> 20} MB, more than any official batch file "
+            f"({MAX_BATCH_FILE_BYTES >> 20} MB): it is not a CIFAR batch; download the data again"
+        )
     try:
-        CIFAR10(str(data_dir), train=True, download=True)
-    except Exception as err:  # URLError, socket errors, HTTP errors, checksum failures
+        with path.open("rb") as f:
+            batch = BatchUnpickler(f, encoding="latin1").load()  # latin1: Python 2's str, as numpy expects
+    except Exception as err:  # noqa: BLE001 - any failure of a hostile or truncated pickle ends in this one line
+        raise DataError(f"{path} is not a CIFAR python batch ({str(err)[:120]}): download or unpack it again") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} holds a {type(batch).__name__}, not a CIFAR batch's dict: download it again")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+
+
+def _batch_arrays(path: Path, labels_key: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    batch = read_batch(path)
+    data, labels = batch.get("data"), batch.get(labels_key)
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE
+        or not isinstance(labels, list)
+        or len(labels) != len(data)
+        or not all(isinstance(v, int) and 0 <= v < classes for v in labels)
+    ):
         raise DataError(
-            f"no CIFAR-10 in {data_dir} and the download failed ({type(err).__name__}: {err}); "
-            "offline? pass --data.archive PATH (a cifar-10-python or image-folder .tar.gz) "
-            f"or put an image folder {{train,test}}/<class>/*.jpg in {data_dir}"
+            f"{path} does not hold uint8 images of 3 x 32 x 32 with one {labels_key} label of 0 to {classes - 1} "
+            "each: it is not a CIFAR batch; download it again"
+        )
+    images = data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1)  # rows are planes R, G, B
+    return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
+
+
+def decode_python_batches(root: Path, layout: PythonBatches) -> Arrays:
+    folder = root / layout.folder
+    names = read_batch(folder / layout.meta).get(layout.names_key)
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{folder / layout.meta} has no list of {layout.names_key}: download or unpack it again")
+    parts = [_batch_arrays(folder / name, layout.labels_key, len(names)) for name in layout.train]
+    test = _batch_arrays(folder / layout.test, layout.labels_key, len(names))
+    train = np.concatenate([images for images, _ in parts]), np.concatenate([labels for _, labels in parts])
+    return Arrays(*train, *test, tuple(names))
+
+
+def download(data_dir: Path, layout: PythonBatches) -> Path:
+    """torchvision's download of the official python batches (checked against their md5); a clear error when offline."""
+    import torchvision.datasets
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    official = getattr(torchvision.datasets, layout.torchvision_class)
+    try:
+        download_and_extract_archive(official.url, str(data_dir), filename=official.filename, md5=official.tgz_md5)
+    except Exception as err:  # noqa: BLE001 - URLError, socket errors, HTTP errors, checksum failures
+        raise DataError(
+            f"no {layout.title} in {data_dir} and the download failed ({type(err).__name__}: {err}); "
+            "offline? pass --data.archive PATH (the python batches or an image folder as .tar.gz) "
+            f"or put an image folder {{train,test}}/<class>/* in {data_dir}"
         ) from None
     return data_dir
 
@@ -301,25 +439,32 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def archive_key(archive: Path) -> str:
+def archive_key(archive: Path, dataset: Dataset | None) -> str:
     """A cache key from the archive's bytes: the same copy anywhere hits, an edited one misses."""
-    return f"v{CACHE_FORMAT}:archive:{archive.stat().st_size}:{file_digest(archive)}"
+    stat = archive.stat()
+    return f"v{CACHE_FORMAT}:archive:{stat.st_size}:{archive_digest(archive.resolve(), stat.st_size, stat.st_mtime_ns)}:{dataset}"
 
 
-def folder_key(folder: Path) -> str:
-    """A cache key from a manifest of every file under ``folder``: name, size and modification time.
+@functools.lru_cache(maxsize=8)
+def archive_digest(archive: Path, size: int, mtime_ns: int) -> str:
+    """``file_digest``, once per process for an unchanged file: a run asks for its data's classes and cache several times."""
+    return file_digest(archive)
 
-    Editing, adding or removing any image changes it; writing the cache beside the source does not
-    (the cache and hidden files are not part of the source).
-    """
+
+def folder_key(folder: Path, parts: tuple[str, ...], dataset: Dataset | None) -> str:
+    """A cache key from a manifest of every file in ``folder``'s ``parts`` (the splits, or the batches'
+    folder): name, size and modification time. Editing, adding or removing any image changes it."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or path.name == CACHE_NAME:
-            continue
-        stat = path.stat()
-        digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return f"v{CACHE_FORMAT}:folder:{digest.hexdigest()}"
+    for part in parts:
+        for path in sorted(p for p in (folder / part).rglob("*") if p.is_file()):
+            relative = path.relative_to(folder)
+            if not any(name.startswith(".") for name in relative.parts):
+                stat = path.stat()
+                digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return f"v{CACHE_FORMAT}:folder:{digest.hexdigest()}:{dataset}"
+
+
+ARRAY_FIELDS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
 def read_cache(cache: Path, key: str | None = None) -> Arrays | None:
@@ -330,9 +475,12 @@ def read_cache(cache: Path, key: str | None = None) -> Arrays | None:
         with np.load(cache, allow_pickle=False) as npz:  # load each array once (npz[key] re-reads)
             if key is not None and str(npz["source"]) != key:
                 return None
+            val = (npz["val_images"], npz["val_labels"]) if "val_images" in npz.files else (None, None)
             arrays = Arrays(
-                *(npz[name] for name in ("train_images", "train_labels", "test_images", "test_labels")),
-                origin=str(npz["origin"]) if "origin" in npz.files else "",
+                *(npz[name] for name in ARRAY_FIELDS),
+                tuple(str(name) for name in npz["classes"]),
+                *val,
+                origin=str(npz["origin"]),
             )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # corrupt or from an older format: rebuild rather than trust it
@@ -343,13 +491,38 @@ def read_cache(cache: Path, key: str | None = None) -> Arrays | None:
     return arrays
 
 
+def read_classes(cache: Path) -> tuple[str, ...]:
+    """The class names of a cache ``prepare`` returned, without loading its images."""
+    with np.load(cache, allow_pickle=False) as npz:
+        return tuple(str(name) for name in npz["classes"])
+
+
+def cache_of_classes(data_dir: Path, classes: list[str]) -> Arrays | None:
+    """A cache in ``data_dir`` whose classes are ``classes`` (the data a checkpoint was trained on), or None."""
+    for cache in sorted(data_dir.glob(f"*{CACHE_SUFFIX}")):
+        try:
+            if list(read_classes(cache)) == list(classes):
+                return read_cache(cache)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            continue  # unreadable: not the one
+    return None
+
+
 def write_cache(cache: Path, arrays: Arrays, key: str) -> None:
     """Write to a private temporary file, then rename: readers never see half a cache."""
     fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".cache-", suffix=".npz")
+    fields = {name: getattr(arrays, name) for name in ARRAY_FIELDS}
+    if arrays.val_images is not None:
+        fields.update(val_images=arrays.val_images, val_labels=arrays.val_labels)
     try:
         with os.fdopen(fd, "wb") as f:
-            fields = {k: v for k, v in arrays.__dict__.items() if k != "origin"}
-            np.savez(f, source=np.asarray(key), origin=np.asarray(arrays.origin), **fields)
+            np.savez(
+                f,
+                source=np.asarray(key),
+                origin=np.asarray(arrays.origin),
+                classes=np.asarray(arrays.classes),
+                **fields,
+            )
         os.replace(tmp, cache)
     except OSError as err:
         raise cannot_write(cache.parent, f"write the decoded cache {cache.name} into", err) from None
@@ -371,8 +544,8 @@ def _exclusive(lock_path: Path):
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
-    """Make sure ``data_dir`` holds a valid decoded cache; return its path.
+def prepare(data_dir: Path, archive: Path | None, download_ok: bool, dataset: Dataset | None = None) -> Path:
+    """Make sure ``data_dir`` holds a valid decoded cache of the source; return its path.
 
     Runs started at once on one ``data_dir`` take turns: the first unpacks and decodes, the
     others wait and then find its cache (unpacking while another run reads would pull files
@@ -380,7 +553,7 @@ def prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
     """
     ensure_writable_folder(data_dir, "data", "pick another --data.data_dir")  # before any unpacking or decoding
     with _exclusive(data_dir / ".prepare.lock"):
-        return _prepare(data_dir, archive, download_ok)
+        return _prepare(data_dir, archive, download_ok, dataset)
 
 
 def remove_leftovers(data_dir: Path) -> list[Path]:
@@ -394,51 +567,69 @@ def remove_leftovers(data_dir: Path) -> list[Path]:
     return found
 
 
-def _prepare(data_dir: Path, archive: Path | None, download_ok: bool) -> Path:
+def archive_stem(archive: Path) -> str:
+    name = archive.name
+    for suffix in (".tar.gz", ".tgz", ".tar"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return archive.stem
+
+
+def _prepare(data_dir: Path, archive: Path | None, download_ok: bool, dataset: Dataset | None) -> Path:
     """Source precedence: (1) ``archive``, when given: exactly what it unpacks, whatever else
-    ``data_dir`` holds; (2) an image folder in ``data_dir``; (3) the python batches in
-    ``data_dir``; (4) torchvision's download, when allowed."""
+    ``data_dir`` holds; (2) without ``dataset``, an image folder in ``data_dir``; (3) the python
+    batches of ``dataset`` (CIFAR-10 without one) in ``data_dir``; (4) torchvision's download of them,
+    when allowed. Each source has its own cache, named after the archive, the folder or the dataset."""
     remove_leftovers(data_dir)
-    cache = data_dir / CACHE_NAME
     if archive is not None:
         if not archive.is_file():
             raise DataError(f"archive {archive} does not exist: check --data.archive (or the Makefile's ARCHIVE)")
-        key = archive_key(archive)
-        if read_cache(cache, key) is not None:
-            return cache
-        with unpacked(archive, data_dir) as root:
-            source, batches = source_in(root, archive)
-            arrays = decode_python_batches(source) if batches else decode_image_folder(source)
-        write_cache(cache, dataclasses.replace(arrays, origin=str(archive.resolve())), key)
+        cache, key = data_dir / f"{archive_stem(archive)}{CACHE_SUFFIX}", archive_key(archive, dataset)
+        if read_cache(cache, key) is None:
+            with unpacked(archive, data_dir) as root:
+                arrays = decode_source(root, archive, dataset)
+            write_cache(cache, dataclasses.replace(arrays, origin=str(archive.resolve())), key)
         return cache
-    else:
-        folder = find_image_folder(data_dir)
-        source, batches = (folder, False) if folder is not None else (find_python_batches(data_dir), True)
-        if source is None:
-            if not download_ok:
-                raise DataError(
-                    f"no CIFAR-10 in {data_dir} and downloading is off: pass --data.archive PATH, "
-                    f"put an image folder {{train,test}}/<class>/* in {data_dir}, or set --data.download true"
-                )
-            source, batches = download(data_dir), True
-        key = folder_key(source / PYTHON_BATCHES if batches else source)
-        if read_cache(cache, key) is not None:
-            return cache
-    arrays = decode_python_batches(source) if batches else decode_image_folder(source)
-    write_cache(cache, dataclasses.replace(arrays, origin=str(source.resolve())), key)
+    folder = find_image_folder(data_dir) if dataset is None else None
+    if folder is not None:
+        cache, key = data_dir / f"{folder.name}{CACHE_SUFFIX}", folder_key(folder, SPLITS, None)
+        if read_cache(cache, key) is None:
+            write_cache(cache, dataclasses.replace(decode_image_folder(folder), origin=str(folder.resolve())), key)
+        return cache
+    dataset = dataset or "cifar10"
+    layout = PYTHON_LAYOUTS[dataset]
+    root = find_python_batches(data_dir, layout)
+    if root is None:
+        if not download_ok:
+            raise DataError(
+                f"no {layout.title} in {data_dir} and downloading is off: pass --data.archive PATH, "
+                f"put an image folder {{train,test}}/<class>/* in {data_dir}, or set --data.download true"
+            )
+        root = download(data_dir, layout)
+    cache, key = data_dir / f"{dataset}{CACHE_SUFFIX}", folder_key(root, (layout.folder,), dataset)
+    if read_cache(cache, key) is None:
+        arrays = decode_python_batches(root, layout)
+        write_cache(cache, dataclasses.replace(arrays, origin=str((root / layout.folder).resolve())), key)
     return cache
 
 
-def source_in(root: Path, archive: Path) -> tuple[Path, bool]:
-    """The data set in an unpacked archive, at its top level or one folder down, and whether it is
-    the python batches."""
-    batches = find_python_batches(root)  # cifar-10-python.tar.gz
-    if batches is not None:
-        return batches, True
-    folder = find_image_folder(root)
+def decode_source(root: Path, archive: Path, dataset: Dataset | None) -> Arrays:
+    """The data set in an unpacked archive, at its top level or one folder down: the python batches of
+    ``dataset`` when one is named, else an image folder or either CIFAR's batches (CIFAR-100's fine labels)."""
+    wanted = [dataset] if dataset else ["cifar10", "cifar100"]
+    for name in wanted:
+        batches = find_python_batches(root, PYTHON_LAYOUTS[name])
+        if batches is not None:
+            return decode_python_batches(batches, PYTHON_LAYOUTS[name])
+    folder = find_image_folder(root) if dataset is None else None
     if folder is not None:
-        return folder, False
+        return decode_image_folder(folder)
+    if dataset:
+        raise DataError(
+            f"archive {archive} holds no {PYTHON_LAYOUTS[dataset].folder} at its top level or one folder down, "
+            f"which --data.dataset {dataset} reads: pass that data set's archive, or drop --data.dataset to use what it holds"
+        )
     raise DataError(
-        f"archive {archive} holds neither an image folder ({{train,test}}/<class>/*) nor {PYTHON_BATCHES}, "
-        "at its top level or one folder down: pass a CIFAR-10 archive"
+        f"archive {archive} holds neither an image folder ({{train,test}}/<class>/*) nor CIFAR's python batches, "
+        "at its top level or one folder down: pass an archive of one of them"
     )

@@ -101,11 +101,11 @@ class Demo:
         """(gallery items, message): the first misclassified test images with their overlays, when the test split is at hand."""
         from cifar_lightning.data import sources
 
-        arrays = sources.read_cache(self.data_dir / sources.CACHE_NAME) if self.data_dir else None
+        arrays = sources.cache_of_classes(self.data_dir, self.model.class_names) if self.data_dir else None
         if arrays is None:
             return [], (
-                "The test split is not at hand: start the demo with --data_dir DIR, the folder a fit decodes "
-                "CIFAR-10 into (data.data_dir), to see this checkpoint's misclassified test images."
+                "The test split is not at hand: start the demo with --data_dir DIR, the folder a fit decoded "
+                "this checkpoint's data into (data.data_dir), to see its misclassified test images."
             )
         wrong: list[tuple[np.ndarray, int, int]] = []
         for start in range(0, len(arrays.test_images), 500):
@@ -138,7 +138,7 @@ def build_demo(ckpt_path: str | Path, data_dir: str | Path | None = None, truste
     demo = Demo(ckpt_path, data_dir, trusted)
     with gr.Blocks(title="cifar_lightning demo", analytics_enabled=False) as page:
         gr.Markdown(
-            f"# cifar_lightning\nCheckpoint `{demo.ckpt_path}`: a CIFAR-10 classifier ({', '.join(demo.model.class_names)})."
+            f"# cifar_lightning\nCheckpoint `{demo.ckpt_path}`: a classifier of {len(demo.model.class_names)} classes ({', '.join(demo.model.class_names)})."
         )
         with gr.Row():
             top_k = gr.Slider(1, len(demo.model.class_names), value=3, step=1, label="classes shown (top k)")
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cifar-lightning demo", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint this project wrote (results/fast/last.ckpt)")
     parser.add_argument(
-        "--data_dir", help="where a fit decoded CIFAR-10 (data.data_dir): the misclassified tab reads its test split"
+        "--data_dir",
+        help="where a fit decoded the checkpoint's data (data.data_dir): the misclassified tab reads its test split",
     )
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: this machine only)")

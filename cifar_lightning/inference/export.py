@@ -5,7 +5,7 @@
 Writes ``model.ts`` (TorchScript), ``model.onnx`` and ``model.json`` into ``DIR`` (default:
 ``export/<checkpoint name>/`` beside the checkpoint's folder), all three or none; an earlier export
 there is kept unless ``--overwrite``. Both files take a float tensor
-N x 3 x 32 x 32 of RGB values in [0, 1] and return N x 10 logits: the training statistics'
+N x 3 x 32 x 32 of RGB values in [0, 1] and return one logit per class (N x classes): the training statistics'
 normalization is built in, so callers need nothing but the pixels. ``model.json`` names the
 classes and the input. The checkpoint is read with ``weights_only=True``.
 """

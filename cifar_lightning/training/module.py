@@ -69,7 +69,8 @@ class ImageClassifier(LightningModule):
     Args:
         network: a plain ``nn.Module`` mapping N x 3 x H x W images to N x ``num_classes`` logits.
         optimizer: builds the optimizer from the parameters; its ``lr`` is OneCycle's peak rate.
-        num_classes: number of classes, for the accuracy metrics.
+        num_classes: number of classes, for the accuracy metrics; ``None``: as many as ``class_names``,
+            or 10 without them. The CLI sets both from the data.
         class_names: names for per-class test results; defaults to the class indices.
         label_smoothing: cross-entropy label smoothing, 0 for none.
         pct_start: fraction of the steps spent warming up to the peak rate.
@@ -94,7 +95,7 @@ class ImageClassifier(LightningModule):
         self,
         network: nn.Module,
         optimizer: OptimizerCallable = torch.optim.AdamW,
-        num_classes: PositiveInt = 10,
+        num_classes: PositiveInt | None = None,
         class_names: list[str] | None = None,
         label_smoothing: ClosedUnitInterval = 0.0,
         pct_start: OpenUnitInterval = 0.25,
@@ -123,6 +124,7 @@ class ImageClassifier(LightningModule):
         # a plain attribute, not a submodule: the teacher stays out of parameters() and state_dict()
         self.distillation = distillation
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        num_classes = num_classes or (len(class_names) if class_names else 10)
         # no argument checks while training: they call torch.unique, which a GPU answers only by waiting
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")

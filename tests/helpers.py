@@ -152,6 +152,33 @@ class RecordLocalAccuracy(Callback):
             json.dump({"correct": self.correct, "total": self.total, "first_labels": self.first_labels}, f)
 
 
+class RecordWeights(Callback):
+    """Each DDP rank saves ``<folder>/rank<N>.pt``: the network's weights after every step, the EMA's average
+    and the whitening stem at the end of the fit."""
+
+    def __init__(self, folder: str = "weights") -> None:
+        self.folder = folder
+        self.steps: list[dict] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append({k: v.detach().clone() for k, v in pl_module.network.state_dict().items()})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        from cifar_lightning.callbacks import EMAWithWarmup
+        from cifar_lightning.models.whitening import PatchWhitening
+
+        (ema,) = [c for c in trainer.callbacks if isinstance(c, EMAWithWarmup)]
+        (stem,) = [m for m in pl_module.modules() if isinstance(m, PatchWhitening)]
+        os.makedirs(self.folder, exist_ok=True)
+        record = {
+            "steps": self.steps,
+            "average": ema._average_model.module.network.state_dict(),  # Lightning has no public accessor
+            "decay": ema.decay,
+            "stem": stem.weight.detach().clone(),
+        }
+        torch.save(record, os.path.join(self.folder, f"rank{trainer.global_rank}.pt"))
+
+
 class FailingTransform:
     """An albumentations-style callable that raises on its ``at``-th call in a process."""
 

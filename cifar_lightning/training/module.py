@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, Literal
@@ -133,6 +134,17 @@ class ImageClassifier(LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
+
+    def __deepcopy__(self, memo: dict) -> ImageClassifier:
+        """A copy of the weights and settings that shares what is no part of the model: the trainer, the
+        optimizer's factory (it holds the CLI) and the teacher. The weight average (``WeightAveraging``)
+        copies the module; under DDP the trainer holds the process group's locks, which cannot be copied."""
+        for shared in (self._trainer, self.optimizer_factory, self.distillation):
+            memo.setdefault(id(shared), shared)
+        copied = self.__class__.__new__(self.__class__)
+        memo[id(self)] = copied
+        copied.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return copied
 
     def forward(self, images: Tensor) -> Tensor:
         return self.network(self._layout(images))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -221,19 +220,6 @@ def start_worker(folder: Path, args: list[str]) -> subprocess.Popen:
     )
 
 
-@pytest.mark.process
-def test_two_processes_share_one_study(tmp_path, real_data_dir, real_archive):
-    """Trials in parallel: the same command in two processes, against the same SQLite file."""
-    runs = [start_worker(tmp_path, search_args("shared", real_data_dir, real_archive)) for _ in range(2)]
-    for run in runs:
-        _, err = run.communicate(timeout=300)
-        assert run.returncode == 0, err[-3000:]
-    with sqlite3.connect(tmp_path / "shared.db") as db:
-        states = db.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
-    assert states == [(0, "COMPLETE"), (1, "COMPLETE")]
-    assert len(list((tmp_path / "lightning_logs").glob("version_*"))) == 2  # a run folder each, claimed without a clash
-
-
 def test_a_search_without_its_extra_names_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "optuna", None)  # what an import finds when it is not installed
     monkeypatch.chdir(tmp_path)
@@ -255,21 +241,40 @@ def postgresql():
 
 
 @pytest.mark.process
-def test_three_workers_on_a_postgresql_server_share_one_study(tmp_path, postgresql, real_data_dir, real_archive):
+def test_three_workers_on_a_postgresql_server_share_one_study(
+    tmp_path, postgresql, monkeypatch, capsys, real_data_dir, real_archive
+):
     """Workers as on three machines: each its own folder, one command each, the study on a server."""
     import optuna
 
     folders = [tmp_path / f"machine-{i}" for i in range(3)]
     runs = [start_worker(f, search_args("shared", real_data_dir, real_archive, postgresql)) for f in folders]
+    printed = []
     for run in runs:
-        _, err = run.communicate(timeout=300)
+        out, err = run.communicate(timeout=300)
         assert run.returncode == 0, err[-3000:]
+        printed.append(out)
     study = optuna.load_study(study_name="shared", storage=postgresql)
     assert sorted(t.number for t in study.trials) == [0, 1, 2]  # each trial recorded once
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     # and each run once, by one worker in its own folder
     assert [len(list((f / "lightning_logs").glob("version_*/checkpoints/last.ckpt"))) for f in folders] == [1, 1, 1]
     assert not (tmp_path / "machine-0" / "shared.db").exists()  # nothing of the study in a local file
+    # the best config is written once, by the worker whose trial finished last; the others say so
+    written = [f / "shared.best.yaml" for f in folders if (f / "shared.best.yaml").is_file()]
+    assert len(written) == 1 and f"(trial {study.best_trial.number}," in written[0].read_text()
+    assert sum("best config: left to the worker that finishes" in out for out in printed) == 2
+
+    # a fourth worker's diverging trial is pruned against the median of the other workers' trials
+    (tmp_path / "machine-3").mkdir()
+    monkeypatch.chdir(tmp_path / "machine-3")
+    more = main_in_process(
+        [*search_args("shared", real_data_dir, real_archive, postgresql), "--enqueue", f"{LR}={DIVERGING}"], capsys
+    )
+    assert more.returncode == 0, more.stderr[-3000:]
+    diverging = optuna.load_study(study_name="shared", storage=postgresql).trials[-1]
+    assert diverging.params[LR] == DIVERGING and diverging.state == optuna.trial.TrialState.PRUNED
+    assert diverging.user_attrs["stopped_by"] == "pruner (validation curve)"
 
 
 def test_a_storage_that_cannot_be_reached_is_one_line(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):

@@ -15,7 +15,9 @@ settings and refuses another recipe. A new study's first trial is the recipe's o
 
 After this process's trials, beside the study file: ``<study>.trials.csv`` (every trial),
 ``<study>.importance.png`` (each setting's share of the score's variation) and
-``<study>.best.yaml``, the best trial's whole config, which ``fit --config`` trains.
+``<study>.best.yaml``, the best trial's whole config, which ``fit --config`` trains. Of workers
+sharing a study, the best config is written once, by the last to finish: the worker that finds no
+trial running or waiting and ran the trial that finished last.
 """
 
 from __future__ import annotations
@@ -210,7 +212,7 @@ def open_study(path: Path, storage: str, fingerprint: str, config: str, startup:
     return study
 
 
-def objective(config: str, overrides: list[str], space: dict):
+def objective(config: str, overrides: list[str], space: dict, mine: set[int]):
     import optuna
     from lightning.pytorch.callbacks import LambdaCallback
     from optuna_integration import PyTorchLightningPruningCallback
@@ -219,6 +221,7 @@ def objective(config: str, overrides: list[str], space: dict):
     from cifar_lightning.lightning_cli import run_cli
 
     def run_trial(trial) -> float:
+        mine.add(trial.number)  # this worker's trials: the last to finish writes the best config
         params = {key: suggest(trial, key, spec) for key, spec in space.items()}
         args = [
             "fit",
@@ -249,7 +252,20 @@ def objective(config: str, overrides: list[str], space: dict):
     return run_trial
 
 
-def write_outputs(study, path: Path, base: dict) -> list[str]:
+def finished_last(study, mine: set[int]) -> bool:
+    """Whether no trial of the study is running or waiting and the one that finished last is this worker's:
+    of workers that finish together, one alone writes the best config (the storage orders their finishes)."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    unfinished = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    finished = [t for t in trials if t.datetime_complete is not None]
+    if any(t.state in unfinished for t in trials) or not finished:
+        return False
+    return max(finished, key=lambda t: (t.datetime_complete, t.number)).number in mine
+
+
+def write_outputs(study, path: Path, base: dict, mine: set[int]) -> list[str]:
     """The study's table, importance plot and best config beside it; the lines that say what was written."""
     import optuna
 
@@ -271,7 +287,9 @@ def write_outputs(study, path: Path, base: dict) -> list[str]:
         lines.append(f"importance: {path.with_suffix('.importance.png')}")
     else:
         lines.append(f"importance: not drawn ({len(complete)} finished trial(s); it needs 2)")
-    if complete:
+    if complete and not finished_last(study, mine):
+        lines.append("best config: left to the worker that finishes the study's last trial")
+    elif complete:
         best = study.best_trial
         for key, value in best.params.items():
             set_key(base, key, value)
@@ -389,13 +407,14 @@ def main(argv: list[str] | None = None) -> None:
                 for params in enqueued:
                     study.enqueue_trial(params)
             del base_cli
+            mine: set[int] = set()
             study.optimize(
-                objective(args.config, overrides, space),
+                objective(args.config, overrides, space, mine),
                 n_trials=args.trials,
                 gc_after_trial=True,
                 timeout=args.timeout * 60 if args.timeout else None,
             )
-        for line in write_outputs(study, study_path, base):
+        for line in write_outputs(study, study_path, base, mine):
             print(line)
 
 

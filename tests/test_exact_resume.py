@@ -79,7 +79,9 @@ LOGGERS = {"tensorboard": [], "csv": ["--config", str(REPO / "configs" / "logger
 
 @pytest.mark.process
 @pytest.mark.parametrize(
-    ("pipeline", "logger"), [("albumentations", "tensorboard"), ("device", "tensorboard"), ("device", "csv")]
+    # each pipeline once and each logger once (the DDP test resumes the device pipeline with TensorBoard too)
+    ("pipeline", "logger"),
+    [("albumentations", "tensorboard"), ("device", "csv")],
 )
 def test_sigkill_mid_epoch_then_resume_equals_never_stopping(
     pipeline, logger, tmp_path, real_data_dir, real_archive, monkeypatch
@@ -153,7 +155,7 @@ def kill_resume_and_compare(args: list[str], tmp_path: Path, monkeypatch) -> Non
 @pytest.mark.process
 def test_a_kill_during_a_save_keeps_the_previous_last_checkpoint(tmp_path, real_data_dir, real_archive, monkeypatch):
     # save_top_k=0: the only file written at the end of epoch 1 is last.ckpt, so the kill lands in its save
-    args = [*data_args(real_data_dir, real_archive), *ARGS, "--checkpoint.save_top_k=0", *PIPELINES["albumentations"]]
+    args = [*data_args(real_data_dir, real_archive), *ARGS, "--checkpoint.save_top_k=0", *PIPELINES["device"]]
     died = fit_in_a_process(
         tmp_path, *args, "--trainer.callbacks+=helpers.DieDuringSave", "--trainer.callbacks.epoch=1"
     )

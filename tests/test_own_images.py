@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 import cifar_lightning
 from cifar_lightning.lightning_cli import run_cli
-from harness import CIFAR10_CLASSES, CONFIG, REPO, TINY, data_args, tiny_run
+from harness import CIFAR10_CLASSES, CONFIG, REPO, TINY, data_args, main_in_process, tiny_run
 
 SHAPES = ("circle", "square", "triangle")  # the class folders; sorted, so also the label order
 SIDE = 48  # pixels: not the network's 32, so every image is resized on decode
@@ -166,3 +166,22 @@ def test_cifar100_is_a_setting_whose_classes_reach_the_network(tmp_path, monkeyp
     settings = ["--config", CONFIG, f"--data.data_dir={tmp_path / 'data'}", f"--data.archive={archive}"]
     fitted = run_cli(["fit", *settings, "--data.dataset=cifar100", "--data.val_size=0", *TINY, "--data.batch_size=4"])
     assert fitted.model.network.classifier.out_features == 5 and fitted.datamodule.classes[0] == "fine0"
+
+
+def test_explain_and_the_demo_name_the_folders_classes(shapes, shapes_run, tmp_path, capsys):
+    from cifar_lightning.data import sources
+
+    work, _ = shapes_run
+    (checkpoint,) = work.glob("lightning_logs/*/checkpoints/last.ckpt")
+    photos = sorted((shapes / "shapes" / "test" / "circle").glob("*.png"))[:2]
+    explained = main_in_process(["explain", "--ckpt_path", checkpoint, *photos, "--out", tmp_path / "out"], capsys)
+    assert explained.returncode == 0, explained.stderr[-3000:]
+    answers = [
+        line.split(": ", 1)[1].split(" (")[0]
+        for line in explained.stdout.splitlines()
+        if line.startswith(str(photos[0].parent))
+    ]
+    assert len(answers) == 2 and set(answers) <= set(SHAPES)
+    # the demo's misclassified tab finds this data's test split among the caches in data_dir by its classes
+    assert sources.cache_of_classes(shapes, list(SHAPES)).test_images.shape == (36, 32, 32, 3)
+    assert sources.cache_of_classes(shapes, ["airplane", "automobile"]) is None

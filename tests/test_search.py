@@ -20,6 +20,7 @@ FAST = REPO / "configs" / "fast.yaml"
 SPACE = REPO / "configs" / "search" / "fast.yaml"
 LR = "model.optimizer.init_args.lr"
 DIVERGING = 1.0e4  # a peak rate no network survives
+STALLED = 1.0e-6  # a peak rate at which nothing is learnt in a tiny trial, and nothing diverges either
 
 
 def trial_args(real_data_dir, real_archive) -> list[str]:
@@ -265,16 +266,16 @@ def test_three_workers_on_a_postgresql_server_share_one_study(
     assert len(written) == 1 and f"(trial {study.best_trial.number}," in written[0].read_text()
     assert sum("best config: left to the worker that finishes" in out for out in printed) == 2
 
-    # a fourth worker's diverging trial is pruned against the median of the other workers' trials
+    # a fourth worker's trial that learns nothing is pruned against the median of the other workers' trials
     (tmp_path / "machine-3").mkdir()
     monkeypatch.chdir(tmp_path / "machine-3")
     more = main_in_process(
-        [*search_args("shared", real_data_dir, real_archive, postgresql), "--enqueue", f"{LR}={DIVERGING}"], capsys
+        [*search_args("shared", real_data_dir, real_archive, postgresql), "--enqueue", f"{LR}={STALLED:.1e}"], capsys
     )
     assert more.returncode == 0, more.stderr[-3000:]
-    diverging = optuna.load_study(study_name="shared", storage=postgresql).trials[-1]
-    assert diverging.params[LR] == DIVERGING and diverging.state == optuna.trial.TrialState.PRUNED
-    assert diverging.user_attrs["stopped_by"] == "pruner (validation curve)"
+    stalled = optuna.load_study(study_name="shared", storage=postgresql).trials[-1]
+    assert stalled.params[LR] == STALLED and stalled.state == optuna.trial.TrialState.PRUNED
+    assert stalled.user_attrs["stopped_by"] == "pruner (validation curve)"
 
 
 def test_a_storage_that_cannot_be_reached_is_one_line(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
@@ -397,3 +398,12 @@ def test_a_server_that_goes_away_mid_study_is_one_line_and_the_run_stays_resumab
         and "run the same command again" in lines[-1]
     )
     assert read_checkpoint(last)["epoch"] == 0  # the trial's run folder keeps its last whole epoch
+
+
+def test_an_enqueued_rate_in_exponent_notation_is_a_number():
+    from cifar_lightning.tools.search import parse_enqueued, read_space
+
+    assert parse_enqueued(f"{LR}=1e-6,data.augmentation.shift_px=2", read_space(SPACE)) == {
+        LR: 1e-6,
+        "data.augmentation.shift_px": 2,
+    }

@@ -120,6 +120,11 @@ def parse_enqueued(text: str, space: dict) -> dict:
                 f"--enqueue {text}: each entry must be KEY=VALUE with KEY in the search space ({', '.join(space)})"
             )
         params[key] = yaml.safe_load(value)
+        if isinstance(params[key], str):
+            try:
+                params[key] = float(params[key])  # YAML 1.1 reads 1e-6 (no dot) as a string
+            except ValueError:
+                pass
     return params
 
 

@@ -168,6 +168,12 @@ class SaveStageConfig(SaveConfigCallback):
 
 
 class CifarLightningCLI(LightningCLI):
+    def __init__(self, *args, classes_from_data: bool = True, **kwargs) -> None:
+        """``classes_from_data``: give the model the data's classes when it is built without a subcommand
+        (``build``): the tools that train (lr-find) want them; those that load a run's config.yaml already have them."""
+        self.classes_from_data = classes_from_data
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--trusted",
@@ -271,6 +277,8 @@ class CifarLightningCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None:  # run=False (export, lr_find): objects only, no run folder
+            if self.classes_from_data:
+                fill_classes(self.config["model"], classes_of(self.config["data"]))
             return
         config = self.config[self.subcommand]
         plugins = config["trainer"].get("plugins") or []
@@ -330,8 +338,9 @@ def run_cli(args: list[str] | None = None, extra_callbacks: list | None = None) 
 RUN_ONLY_KEYS = ("ckpt_path", "weights_only")  # a fit's config.yaml holds these; run=False parsers do not
 
 
-def build(config: str, overrides: list[str]) -> CifarLightningCLI:
-    """Model, data module and trainer from a config file, without running anything (export, lr_find)."""
+def build(config: str, overrides: list[str], classes_from_data: bool = False) -> CifarLightningCLI:
+    """Model, data module and trainer from a config file, without running anything (export, lr_find);
+    ``classes_from_data``: the model gets the data's classes, as a fit's does."""
     if not Path(config).is_file():
         raise ConfigError(f"config {config} does not exist: pass a run's config.yaml or one in configs/")
     settings = read_yaml(Path(config)) or {}
@@ -350,6 +359,7 @@ def build(config: str, overrides: list[str]) -> CifarLightningCLI:
             # ckpt_path and weights_only, which a parser without subcommands refuses, so it goes in as a string without them
             args=["--config", yaml.safe_dump(settings), *overrides],
             run=False,
+            classes_from_data=classes_from_data,
         )
 
 

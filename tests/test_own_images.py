@@ -185,3 +185,9 @@ def test_explain_and_the_demo_name_the_folders_classes(shapes, shapes_run, tmp_p
     # the demo's misclassified tab finds this data's test split among the caches in data_dir by its classes
     assert sources.cache_of_classes(shapes, list(SHAPES)).test_images.shape == (36, 32, 32, 3)
     assert sources.cache_of_classes(shapes, ["airplane", "automobile"]) is None
+
+
+def test_a_tool_that_trains_builds_the_network_for_the_folders_classes(shapes):
+    from cifar_lightning.lightning_cli import build
+
+    assert build(CONFIG, shapes_args(shapes), classes_from_data=True).model.network.classifier.out_features == 3

@@ -94,7 +94,7 @@ def find_lr(
     # Tuner.lr_find saves the starting weights as .lr_find_<uuid>.ckpt in the trainer's root folder and
     # deletes it only when the sweep ends normally: a temporary root folder goes on failure or Ctrl-C too
     with tempfile.TemporaryDirectory(prefix="cifar-lightning-lr-find-") as scratch:
-        cli = build(config, [*overrides, f"--trainer.default_root_dir={scratch}"])
+        cli = build(config, [*overrides, f"--trainer.default_root_dir={scratch}"], classes_from_data=True)
         # update_attr=False: the rate lives in the optimizer's config (model.optimizer.init_args.lr)
         finder = Tuner(cli.trainer).lr_find(
             cli.model,

@@ -73,6 +73,7 @@ def shapes_run(shapes, tmp_path_factory):
     return work, fitted
 
 
+@pytest.mark.slow
 def test_the_classes_come_from_the_folders_and_reach_the_network(shapes_run):
     work, fitted = shapes_run
     assert fitted.datamodule.classes == SHAPES
@@ -85,6 +86,7 @@ def test_the_classes_come_from_the_folders_and_reach_the_network(shapes_run):
     )
 
 
+@pytest.mark.slow
 def test_a_tiny_fit_on_the_shapes_beats_chance_and_load_predict_names_them(shapes, shapes_run):
     work, _ = shapes_run
     (checkpoint,) = work.glob("lightning_logs/*/checkpoints/last.ckpt")
@@ -96,6 +98,7 @@ def test_a_tiny_fit_on_the_shapes_beats_chance_and_load_predict_names_them(shape
     assert accuracy > 0.7, accuracy  # chance is 1/3; 48 steps reach about 0.95
 
 
+@pytest.mark.slow
 def test_predict_and_export_name_the_folders_classes(shapes, shapes_run, monkeypatch):
     import csv
 
@@ -129,6 +132,7 @@ def test_a_cifar10_checkpoint_is_refused_on_other_classes(shapes, finished_run, 
     assert "gives 10 classes but the data has 3" in line and "--data.data_dir" in line
 
 
+@pytest.mark.slow
 def test_configs_and_checkpoints_that_state_ten_classes_keep_loading(
     real_data_dir, real_archive, tmp_path, monkeypatch
 ):
@@ -158,6 +162,7 @@ def test_a_split_that_leaves_a_class_no_validation_image_is_one_line(tmp_path, r
     assert line.startswith("error: class ") and "leaves it no validation image" in line and "val/ folder" in line
 
 
+@pytest.mark.slow
 def test_cifar100_is_a_setting_whose_classes_reach_the_network(tmp_path, monkeypatch):
     from conftest import make_python_batches_archive
 
@@ -168,6 +173,7 @@ def test_cifar100_is_a_setting_whose_classes_reach_the_network(tmp_path, monkeyp
     assert fitted.model.network.classifier.out_features == 5 and fitted.datamodule.classes[0] == "fine0"
 
 
+@pytest.mark.slow
 def test_explain_and_the_demo_name_the_folders_classes(shapes, shapes_run, tmp_path, capsys):
     from cifar_lightning.data import sources
 

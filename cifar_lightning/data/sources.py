@@ -53,33 +53,34 @@ Dataset = Literal["cifar10", "cifar100", "cifar100-coarse"]
 class PythonBatches:
     """One of the official python layouts: its folder, batch files, and where labels and names are."""
 
+    torchvision_class: str  # the torchvision dataset that downloads it
     folder: str
     train: tuple[str, ...]
     test: str
     meta: str
     names_key: str
     labels_key: str
-    torchvision_class: str  # the torchvision dataset that downloads it
-    title: str
+
+    @property
+    def title(self) -> str:
+        return self.torchvision_class.replace("CIFAR", "CIFAR-")
 
 
+CIFAR100_FINE = PythonBatches(
+    "CIFAR100", "cifar-100-python", ("train",), "test", "meta", "fine_label_names", "fine_labels"
+)
 PYTHON_LAYOUTS: dict[str, PythonBatches] = {
     "cifar10": PythonBatches(
+        "CIFAR10",
         "cifar-10-batches-py",
         tuple(f"data_batch_{i}" for i in range(1, 6)),
         "test_batch",
         "batches.meta",
         "label_names",
         "labels",
-        "CIFAR10",
-        "CIFAR-10",
-    ),
-    "cifar100": PythonBatches(
-        "cifar-100-python", ("train",), "test", "meta", "fine_label_names", "fine_labels", "CIFAR100", "CIFAR-100"
-    ),
-    "cifar100-coarse": PythonBatches(
-        "cifar-100-python", ("train",), "test", "meta", "coarse_label_names", "coarse_labels", "CIFAR100", "CIFAR-100"
-    ),
+    ),  # fmt: skip
+    "cifar100": CIFAR100_FINE,
+    "cifar100-coarse": dataclasses.replace(CIFAR100_FINE, names_key="coarse_label_names", labels_key="coarse_labels"),
 }
 SPLITS = ("train", "val", "test")  # an image folder's sub-folders; val/ is optional
 

@@ -146,6 +146,18 @@ def test_a_batch_that_would_run_code_is_refused_before_it_runs(tmp_path):
     assert not marker.exists()
 
 
+def test_a_batch_of_millions_of_small_objects_is_refused_before_it_is_built(tmp_path):
+    """Two bytes of pickle make an empty list: a small file that would build millions of objects is refused unread."""
+    import pickle
+
+    batch = tmp_path / "data_batch_1"
+    batch.write_bytes(pickle.dumps({"data": [[] for _ in range(600_000)], "labels": []}, protocol=2))
+    with pytest.raises(
+        DataError, match=r"data_batch_1 is not a CIFAR python batch \(it has more than 1,000,000 opcodes"
+    ):
+        sources.read_batch(batch)
+
+
 def test_corrupt_python_batches(tmp_path):
     archive = make_python_batches_archive(tmp_path / "cifar-10-python.tar.gz")
     (tmp_path / "build" / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x02}q\x00(truncated")

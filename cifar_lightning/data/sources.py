@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import pickle
+import pickletools
 import shutil
 import tarfile
 import tempfile
@@ -45,6 +46,10 @@ CACHE_FORMAT = 3  # bump when the cache's layout changes, so old caches are rebu
 # an official python batch file is 30 MB (CIFAR-10) to 150 MB (CIFAR-100's train); a pickle holds
 # what its bytes say, so the reader refuses anything larger before reading it
 MAX_BATCH_FILE_BYTES = 200 << 20
+# and at most this many pickle opcodes, counted before it is unpickled: CIFAR-100's train batch has
+# about 200,000 (its labels and file names), while two bytes an opcode (an empty list appended) would
+# let a 200 MB file build 100 million objects, several GB (a million opcodes: tens of MB)
+MAX_BATCH_OPCODES = 1_000_000
 
 Dataset = Literal["cifar10", "cifar100", "cifar100-coarse"]
 
@@ -372,6 +377,10 @@ def read_batch(path: Path) -> dict:
         )
     try:
         with path.open("rb") as f:
+            for count, _ in enumerate(pickletools.genops(f)):
+                if count >= MAX_BATCH_OPCODES:
+                    raise pickle.UnpicklingError(f"it has more than {MAX_BATCH_OPCODES:,} opcodes")
+            f.seek(0)
             batch = BatchUnpickler(f, encoding="latin1").load()  # latin1: Python 2's str, as numpy expects
     except Exception as err:  # noqa: BLE001 - any failure of a hostile or truncated pickle ends in this one line
         raise DataError(f"{path} is not a CIFAR python batch ({str(err)[:120]}): download or unpack it again") from None

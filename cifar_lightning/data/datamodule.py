@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.data.sampling import EpochSeededSampler
 from cifar_lightning.data.sources import IMAGE_SIZE
 from cifar_lightning.errors import EDITED, CheckpointError, ConfigError, DataError
+from cifar_lightning.files import write_atomically
 
 
 def channel_stats(images: np.ndarray, chunk: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -36,6 +39,32 @@ def channel_stats(images: np.ndarray, chunk: int = 5000) -> tuple[tuple[float, .
     mean = total / count
     std = np.sqrt(squares / count - mean**2)
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def training_stats(cache: Path, split: str, images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``channel_stats`` of a training split, cached beside its decoded images (``<cache>.stats.json``, an entry
+    per split): otherwise every fit, test and predict spends 2.3 s on CIFAR-10's 45,000 images here. An entry
+    of another cache, or anything but 3 finite means and 3 positive stds, is computed again."""
+    path = cache.with_name(cache.name.removesuffix(".npz") + ".stats.json")
+    stamp = f"{cache.stat().st_size}:{cache.stat().st_mtime_ns}"  # a rebuilt cache has other statistics
+    splits: dict = {}
+    try:
+        if path.stat().st_size < 1 << 20:
+            stored = json.loads(path.read_text())
+            splits = stored["splits"] if stored["cache"] == stamp else {}
+            mean, std = (tuple(splits[split][key]) for key in ("mean", "std"))
+            numbers = [v for v in mean + std if isinstance(v, float) and math.isfinite(v)]
+            if len(mean) == len(std) == 3 and len(numbers) == 6 and min(std) > 0:
+                return mean, std
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing, unreadable or of another form: computed and written again
+    mean, std = channel_stats(images)
+    splits = {**(splits if isinstance(splits, dict) else {}), split: {"mean": list(mean), "std": list(std)}}
+    try:
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps({"cache": stamp, "splits": splits})))
+    except OSError:
+        pass  # a full or read-only disk: the statistics are computed again next time
+    return mean, std
 
 
 def split_indices(labels: np.ndarray, val_size: int, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +241,8 @@ class ImageDataModule(LightningDataModule):
         self.source = arrays.origin
         if not self.mean:  # a checkpoint's statistics (load_state_dict) win over the data present
             # statistics of the training split only, so nothing leaks from validation or test
-            self.mean, self.std = channel_stats(train_images)
+            split = "val/" if arrays.val_images is not None else f"{len(val_labels)}:{self.split_seed}"
+            self.mean, self.std = training_stats(cache, split, train_images)
         self.train_set = ImageArrayDataset(train_images, train_labels, None)
         self.val_set = ImageArrayDataset(val_images, val_labels, None)
         self.test_set = ImageArrayDataset(arrays.test_images, arrays.test_labels, None)

@@ -276,11 +276,13 @@ class CifarLightningCLI(LightningCLI):
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand or self.classes_from_data:
+            # the network gets one output per class of the data, checked against the settings a config or a
+            # checkpoint's hyperparameters (_parse_ckpt_path) state; the run's config.yaml records them
+            fill_classes(config["model"], classes_of(config["data"]))
         if self.subcommand is None:  # run=False (export, lr_find): objects only, no run folder
-            if self.classes_from_data:
-                fill_classes(self.config["model"], classes_of(self.config["data"]))
             return
-        config = self.config[self.subcommand]
         plugins = config["trainer"].get("plugins") or []
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(is_checkpoint_io(p) for p in plugins):
@@ -293,9 +295,6 @@ class CifarLightningCLI(LightningCLI):
         if config.get("weights_only") is None:
             # checkpoints are data, not code: refuse pickled objects unless asked otherwise
             config["weights_only"] = True
-        # the network gets one output per class of the data, checked against the settings a config or a
-        # checkpoint's hyperparameters (_parse_ckpt_path) state; the run's config.yaml records them
-        fill_classes(config["model"], classes_of(config["data"]))
         run_folders.claim_run_folder(config, config.get("ckpt_path"), fit=self.subcommand == "fit")
 
     def instantiate_trainer(self, **kwargs):

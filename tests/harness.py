@@ -115,3 +115,22 @@ def one_line_error(result: subprocess.CompletedProcess | Finished, code: int = 2
     assert "Traceback" not in result.stderr and "usage:" not in result.stderr
     assert [line for line in lines if line.startswith("error:")] == [lines[-1]]
     return result.stderr
+
+
+def assert_same(a, b, where: str = "") -> None:
+    """Two checkpoints' contents are equal, tensors bit for bit; ``where`` names the first difference."""
+    import torch
+
+    assert type(a) is type(b), f"{where}: {type(a).__name__} vs {type(b).__name__}"
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a} vs {b}"

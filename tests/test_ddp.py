@@ -13,7 +13,7 @@ import torch
 
 from cifar_lightning.callbacks.ema import update_average, warmed_up_decay
 from cifar_lightning.tools.report import read_scalars
-from harness import REPO, cli, data_args
+from harness import REPO, assert_same, cli, data_args
 
 DDP = [
     "--config",
@@ -105,8 +105,8 @@ def test_ddp_keeps_the_recipes_ema_and_stem_resumes_exactly_and_predicts_in_orde
     b = torch.load(tmp_path / "killed/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (EPOCHS - 1, EPOCHS * STEPS)
     for key in ("state_dict", "optimizer_states", "lr_schedulers"):
-        assert_equal(a[key], b[key], key)
-    assert_equal(
+        assert_same(a[key], b[key], key)
+    assert_same(
         *({k: v for k, v in c["callbacks"].items() if not k.startswith("ModelCheckpoint")} for c in (a, b)), "callbacks"
     )
 
@@ -125,18 +125,3 @@ def test_ddp_keeps_the_recipes_ema_and_stem_resumes_exactly_and_predicts_in_orde
     with out.open() as f:
         paths = [row["path"] for row in csv.DictReader(f)]
     assert paths == [f"test[{i}]" for i in range(256)]  # two processes, two batches of 64 each
-
-
-def assert_equal(a, b, where: str) -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_equal(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_equal(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a} vs {b}"

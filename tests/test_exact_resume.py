@@ -20,7 +20,7 @@ import torch
 
 from cifar_lightning.lightning_cli import run_cli
 from cifar_lightning.tools.report import read_scalars
-from harness import CONFIG, REPO, cli, data_args, tiny_run
+from harness import CONFIG, REPO, assert_same, cli, data_args, tiny_run
 
 EPOCHS, STEPS = 3, 6
 ARGS = [
@@ -40,22 +40,6 @@ def fit_here(cwd: Path, monkeypatch, *args: str) -> None:
     cwd.mkdir(exist_ok=True)
     monkeypatch.chdir(cwd)
     run_cli(["fit", "--config", CONFIG, *args])
-
-
-def assert_same(a, b, where: str = "") -> None:
-    assert type(a) is type(b), f"{where}: {type(a).__name__} vs {type(b).__name__}"
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a} vs {b}"
 
 
 def scalars_from_epoch(run_dir: Path, first_epoch: int) -> dict[str, list[tuple[int, float]]]:

@@ -281,21 +281,7 @@ def test_three_workers_on_a_postgresql_server_share_one_study(
 def test_a_storage_that_cannot_be_reached_is_one_line(tmp_path, monkeypatch, capsys, real_data_dir, real_archive):
     monkeypatch.chdir(tmp_path)
     url = "postgresql+psycopg2://postgres:secret@127.0.0.1:9/none"  # nothing listens on port 9 here
-    result = main_in_process(
-        [
-            "search",
-            "--config",
-            FAST,
-            "--space",
-            SPACE,
-            "--storage",
-            url,
-            "--trials",
-            "1",
-            *trial_args(real_data_dir, real_archive),
-        ],
-        capsys,
-    )
+    result = main_in_process(search_args("none", real_data_dir, real_archive, url), capsys)
     line = one_line_error(result).strip().splitlines()[-1]
     assert "the study's storage postgresql+psycopg2://postgres:***@127.0.0.1:9/none failed" in line
     assert "secret" not in line
@@ -309,21 +295,7 @@ def test_a_study_in_a_journal_file_for_a_shared_file_system(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     journal = tmp_path / "shared" / "study.log"
     journal.parent.mkdir()
-    result = main_in_process(
-        [
-            "search",
-            "--config",
-            FAST,
-            "--space",
-            SPACE,
-            "--storage",
-            f"journal:{journal}",
-            "--trials",
-            "1",
-            *trial_args(real_data_dir, real_archive),
-        ],
-        capsys,
-    )
+    result = main_in_process(search_args("search-fast", real_data_dir, real_archive, f"journal:{journal}"), capsys)
     assert result.returncode == 0, result.stderr[-3000:]
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     assert [t.state for t in optuna.load_study(study_name="search-fast", storage=storage).trials] == [
@@ -407,3 +379,11 @@ def test_an_enqueued_rate_in_exponent_notation_is_a_number():
         LR: 1e-6,
         "data.augmentation.shift_px": 2,
     }
+
+
+def test_a_space_bound_in_exponent_notation_is_a_number(tmp_path):
+    from cifar_lightning.tools.search import read_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text(f"{LR}: {{low: 1e-2, high: 1, log: true}}\n")
+    assert read_space(space) == {LR: {"low": 0.01, "high": 1.0, "log": True}}

@@ -149,8 +149,8 @@ class ImageDataModule(LightningDataModule):
         archive: str | None = None,
         dataset: sources.Dataset | None = None,
         download: bool = True,
-        val_size: int
-        | float = 0.1,  # not NonNegativeInt | OpenUnitInterval: jsonargparse dumps such a union's 0.1 as 0
+        # int | float, checked below: jsonargparse dumps a NonNegativeInt | OpenUnitInterval union's 0.1 as 0
+        val_size: int | float = 0.1,
         split_seed: int = 0,
         batch_size: PositiveInt = 128,
         eval_batch_size: PositiveInt = 512,
@@ -186,6 +186,7 @@ class ImageDataModule(LightningDataModule):
         self.source = ""  # the folder the images were decoded from, after setup
         self.preparation_seconds: float | None = None  # unpacking, decoding, the split: before the fit's clock
         self.classes: tuple[str, ...] = ()  # from the data, after setup (or class_names())
+        self._cache: Path | None = None  # the decoded cache's path, once _prepare() has found or made it
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
         # seed of the epoch-seeded shuffling and augmentation; saved in checkpoints so a
@@ -199,8 +200,11 @@ class ImageDataModule(LightningDataModule):
         self.preparation_seconds = time.perf_counter() - started
 
     def _prepare(self) -> Path:
-        """The decoded cache of this data, made once (``sources.prepare``); its path."""
-        return sources.prepare(self.data_dir, self.archive, self.download, self.dataset)
+        """The decoded cache of this data (``sources.prepare``), its path; checked once by this data module
+        (prepare_data, setup and class_names ask in turn, and an image folder's check reads every file's size)."""
+        if self._cache is None:
+            self._cache = sources.prepare(self.data_dir, self.archive, self.download, self.dataset)
+        return self._cache
 
     def class_names(self) -> tuple[str, ...]:
         """The data's classes, label order: sorted folder names, or the data set's own list. Prepares the
@@ -213,19 +217,15 @@ class ImageDataModule(LightningDataModule):
         if hasattr(self, "train_set"):
             return
         started = time.perf_counter()
-        cache = self._prepare()  # decoded by prepare_data already, on this machine: finds the cache
+        cache = self._prepare()  # decoded by prepare_data already (on this process, or another on this machine)
         arrays = sources.read_cache(cache)
         if arrays is None:
             raise DataError(f"the decoded cache {cache} is unreadable: delete it and rerun")
         self.classes = arrays.classes
         n = len(arrays.train_images)
         if arrays.val_images is not None:  # the folder's own val/
-            val_images, val_labels, train_images, train_labels = (
-                arrays.val_images,
-                arrays.val_labels,
-                arrays.train_images,
-                arrays.train_labels,
-            )
+            val_images, val_labels = arrays.val_images, arrays.val_labels
+            train_images, train_labels = arrays.train_images, arrays.train_labels
             self.held_out = image_ids(val_labels, np.arange(len(val_labels)), self.classes, "val")
         else:
             val_size = round(self.val_size * n) if isinstance(self.val_size, float) else self.val_size

@@ -28,6 +28,7 @@ import hashlib
 import importlib
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -49,6 +50,17 @@ HASH_ATTR = "base_config_sha256"
 SPACE_FORMS = "{low: L, high: H} (floats, or ints when both are ints; log: true for a log scale) or {choices: [...]}"
 
 
+def as_number(value):
+    """A YAML scalar as the number it spells: YAML 1.1 reads 1e-6 (no dot) as a string, which a user means as 1e-06."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value  # "inf" and "nan" stay words, refused as such
+    return value
+
+
 def read_space(path: Path) -> dict[str, dict]:
     """The search space file: setting key -> {low, high[, log]} or {choices}; one line for a bad entry."""
     if not path.is_file():
@@ -57,6 +69,8 @@ def read_space(path: Path) -> dict[str, dict]:
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"search space {path} holds no settings: give each setting as key: {SPACE_FORMS}")
     for key, spec in space.items():
+        if isinstance(spec, dict):  # a range's bounds as numbers (choices and log are taken as written)
+            spec = space[key] = {k: as_number(v) if k in ("low", "high") else v for k, v in spec.items()}
         ok = isinstance(spec, dict) and (
             (set(spec) == {"choices"} and isinstance(spec["choices"], list) and spec["choices"])
             or (
@@ -119,12 +133,7 @@ def parse_enqueued(text: str, space: dict) -> dict:
             raise ConfigError(
                 f"--enqueue {text}: each entry must be KEY=VALUE with KEY in the search space ({', '.join(space)})"
             )
-        params[key] = yaml.safe_load(value)
-        if isinstance(params[key], str):
-            try:
-                params[key] = float(params[key])  # YAML 1.1 reads 1e-6 (no dot) as a string
-            except ValueError:
-                pass
+        params[key] = as_number(yaml.safe_load(value))
     return params
 
 

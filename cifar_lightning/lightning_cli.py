@@ -90,7 +90,11 @@ def fill_classes(model, classes: tuple[str, ...]) -> None:
     """The data's classes into the model's settings: its ``class_names`` and ``num_classes`` and the
     network's ``num_classes`` (its output width). Settings that name other classes (a config or
     checkpoint of other data) are refused; a network's default count gives way to the data's."""
-    names, shown = list(classes), ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+
+    def shown(names) -> str:
+        return ", ".join(map(str, names[:5])) + (", ..." if len(names) > 5 else "")
+
+    names = list(classes)
     network = model.get("network")
     init_args = network.get("init_args") if hasattr(network, "get") else None
     width = init_args.get("num_classes") if hasattr(init_args, "get") else None
@@ -107,9 +111,9 @@ def fill_classes(model, classes: tuple[str, ...]) -> None:
     ]
     if stated:
         setting, value = stated[0]
-        value = len(value) if isinstance(value, list) else value
+        value = f"{len(value)} classes ({shown(value)})" if isinstance(value, list) else f"{value} classes"
         raise ConfigError(
-            f"{setting} gives {value} classes but the data has {len(names)} ({shown}): the count comes from the data, "
+            f"{setting} gives {value} but the data has {len(names)} ({shown(names)}): the classes come from the data, "
             "so drop the setting, or use the data this config or checkpoint was made for (--data.data_dir, --data.archive, --data.dataset)"
         )
     model["class_names"], model["num_classes"] = names, len(names)

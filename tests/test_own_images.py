@@ -35,11 +35,12 @@ def draw_shape(shape: str, rng: np.random.Generator, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
-def make_shapes_folder(root: Path, counts: dict[str, int]) -> Path:
-    """``root/<split>/<shape>/NNNN.png`` with ``counts[split]`` images of each shape, in turn of every mode."""
+def make_shapes_folder(root: Path, counts: dict[str, int], shapes=SHAPES) -> Path:
+    """``root/<split>/<shape>/NNNN.png`` with ``counts[split]`` images of each shape, in turn of every mode
+    (a folder named for no shape gets triangles)."""
     rng = np.random.default_rng(0)
     for split, count in counts.items():
-        for shape in SHAPES:
+        for shape in shapes:
             (root / split / shape).mkdir(parents=True)
             for i in range(count):
                 draw_shape(shape, rng, MODES[i % len(MODES)]).save(root / split / shape / f"{i:04d}.png")
@@ -129,7 +130,28 @@ def test_a_cifar10_checkpoint_is_refused_on_other_classes(shapes, finished_run, 
     line = refused(
         "test", "--config", run / "config.yaml", "--ckpt_path", run / "checkpoints" / "last.ckpt", *shapes_args(shapes)
     )
-    assert "gives 10 classes but the data has 3" in line and "--data.data_dir" in line
+    assert (
+        "gives 10 classes (airplane, automobile, bird, cat, deer, ...) but the data has 3" in line
+        and "--data.data_dir" in line
+    )
+
+
+def test_a_checkpoint_of_as_many_classes_with_other_names_is_refused(finished_run, tmp_path, refused):
+    """Ten folders that are not CIFAR-10's: the count agrees, the classes do not."""
+    make_shapes_folder(tmp_path / "ten", {"train": 1, "test": 1}, shapes=[f"shape{i}" for i in range(10)])
+    run = finished_run / "lightning_logs" / "version_0"
+    line = refused(
+        "test",
+        "--config",
+        run / "config.yaml",
+        "--ckpt_path",
+        run / "checkpoints" / "last.ckpt",
+        *shapes_args(tmp_path),
+    )
+    assert (
+        "model.class_names gives 10 classes (airplane, automobile, bird, cat, deer, ...) but the data has 10 (shape0"
+        in line
+    )
 
 
 @pytest.mark.slow

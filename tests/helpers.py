@@ -56,6 +56,13 @@ class Flat32Net(nn.Sequential):
         super().__init__(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 32 * 32, num_classes))
 
 
+class TenOutputsNet(nn.Sequential):
+    """A network with no ``num_classes`` to set: ten outputs, whatever the data."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+
+
 class KillAt(Callback):
     """SIGKILL the whole process at one batch of one epoch: a machine that vanishes mid-epoch."""
 

@@ -125,6 +125,11 @@ def test_a_count_other_than_the_datas_is_refused(shapes, refused):
     assert "model.network.init_args.num_classes gives 7 classes but the data has 3 (circle, square, triangle)" in line
 
 
+def test_a_network_whose_width_the_data_cannot_set_is_one_line_before_training(shapes, refused):
+    line = refused("fit", "--config", CONFIG, *shapes_args(shapes), "--model.network=helpers.TenOutputsNet", *TINY)
+    assert "the network gives 10 outputs an image but there are 3 classes" in line
+
+
 def test_a_cifar10_checkpoint_is_refused_on_other_classes(shapes, finished_run, refused):
     run = finished_run / "lightning_logs" / "version_0"
     line = refused(

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from cifar_lightning.data.sources import IMAGE_SIZE
 from cifar_lightning.errors import CheckpointError, ConfigError
 from cifar_lightning.models.whitening import PatchWhitening
 from cifar_lightning.runs.checkpoints import read_checkpoint
@@ -248,28 +249,36 @@ class ImageClassifier(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
 
     def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.check_input_sides(getattr(self.trainer.datamodule, "smaller_training_sides", ()))
+        smaller = getattr(self.trainer.datamodule, "smaller_training_sides", ()) if stage == "fit" else ()
+        self.check_network((IMAGE_SIZE, *smaller))
         if self.hparams.get("compile", "off") != "off" and stage == "fit":
             # in place (nn.Module.compile), so parameter names and checkpoint keys stay the network's own
             self.network.compile(mode=self.hparams.compile)
 
-    def check_input_sides(self, sides: tuple[int, ...]) -> None:
-        """One blank image of each side through the network, in eval mode and without gradients, before
-        training: a network that cannot take one (a flatten into a fixed-size linear layer, say) stops
-        here in one line, not with a traceback at the first epoch that trains at that side."""
+    def check_network(self, sides: tuple[int, ...]) -> None:
+        """One blank image of each side through the network, in eval mode and without gradients, before the
+        loop: a network that cannot take one (a flatten into a fixed-size linear layer, say) or that gives
+        another number of outputs than the data has classes (one without a ``num_classes`` the CLI can set)
+        stops here in one line, not with a traceback in the first step or epoch that meets it."""
         was_training = self.network.training
         self.network.eval()
         try:
             with torch.no_grad(), torch.random.fork_rng():
                 for side in sides:
                     try:
-                        self.network(torch.zeros(1, 3, side, side, device=self.device))
+                        outputs = self.network(torch.zeros(1, 3, side, side, device=self.device)).shape[-1]
                     except (RuntimeError, ValueError) as err:  # shape errors: torch raises either
+                        which = "the data's" if side == IMAGE_SIZE else "data.augmentation.epoch_sides trains on"
                         raise ConfigError(
-                            f"the network cannot take {side} x {side} images, which data.augmentation.epoch_sides trains on "
-                            f"({str(err).splitlines()[0][:120]}): use sides it takes, or a network that ends in global pooling"
+                            f"the network cannot take {side} x {side} images, {which} ({str(err).splitlines()[0][:120]}): "
+                            "use sides it takes, or a network that ends in global pooling"
                         ) from None
+                    if outputs != self.test_confusion.num_classes:
+                        raise ConfigError(
+                            f"the network gives {outputs} outputs an image but there are {self.test_confusion.num_classes} "
+                            "classes: give its class a num_classes argument (the CLI sets it from the data), or set "
+                            "its own to the data's count"
+                        )
         finally:
             self.network.train(was_training)
 

@@ -177,7 +177,7 @@ def user_errors(verbose: bool, command: str):
             failure = (
                 (
                     f"cannot write{where} ({why_not_writable(err)}): make the folder writable, or point the logger's "
-                    "save_dir, --data.data_dir or the output elsewhere"
+                    "save_dir, --data.cache_dir or the output elsewhere"
                 ),
                 USER_ERROR_EXIT,
             )
@@ -188,7 +188,7 @@ def user_errors(verbose: bool, command: str):
             failure = (
                 (
                     f"the disk is full{where} ({err.strerror}): free disk space, or point the logger's save_dir "
-                    "and --data.data_dir at a disk with room; a fit resumes with --ckpt_path last"
+                    "and --data.cache_dir at a disk with room; a fit resumes with --ckpt_path last"
                 ),
                 USER_ERROR_EXIT,
             )

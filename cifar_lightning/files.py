@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -60,28 +61,60 @@ def check_yaml(text: str, where: str) -> None:
         raise UserError(f"{where} is not YAML ({' '.join(str(err).split())[:200]}): fix the file") from None
 
 
-def read_text(path: Path, what: str) -> str:
-    """A small text file from outside, or one line saying why not."""
+def is_regular(path: Path) -> bool:
+    """A regular file (through links), which reading cannot block on: FIFOs, devices and sockets are not."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_TEXT_BYTES + 1)
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_bytes(path: Path, what: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file from outside, or one line saying why not. It is opened without
+    blocking and checked to be a regular file first: ``open`` on a FIFO waits for a writer, for ever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as err:
         raise UserError(f"cannot read {what} {path} ({err.strerror}): check the path") from None
-    if len(data) > MAX_TEXT_BYTES:
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"{what} {path} is not a regular file (a folder, pipe or device): pass a file")
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise UserError(f"cannot read {what} {path} ({err.strerror}): check the file") from None
+    if len(data) > limit:
         raise UserError(
-            f"{what} {path} is over {MAX_TEXT_BYTES >> 20} MB, more than one of this project's: pass the file you meant"
+            f"{what} {path} is over {limit >> 20} MB, more than one of this project's: pass the file you meant"
         )
+    return data
+
+
+def read_text(path: Path, what: str) -> str:
+    """A small text file from outside, or one line saying why not."""
+    data = read_bytes(path, what, MAX_TEXT_BYTES)
     try:
         return data.decode()
     except UnicodeDecodeError:
         raise UserError(f"{what} {path} is not text (UTF-8): pass the file you meant") from None
 
 
+def load_yaml(text: str, where: str) -> Any:
+    """YAML from outside as plain data, checked before it is built (``check_yaml``); a tag, an impossible date or
+    a malformed scalar is one line."""
+    check_yaml(text, where)
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as err:
+        raise UserError(
+            f"{where} holds YAML this project does not read ({' '.join(str(err).split())[:160]}): write plain values "
+            "(no !! tags, real dates)"
+        ) from None
+
+
 def read_yaml(path: Path, what: str = "config") -> Any:
-    """A YAML file from outside, checked before it is built (``check_yaml``)."""
-    text = read_text(path, what)
-    check_yaml(text, f"{what} {path}")
-    return yaml.safe_load(text)
+    """A YAML file from outside (``load_yaml``)."""
+    return load_yaml(read_text(path, what), f"{what} {path}")
 
 
 def read_json(path: Path, what: str = "record") -> Any:
@@ -89,7 +122,7 @@ def read_json(path: Path, what: str = "record") -> Any:
     text = read_text(path, what)
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as err:
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, or an integer of thousands of digits
         raise UserError(f"{what} {path} is not JSON ({str(err)[:120]}): write it again, or pass another") from None
 
 
@@ -116,3 +149,17 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
         if os.path.exists(temporary):
             os.unlink(temporary)
     return path
+
+
+def check_replaceable(out: Path, verb: str, names: set[str]) -> None:
+    """``--overwrite`` replaces only an earlier output of the same ``verb``: a folder holding the mark that
+    verb leaves (``.<verb>``) and nothing but its ``names``. A checkpoint's folder, the user's file, a data
+    folder or any folder holding other files is refused in one line."""
+    if not out.exists() and not out.is_symlink():
+        return
+    found = {p.name for p in out.iterdir()} if out.is_dir() and not out.is_symlink() else None
+    if found is None or f".{verb}" not in found or not found <= names | {f".{verb}"}:
+        what = "a file" if found is None else f"a folder of {', '.join(sorted(found)[:5]) or 'nothing'}"
+        raise UserError(
+            f"{out} is {what}, not an earlier {verb} of this project: --overwrite replaces only those; pass another --out"
+        )

@@ -37,7 +37,7 @@ from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
 from cifar_lightning.data import Augmentation, ImageDataModule
 from cifar_lightning.data.datamodule import classes_of
 from cifar_lightning.errors import ConfigError, shell_command, user_errors
-from cifar_lightning.files import check_yaml, read_yaml
+from cifar_lightning.files import load_yaml, read_yaml
 from cifar_lightning.runs import folders as run_folders
 from cifar_lightning.runs import loggers as run_loggers
 from cifar_lightning.runs.checkpoint_io import AtomicCheckpointIO
@@ -381,7 +381,7 @@ def check_config_arguments(argv: list[str]) -> None:
         if len(value) < 4096 and "\n" not in value and Path(value).is_file():
             read_yaml(Path(value))
         else:
-            check_yaml(value, "the --config text")
+            load_yaml(value, "the --config text")
 
 
 def main(args: list[str] | None = None) -> None:

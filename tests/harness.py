@@ -12,9 +12,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifar_lightning.data.sources import CACHE_SUFFIX, archive_stem
+from cifar_lightning.data.sources import IMAGE_SIZE, archive_stem, cache_file
 
 REPO = Path(__file__).resolve().parents[1]
+# the decoded caches of every test and of the fits they start (XDG_CACHE_HOME is inherited), kept between
+# test sessions (ignored by git) and never the user's own ~/.cache
+os.environ["XDG_CACHE_HOME"] = str(REPO / ".cache" / "xdg")
+CACHE_DIR = REPO / ".cache" / "xdg" / "cifar_lightning"
 TESTS = Path(__file__).resolve().parent
 CONFIG = str(REPO / "configs" / "cnn.yaml")
 
@@ -29,9 +33,9 @@ SUBSET_ARCHIVE = TESTS / "data" / "cifar10-subset.tar.gz"
 # Decoded once and kept between test sessions (ignored by git), like a user's data/ folder.
 SUBSET_DATA_DIR = REPO / ".cache" / "test-data-subset"
 FULL_DATA_DIR = REPO / ".cache" / "test-data"
-# the decoded caches the data module keeps there, one per archive
-SUBSET_CACHE = SUBSET_DATA_DIR / f"{archive_stem(SUBSET_ARCHIVE)}{CACHE_SUFFIX}"
-FULL_CACHE = FULL_DATA_DIR / f"{archive_stem(FULL_ARCHIVE)}{CACHE_SUFFIX}"
+# the decoded caches the data module keeps, one per archive
+SUBSET_CACHE = cache_file(CACHE_DIR, archive_stem(SUBSET_ARCHIVE), SUBSET_ARCHIVE, IMAGE_SIZE)
+FULL_CACHE = cache_file(CACHE_DIR, archive_stem(FULL_ARCHIVE), FULL_ARCHIVE, IMAGE_SIZE)
 # CIFAR-10's classes in label order: its own list, which is also the sorted order of its folders' names
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # the subset's 4,000 training images hold out 500 for validation (the recipes' 5,000 would leave none)

@@ -13,7 +13,7 @@ from harness import CONFIG, SUBSET_CACHE, TINY, data_args
 
 @pytest.mark.process
 def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive):
-    data_dir = tmp_path / "data"  # fresh: both runs want to unpack and decode the archive
+    data_dir = tmp_path / "data"
     command = [
         sys.executable,
         "-m",
@@ -22,6 +22,7 @@ def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive):
         "--config",
         CONFIG,
         *data_args(data_dir, real_archive),
+        f"--data.cache_dir={tmp_path / 'cache'}",  # fresh: both runs want to decode the archive
         *TINY,
     ]
     runs = [
@@ -31,7 +32,7 @@ def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive):
     for run in runs:
         _, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr[-3000:]
-    cache = sources.read_cache(data_dir / SUBSET_CACHE.name, sources.archive_key(real_archive, None))
+    cache = sources.read_cache(tmp_path / "cache" / SUBSET_CACHE.name)
     assert cache is not None and len(cache.train_images) == 4_000  # the shipped subset, decoded whole
     # each run has its own folder, config and checkpoint
     versions = sorted(p.name for p in (tmp_path / "lightning_logs").iterdir())
@@ -39,4 +40,4 @@ def test_two_fits_at_once_share_the_data_dir_safely(tmp_path, real_archive):
     for version in versions:
         assert (tmp_path / "lightning_logs" / version / "config.yaml").is_file()
         assert (tmp_path / "lightning_logs" / version / "checkpoints" / "last.ckpt").is_file()
-    assert not [p for p in data_dir.iterdir() if p.name.startswith((".extract-", ".cache-"))]
+    assert not list((tmp_path / "cache").glob(".*.partial")) and not data_dir.exists()  # data_dir is only read

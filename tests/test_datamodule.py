@@ -67,24 +67,34 @@ def test_normalization_statistics_come_from_the_training_split(image_folder):
     assert channel_stats(dm.val_set.images) != (dm.mean, dm.std)
 
 
-def test_the_statistics_are_cached_with_the_data_and_a_bad_entry_is_computed_again(image_folder, monkeypatch):
+def test_the_statistics_are_cached_with_the_data_and_a_bad_entry_is_computed_again(image_folder, tmp_path, monkeypatch):
     import json
 
     from cifar_lightning.data import datamodule
 
-    first = fitted(ImageDataModule(str(image_folder), download=False, val_size=30, num_workers=0))
-    (stats,) = image_folder.glob("*.stats.json")
+    first = fitted(
+        ImageDataModule(str(image_folder), download=False, cache_dir=str(tmp_path / "c"), val_size=30, num_workers=0)
+    )
+    (stats,) = (tmp_path / "c").glob("*.stats.json")
     computed = []
     real = datamodule.channel_stats
     monkeypatch.setattr(datamodule, "channel_stats", lambda images: computed.append(1) or real(images))
-    again = fitted(ImageDataModule(str(image_folder), download=False, val_size=30, num_workers=0))
+    again = fitted(
+        ImageDataModule(str(image_folder), download=False, cache_dir=str(tmp_path / "c"), val_size=30, num_workers=0)
+    )
     assert computed == [] and (again.mean, again.std) == (first.mean, first.std)  # read, the same floats
-    other = fitted(ImageDataModule(str(image_folder), download=False, val_size=30, split_seed=1, num_workers=0))
+    other = fitted(
+        ImageDataModule(
+            str(image_folder), download=False, cache_dir=str(tmp_path / "c"), val_size=30, split_seed=1, num_workers=0
+        )
+    )
     assert computed == [1] and other.mean != first.mean  # another split, its own entry
     stored = json.loads(stats.read_text())
     stored["splits"]["30:0"]["std"] = [0.0, float("nan"), 1.0]
     stats.write_text(json.dumps(stored))
-    edited = fitted(ImageDataModule(str(image_folder), download=False, val_size=30, num_workers=0))
+    edited = fitted(
+        ImageDataModule(str(image_folder), download=False, cache_dir=str(tmp_path / "c"), val_size=30, num_workers=0)
+    )
     assert computed == [1, 1] and (edited.mean, edited.std) == (first.mean, first.std)
 
 

@@ -70,10 +70,10 @@ def test_a_bad_upload_is_one_line(case, demo, tmp_path):
     assert expected[case] in message
 
 
-def test_the_misclassified_tab_says_when_the_test_split_is_missing(real_data_dir):
-    items, message = Demo(CHECKPOINT).misclassified(None, 0.5)
-    assert items == [] and "--data_dir" in message
-    items, message = Demo(CHECKPOINT, data_dir=real_data_dir).misclassified(None, 0.5)
+def test_the_misclassified_tab_says_when_the_test_split_is_missing(real_data_dir, tmp_path):
+    items, message = Demo(CHECKPOINT, cache_dir=tmp_path).misclassified(None, 0.5)
+    assert items == [] and "--cache_dir" in message
+    items, message = Demo(CHECKPOINT).misclassified(None, 0.5)  # the default cache folder, where the fit decoded it
     assert len(items) == 24 and " → " in items[0][1] and items[0][0].shape == (256, 256, 3)
 
 

@@ -1,4 +1,4 @@
-"""TorchScript and ONNX exports of a checkpoint give its logits on real test images."""
+"""torch.export and ONNX exports of a checkpoint give its logits on real test images."""
 
 from __future__ import annotations
 
@@ -53,11 +53,11 @@ def reference(real_data_dir, real_archive):
     return pixels, logits, torch.from_numpy(arrays.test_labels[:N])
 
 
-def test_torchscript_matches_the_checkpoint(exported, reference):
+def test_the_exported_program_matches_the_checkpoint(exported, reference):
     pixels, logits, labels = reference
-    scripted = torch.jit.load(str(exported / "model.ts"))
+    program = torch.export.load(exported / "model.pt2").module()
     with torch.no_grad():
-        out = scripted(pixels)
+        out = program(pixels)
     assert (out - logits).abs().max() < 1e-4
     assert (out.argmax(1) == labels).float().mean() > 0.7  # the normalization inside is the right one
 

@@ -236,25 +236,17 @@ def no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_a_full_data_disk_is_named_when_unpacking_and_when_writing_the_cache(image_folder, tmp_path, monkeypatch):
-    # found on real tmpfs data folders: 4 MB (unpacking) said "the archive is truncated, fetch it
-    # again"; 300 MB (the cache after unpacking) ended in an OSError traceback
+def test_a_full_cache_disk_is_named_when_writing_the_cache(image_folder, tmp_path, monkeypatch):
+    # found on real tmpfs data folders: 300 MB (the cache after unpacking) ended in an OSError traceback
     archive = tmp_path / "copy.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(image_folder / "tiny-cifar", arcname="tiny-cifar")
-    monkeypatch.setattr(tarfile.TarFile, "extract", no_space)
-    with pytest.raises(
-        DataError, match=r"cannot unpack copy.tar.gz into .*\(No space left on device\): free disk space"
-    ):
-        with sources.unpacked(archive, tmp_path / "unpacked"):
-            pass
-    monkeypatch.undo()
     monkeypatch.setattr(sources.np, "savez", no_space)
     with pytest.raises(
         DataError, match=r"cannot write the decoded cache .*\(No space left on device\): free disk space"
     ):
-        sources.prepare(tmp_path / "decoded", archive, download_ok=False)
-    assert not list((tmp_path / "decoded").glob(".cache-*"))
+        sources.prepare(tmp_path / "data", archive, download_ok=False, cache_dir=tmp_path / "decoded")
+    assert not list((tmp_path / "decoded").glob(".*.partial"))
 
 
 def test_a_full_disk_anywhere_else_is_one_line_and_a_writer_thread_one_warning(capsys):
@@ -271,7 +263,7 @@ def test_a_full_disk_anywhere_else_is_one_line_and_a_writer_thread_one_warning(c
     assert stopped.value.code == 2 and "Traceback" not in err
     assert err.splitlines() == [
         "warning: the disk is full (No space left on device): thread event-writer stopped writing (TensorBoard's curves end here)",
-        "error: the disk is full (No space left on device): free disk space, or point the logger's save_dir and --data.data_dir "
+        "error: the disk is full (No space left on device): free disk space, or point the logger's save_dir and --data.cache_dir "
         "at a disk with room; a fit resumes with --ckpt_path last",
     ]
 
@@ -284,7 +276,7 @@ def test_a_full_disk_anywhere_else_is_one_line_and_a_writer_thread_one_warning(c
     [
         ("fit", "--trainer.logger.init_args.save_dir={blocked}/logs", "log folder"),
         ("test", "--trainer.logger.init_args.save_dir={blocked}", "log folder"),
-        ("fit", "--data.data_dir={blocked}/data", "data folder"),
+        ("fit", "--data.cache_dir={blocked}/cache", "cache folder"),
         ("predict", "--prediction_writer.output={blocked}/predictions.csv", "predictions folder"),
     ],
 )
@@ -318,7 +310,7 @@ def test_a_read_only_folder_is_named_before_any_work(tmp_path, monkeypatch, refu
     monkeypatch.chdir(tmp_path)
     for setting, named in (
         (f"--trainer.logger.init_args.save_dir={tmp_path / 'read-only'}", "log folder"),
-        (f"--data.data_dir={tmp_path / 'read-only'}", "data folder"),
+        (f"--data.cache_dir={tmp_path / 'read-only'}", "cache folder"),
     ):
         line = refused("fit", "--config", CONFIG, *data_args(real_data_dir, real_archive), *TINY, setting)
         assert f"cannot write the {named} {tmp_path / 'read-only'}" in line and "(Read-only file system)" in line
@@ -341,7 +333,7 @@ def test_a_write_refused_anywhere_else_is_one_line(code, why, capsys):
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and err.splitlines() == [
         f"error: cannot write /runs/version_0/run.json ({why}): make the folder writable, or point the logger's save_dir, "
-        "--data.data_dir or the output elsewhere"
+        "--data.cache_dir or the output elsewhere"
     ]
 
 
@@ -425,14 +417,13 @@ def test_every_fit_writes_checkpoints_atomically_and_its_config_records_it(
 # ------------------------------------------------------------------ leftovers of a killed run
 
 
-def test_a_rerun_removes_what_a_killed_unpacking_left(image_folder, tmp_path):
-    data_dir = tmp_path / "data"
-    (data_dir / ".extract-killed").mkdir(parents=True)
-    (data_dir / ".extract-killed" / "big.bin").write_bytes(b"x" * 1000)
-    (data_dir / ".cache-killed.npz").write_bytes(b"half")
-    sources.prepare(data_dir, None, download_ok=False)
-    assert not list(data_dir.glob(".extract-*")) and not list(data_dir.glob(".cache-*"))
-    assert list(data_dir.glob(f"*{sources.CACHE_SUFFIX}"))
+def test_a_rerun_removes_what_a_killed_decoding_left(image_folder, tmp_path):
+    cache = sources.prepare(image_folder, None, False, cache_dir=tmp_path / "c")
+    cache.unlink()
+    half = cache.with_name(f".{cache.name}.killed.partial")
+    half.write_bytes(b"half")
+    assert sources.prepare(image_folder, None, False, cache_dir=tmp_path / "c") == cache
+    assert cache.is_file() and not half.exists()
 
 
 # ------------------------------------------------------------------ resuming

@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from cifar_lightning.data import sources
+from cifar_lightning.data.images import decode_folder, decode_image
 from cifar_lightning.errors import MAX_LINE, DataError, UserError
 from harness import CONFIG, REPO, one_line_error
 
@@ -56,13 +57,13 @@ def test_an_image_too_large_to_decode_is_refused_from_its_header(side, tmp_path)
     png_header(folder / "huge.png", side, side)
     before = peak_rss_mb()
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable or oversized file.*huge.png"):
-        images, paths = sources.decode_folder(folder)
+        images, paths = decode_folder(folder, 32, 1000)
     assert [Path(p).name for p in paths] == ["fine.png"] and images.shape == (1, 32, 32, 3)
     model = cifar_lightning.load(FAST_CHECKPOINT)
     with pytest.raises(DataError, match=r"huge.png is .*more than the 40 megapixels this project decodes"):
         model.predict([folder / "huge.png"])
     with pytest.raises(DataError, match="more than the 40 megapixels"):
-        sources.decode_image(folder / "huge.png")  # a training folder refuses it in one line
+        decode_image(folder / "huge.png", 32)  # a training folder refuses it in one line
     assert peak_rss_mb() - before < 300
 
 
@@ -189,11 +190,11 @@ def test_an_export_never_mixes_two_checkpoints_or_replaces_one_unasked(tmp_path,
     from cifar_lightning.inference import export
 
     def write_files(model, classes, out: Path) -> dict[str, Path]:
-        (out / "model.ts").write_text(model)
+        (out / "model.pt2").write_text(model)
         if model == "killed":
             raise KeyboardInterrupt  # as a kill between the two files
         (out / "model.onnx").write_text(model)
-        return {"torchscript": out / "model.ts", "onnx": out / "model.onnx"}
+        return {"program": out / "model.pt2", "onnx": out / "model.onnx"}
 
     monkeypatch.setattr(export, "write_files", write_files)
     out = tmp_path / "export" / "last"
@@ -202,10 +203,29 @@ def test_an_export_never_mixes_two_checkpoints_or_replaces_one_unasked(tmp_path,
         export.export("second", [], out)
     with pytest.raises(KeyboardInterrupt):
         export.export("killed", [], out, overwrite=True)
-    assert {p.name: p.read_text() for p in out.iterdir()} == {"model.ts": "first", "model.onnx": "first"}
+    assert {p.name: p.read_text() for p in out.glob("model.*")} == {"model.pt2": "first", "model.onnx": "first"}
     export.export("second", [], out, overwrite=True)
-    assert {p.name: p.read_text() for p in out.iterdir()} == {"model.ts": "second", "model.onnx": "second"}
+    assert {p.name: p.read_text() for p in out.glob("model.*")} == {"model.pt2": "second", "model.onnx": "second"}
     assert [p.name for p in out.parent.iterdir()] == ["last"]  # no staging folder left behind
+
+
+def test_overwrite_replaces_only_an_earlier_export(tmp_path, monkeypatch):
+    """--overwrite once replaced a checkpoint's folder, and deleted a user's file to make a folder there."""
+    from cifar_lightning.inference import export
+
+    monkeypatch.setattr(export, "write_files", lambda model, classes, out: {"onnx": out / "model.onnx"})
+    run = tmp_path / "run" / "checkpoints"
+    run.mkdir(parents=True)
+    (run / "last.ckpt").write_bytes(b"weights")
+    (tmp_path / "thesis.txt").write_text("the user's")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "model.onnx").write_text("someone else's, in an export's name")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for out in (run, tmp_path / "thesis.txt", tmp_path / "empty", tmp_path / "export", tmp_path):
+        with pytest.raises(UserError, match="not an earlier export of this project: --overwrite replaces only those"):
+            export.export("model", [], out, overwrite=True)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_the_alias_bomb_is_what_the_issue_measured():
@@ -230,6 +250,6 @@ def test_an_archive_that_unpacks_past_the_bound_is_refused_as_it_streams(tmp_pat
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(image_folder / "tiny-cifar", arcname="tiny-cifar")
     monkeypatch.setattr(sources, "MAX_UNPACKED_BYTES", 2_000)  # the tiny folder is about 60 kB
-    with pytest.raises(DataError, match="unpacks to more than .* far more than a small-image data set"):
+    with pytest.raises(DataError, match="holds more than .* far more than a small-image data set"):
         sources.prepare(tmp_path / "data", archive, download_ok=False)
-    assert not list((tmp_path / "data").glob(".extract-*"))  # nothing left behind
+    assert not list((tmp_path / "data").glob(".*"))  # nothing written beside the folder

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 import cifar_lightning
 from cifar_lightning.lightning_cli import run_cli
-from harness import CIFAR10_CLASSES, CONFIG, REPO, TINY, data_args, main_in_process, tiny_run
+from harness import CACHE_DIR, CIFAR10_CLASSES, CONFIG, REPO, TINY, data_args, main_in_process, tiny_run
 
 SHAPES = ("circle", "square", "triangle")  # the class folders; sorted, so also the label order
 SIDE = 48  # pixels: not the network's 32, so every image is resized on decode
@@ -215,9 +215,9 @@ def test_explain_and_the_demo_name_the_folders_classes(shapes, shapes_run, tmp_p
         if line.startswith(str(photos[0].parent))
     ]
     assert len(answers) == 2 and set(answers) <= set(SHAPES)
-    # the demo's misclassified tab finds this data's test split among the caches in data_dir by its classes
-    assert sources.cache_of_classes(shapes, list(SHAPES)).test_images.shape == (36, 32, 32, 3)
-    assert sources.cache_of_classes(shapes, ["airplane", "automobile"]) is None
+    # the demo's misclassified tab finds this data's test split among the caches by its classes
+    assert sources.cache_of_classes(CACHE_DIR, list(SHAPES)).test_images.shape == (36, 32, 32, 3)
+    assert sources.cache_of_classes(CACHE_DIR, ["airplane", "automobile"]) is None
 
 
 def test_a_tool_that_trains_builds_the_network_for_the_folders_classes(shapes):

@@ -57,7 +57,6 @@ def test_a_three_trial_study_prunes_a_diverging_trial_and_never_reads_the_test_s
     monkeypatch.setattr(ImageDataModule, "test_dataloader", spy("test", ImageDataModule.test_dataloader))
     monkeypatch.chdir(tmp_path)
     study = tmp_path / "study.db"
-    started = time.perf_counter()
     result = main_in_process(
         [
             "search",
@@ -80,7 +79,6 @@ def test_a_three_trial_study_prunes_a_diverging_trial_and_never_reads_the_test_s
         capsys,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert time.perf_counter() - started < 60
     assert made["val"] >= 3 and made["test"] == 0  # the search scores on validation only
 
     trials = read_trials(tmp_path / "study.trials.csv")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -20,11 +19,11 @@ from cifar_lightning.data import sources
 from cifar_lightning.data.augment import Augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
 from cifar_lightning.data.dataset import ImageArrayDataset
 from cifar_lightning.data.device_batches import DeviceImages, DeviceSplit, EvalBatches, TrainBatches, already_batched
+from cifar_lightning.data.images import decode_folder
 from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.data.sampling import EpochSeededSampler
-from cifar_lightning.data.sources import IMAGE_SIZE
-from cifar_lightning.errors import EDITED, CheckpointError, ConfigError, DataError
-from cifar_lightning.files import write_atomically
+from cifar_lightning.errors import EDITED, CheckpointError, ConfigError, DataError, UserError
+from cifar_lightning.files import read_json, write_atomically
 
 
 def channel_stats(images: np.ndarray, chunk: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -49,14 +48,12 @@ def training_stats(cache: Path, split: str, images: np.ndarray) -> tuple[tuple[f
     stamp = f"{cache.stat().st_size}:{cache.stat().st_mtime_ns}"  # a rebuilt cache has other statistics
     splits: dict = {}
     try:
-        if path.stat().st_size < 1 << 20:
-            stored = json.loads(path.read_text())
-            splits = stored["splits"] if stored["cache"] == stamp else {}
-            mean, std = (tuple(splits[split][key]) for key in ("mean", "std"))
-            numbers = [v for v in mean + std if isinstance(v, float) and math.isfinite(v)]
-            if len(mean) == len(std) == 3 and len(numbers) == 6 and min(std) > 0:
-                return mean, std
-    except (OSError, ValueError, KeyError, TypeError):
+        stored = read_json(path, "statistics")  # bounded; deep nesting and huge numbers are refusals
+        splits = stored["splits"] if stored["cache"] == stamp else {}
+        mean, std = (tuple(splits[split][key]) for key in ("mean", "std"))
+        if len(mean) == len(std) == 3 and all(isinstance(v, float) and 0 < v <= 1 for v in mean + std):
+            return mean, std
+    except (UserError, LookupError, TypeError, ValueError, AttributeError):
         pass  # missing, unreadable or of another form: computed and written again
     mean, std = channel_stats(images)
     splits = {**(splits if isinstance(splits, dict) else {}), split: {"mean": list(mean), "std": list(std)}}
@@ -105,7 +102,16 @@ def check_split(labels: np.ndarray, val_idx: np.ndarray, classes: tuple[str, ...
 def classes_of(data) -> tuple[str, ...]:
     """The classes of the data a config's ``data`` settings name, decoding it first when needed."""
     archive = Path(data["archive"]) if data.get("archive") else None
-    return sources.read_classes(sources.prepare(Path(data["data_dir"]), archive, data["download"], data.get("dataset")))
+    cache_dir = Path(data["cache_dir"]) if data.get("cache_dir") else None
+    cache = sources.prepare(
+        Path(data["data_dir"]),
+        archive,
+        data["download"],
+        data.get("dataset"),
+        size=data["image_size"],
+        cache_dir=cache_dir,
+    )
+    return sources.read_classes(cache)
 
 
 class ImageDataModule(LightningDataModule):
@@ -113,9 +119,14 @@ class ImageDataModule(LightningDataModule):
     from torchvision's download. The classes and their number come from the data.
 
     Args:
-        data_dir: where archives are unpacked, downloads land and the decoded caches live.
+        data_dir: an image folder (``{train,test}/<class>/*``, at most one folder down), or where
+            CIFAR's python batches are or a download lands. It is only read (a download writes there).
         archive: a ``.tar.gz`` of an image folder (``{train,test}/<class>/*``, optionally ``val/<class>/*``)
-            or of CIFAR's python batches; unpacked into ``data_dir`` once.
+            or of CIFAR's python batches; read as a stream and decoded once, never unpacked.
+        cache_dir: where the decoded images are kept, one file per source and size; ``null``:
+            ``$XDG_CACHE_HOME/cifar_lightning`` (``~/.cache/cifar_lightning``).
+        image_size: the side, in pixels, every image is read, trained and predicted at (8 to 128;
+            CIFAR's 32 by default); other sizes are resized on decode.
         dataset: read the python batches of this data set (``cifar100`` has CIFAR-100's 100 fine
             classes, ``cifar100-coarse`` its 20 superclasses), from ``archive``, ``data_dir`` or the
             download. ``null``: whatever ``archive`` or ``data_dir`` holds, else CIFAR-10.
@@ -147,6 +158,8 @@ class ImageDataModule(LightningDataModule):
         self,
         data_dir: str = "data",
         archive: str | None = None,
+        cache_dir: str | None = None,
+        image_size: int = sources.IMAGE_SIZE,  # checked by sources.prepare; a plain int keeps checkpoints weights_only
         dataset: sources.Dataset | None = None,
         download: bool = True,
         # int | float, checked below: jsonargparse dumps a NonNegativeInt | OpenUnitInterval union's 0.1 as 0
@@ -163,6 +176,8 @@ class ImageDataModule(LightningDataModule):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.archive = Path(archive) if archive else None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.image_size = image_size
         self.dataset = dataset
         self.download = download
         if isinstance(val_size, bool) or not (isinstance(val_size, int) and val_size >= 0 or 0 < val_size < 1):
@@ -203,7 +218,9 @@ class ImageDataModule(LightningDataModule):
         """The decoded cache of this data (``sources.prepare``), its path; checked once by this data module
         (prepare_data, setup and class_names ask in turn, and an image folder's check reads every file's size)."""
         if self._cache is None:
-            self._cache = sources.prepare(self.data_dir, self.archive, self.download, self.dataset)
+            self._cache = sources.prepare(
+                self.data_dir, self.archive, self.download, self.dataset, size=self.image_size, cache_dir=self.cache_dir
+            )
         return self._cache
 
     def class_names(self) -> tuple[str, ...]:
@@ -218,7 +235,7 @@ class ImageDataModule(LightningDataModule):
             return
         started = time.perf_counter()
         cache = self._prepare()  # decoded by prepare_data already (on this process, or another on this machine)
-        arrays = sources.read_cache(cache)
+        arrays = sources.read_cache(cache, size=self.image_size)
         if arrays is None:
             raise DataError(f"the decoded cache {cache} is unreadable: delete it and rerun")
         self.classes = arrays.classes
@@ -259,7 +276,7 @@ class ImageDataModule(LightningDataModule):
     @property
     def smaller_training_sides(self) -> tuple[int, ...]:
         """The sides under the full image that some training epoch shrinks its batches to (``augmentation.epoch_sides``)."""
-        return tuple(sorted({side for side in self.augmentation.epoch_sides if side != IMAGE_SIZE}))
+        return tuple(sorted({side for side in self.augmentation.epoch_sides if side != self.image_size}))
 
     @property
     def preprocessing(self) -> dict:
@@ -271,7 +288,7 @@ class ImageDataModule(LightningDataModule):
             "mean": list(self.mean),
             "std": list(self.std),
             "class_names": list(self.classes),
-            "input_size": [IMAGE_SIZE, IMAGE_SIZE],
+            "input_size": [self.image_size, self.image_size],
         }
 
     @property
@@ -403,6 +420,6 @@ class ImageDataModule(LightningDataModule):
                 )
             dataset = ImageArrayDataset(self.test_set.images, self.test_set.labels, self.test_set.transform, names)
             return self._loader(dataset, self.eval_batch_size)
-        images, paths = sources.decode_folder(self.predict_dir)
+        images, paths = decode_folder(self.predict_dir, self.image_size, sources.MAX_MEMBERS)
         labels = np.full(len(images), -1, dtype=np.int64)  # unknown
         return self._loader(ImageArrayDataset(images, labels, self.test_set.transform, paths), self.eval_batch_size)

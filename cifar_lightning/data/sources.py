@@ -1,48 +1,53 @@
 """Where the images come from: a folder of labelled images, CIFAR-10's or CIFAR-100's python batches,
 an archive of either, or torchvision's download.
 
-Every source ends as the same uint8 arrays (images as N x 32 x 32 x 3, labels as N, the class
-names), cached in ``data_dir``, one file per source, so a second run starts in seconds.
+Every source ends as the same uint8 arrays (images as N x S x S x 3, labels as N, the class names),
+cached in the cache folder, one file per source and size, so a second run starts in seconds. An archive
+is read as a stream and decoded in memory, never unpacked: its members' names, links and types decide
+nothing on disk, and nothing but the cache is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
+import io
 import os
 import pickle
 import pickletools
-import shutil
 import tarfile
-import tempfile
-import warnings
+import time
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from cifar_lightning.data.images import MAX_IMAGE_FILE_BYTES, decode_image
 from cifar_lightning.errors import DISK_FULL, DataError, ensure_writable_folder, why_not_writable
+from cifar_lightning.files import is_regular, read_bytes, write_atomically
 
 try:
     import fcntl  # POSIX file locks
-except ImportError:  # Windows: concurrent runs on one data_dir are not guarded
+except ImportError:  # Windows: concurrent runs on one cache are not guarded
     fcntl = None
 
-IMAGE_SIZE = 32  # pixels, both sides; other sizes are resized on decode
-# width x height an image file may have, read from its header before any pixel is decoded: 40
-# megapixels decode to 120 MB of RGB, and a 20,000 x 20,000 PNG of zeros is under 400 KB on disk
-MAX_IMAGE_PIXELS = 40_000_000
-# what an archive may unpack to, counted from its members' headers as they stream: the JPEG copy is
-# 60,000 files and about 200 MB, and a gzip "bomb" of a few MB could otherwise fill the disk
+IMAGE_SIZE = 32  # pixels, both sides: CIFAR's, and the default size every image is read at
+MAX_IMAGE_SIZE = 128  # the largest side a small-image network here is for (STL-10 is 96)
+# what an archive may hold, counted from its members' headers as they stream: the JPEG copy is 60,000
+# files and about 200 MB; a gzip "bomb" of a few MB would otherwise take minutes to decompress
 MAX_UNPACKED_BYTES = 4 << 30
-MAX_MEMBERS = 1_000_000
-CACHE_SUFFIX = "-uint8.npz"  # <source>-uint8.npz in data_dir: one cache per source, so two never mix
-CACHE_FORMAT = 3  # bump when the cache's layout changes, so old caches are rebuilt
+MAX_MEMBERS = 300_000  # files and folders of an archive or an image folder (Tiny-ImageNet: 120,000)
+MAX_CLASSES = 1_000  # CIFAR-100 has 100, Tiny-ImageNet 200; past this a list of names is data, not a config
+MAX_DECODED_BYTES = (
+    1 << 30
+)  # decoded pixels of one source: CIFAR-10 at 32 px is 184 MB, STL-10's 13,000 at 96 px 360 MB
+CACHE_SUFFIX = "-uint8.npz"  # <source>-<digest>-<size>px-uint8.npz in the cache folder: one per source and size
+CACHE_FORMAT = 4  # bump when the cache's layout changes, so old caches are rebuilt
+LOCK_WAIT_SECONDS = 900  # how long a run waits for another that decodes the same source (the JPEG copy: a minute)
 # an official python batch file is 30 MB (CIFAR-10) to 150 MB (CIFAR-100's train); a pickle holds
 # what its bytes say, so the reader refuses anything larger before reading it
 MAX_BATCH_FILE_BYTES = 200 << 20
@@ -70,6 +75,10 @@ class PythonBatches:
     def title(self) -> str:
         return self.torchvision_class.replace("CIFAR", "CIFAR-")
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.meta, *self.train, self.test)
+
 
 CIFAR100_FINE = PythonBatches(
     "CIFAR100", "cifar-100-python", ("train",), "test", "meta", "fine_label_names", "fine_labels"
@@ -92,7 +101,7 @@ SPLITS = ("train", "val", "test")  # an image folder's sub-folders; val/ is opti
 
 @dataclass(frozen=True)
 class Arrays:
-    train_images: np.ndarray  # uint8, N x 32 x 32 x 3
+    train_images: np.ndarray  # uint8, N x S x S x 3
     train_labels: np.ndarray  # int64, N
     test_images: np.ndarray
     test_labels: np.ndarray
@@ -108,11 +117,10 @@ class Arrays:
 def published_sha256(archive: Path) -> str | None:
     """The SHA-256 in ``<archive>.sha256`` beside the archive, None when there is none."""
     sidecar = archive.with_name(archive.name + ".sha256")
-    if not sidecar.is_file():
+    if not is_regular(sidecar):
         return None
-    with sidecar.open("rb") as f:
-        words = f.read(1024).decode("ascii", errors="replace").split()  # "<64 hex digits>  <name>"; read no further
-    expected = words[0].lower() if words else ""
+    words = read_bytes(sidecar, "checksum file", 1024).decode("ascii", errors="replace").split()
+    expected = words[0].lower() if words else ""  # "<64 hex digits>  <name>"
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
         raise DataError(
             f"checksum file {sidecar} does not start with a SHA-256 (64 hex digits): fetch it again with the archive, or delete it"
@@ -120,59 +128,146 @@ def published_sha256(archive: Path) -> str | None:
     return expected
 
 
-def verify_checksum(archive: Path) -> None:
-    """Compare against ``<archive>.sha256`` when one sits beside the archive."""
+def bad_archive(archive: Path, err: BaseException) -> DataError:
+    return DataError(f"archive {archive} cannot be read ({err}): it is truncated or not a .tar.gz; fetch it again")
+
+
+def cannot_write(folder: Path, what: str, err: OSError) -> DataError:
+    if err.errno not in DISK_FULL:
+        return DataError(
+            f"cannot {what} {folder} ({why_not_writable(err)}): make it writable, or pick another --data.cache_dir"
+        )
+    return DataError(
+        f"cannot {what} {folder} ({err.strerror}): free disk space there (the JPEG copy decodes to about 190 MB) "
+        "or pick another --data.cache_dir"
+    )
+
+
+def member_parts(name: str) -> tuple[str, ...] | None:
+    """A member's path as its parts, or None for one this project never reads: hidden, empty or ``..`` parts."""
+    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    if not parts or any(part == ".." or part.startswith(".") for part in parts):
+        return None
+    return parts
+
+
+class Collected:
+    """What a stream of files holds that a data set is made of, decoded as it streams: images under
+    ``[root/]{train,val,test}/<class>/`` and python batches under ``[root/]<layout folder>/``, where ``root``
+    is at most one folder. Each file is read only when its path says it is one of these."""
+
+    def __init__(self, where: Path, layouts: list[str], images: bool, size: int) -> None:
+        self.where, self.layouts, self.want_images, self.size = where, layouts, images, size
+        self.images: dict[
+            tuple[str, str], dict[str, list[tuple[str, np.ndarray]]]
+        ] = {}  # (root, split) -> class -> files
+        self.batches: dict[tuple[str, str], dict[str, bytes]] = {}  # (root, layout) -> file name -> bytes
+        self.decoded_bytes = 0
+
+    def kind(self, parts: tuple[str, ...]) -> tuple | None:
+        if self.want_images and len(parts) in (3, 4) and parts[-3] in SPLITS:
+            return ("image", "/".join(parts[:-3]), parts[-3], parts[-2], parts[-1])
+        for name in self.layouts:
+            layout = PYTHON_LAYOUTS[name]
+            if len(parts) in (2, 3) and parts[-2] == layout.folder and parts[-1] in layout.files:
+                return ("batch", "/".join(parts[:-2]), name, parts[-1])
+        return None
+
+    def add(self, kind: tuple, size: int, read, name: str) -> None:
+        """``read()`` gives the file ``name``'s bytes; ``size`` was read from its header or ``stat``."""
+        if kind[0] == "batch":
+            _, root, layout, file = kind
+            if size > MAX_BATCH_FILE_BYTES:
+                raise DataError(
+                    f"{name} is {size >> 20} MB, more than any official batch file "
+                    f"({MAX_BATCH_FILE_BYTES >> 20} MB): it is not a CIFAR batch; fetch the data again"
+                )
+            self.batches.setdefault((root, layout), {})[file] = read()
+            return
+        _, root, split, label, file = kind
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise DataError(f"image {name} is over {MAX_IMAGE_FILE_BYTES >> 20} MB: shrink it first")
+        self.decoded_bytes += self.size * self.size * 3
+        if self.decoded_bytes > MAX_DECODED_BYTES:
+            raise DataError(
+                f"{self.where} decodes to more than {MAX_DECODED_BYTES >> 30} GB of pixels at {self.size} px, far more "
+                "than a small-image data set: pass the data you meant, or a smaller --data.image_size"
+            )
+        image = decode_image(read(), self.size, name)
+        self.images.setdefault((root, split), {}).setdefault(label, []).append((file, image))
+
+    def arrays(self, dataset: Dataset | None) -> Arrays | None:
+        """The data set found: the batches of ``dataset`` (or of either CIFAR when none is named), else an image folder."""
+        for name in self.layouts:
+            roots = [root for (root, layout) in self.batches if layout == name]
+            if roots:
+                where = f"{self.where}:{roots[0]}".rstrip(":")
+                return decode_python_batches(self.batches[(roots[0], name)].get, PYTHON_LAYOUTS[name], where, self.size)
+        roots = sorted({root for root, _ in self.images})
+        if len(roots) > 1:
+            raise DataError(
+                f"{self.where} holds several image folders ({', '.join(roots)}): keep one, or point at the one you mean"
+            )
+        if not roots:
+            return None
+        root = roots[0]
+        names = {split: sorted(self.images.get((root, split), {})) for split in SPLITS if (root, split) in self.images}
+        classes = check_classes(f"{self.where}/{root}".rstrip("/"), names)
+        decoded = {}
+        for split in names:
+            images, labels = [], []
+            for label, files in sorted(self.images[(root, split)].items()):
+                files.sort(key=lambda item: item[0])  # by file name, as a folder lists them
+                images += [image for _, image in files]
+                labels += [classes.index(label)] * len(files)
+            decoded[split] = (np.stack(images), np.asarray(labels, dtype=np.int64))
+        return Arrays(*decoded["train"], *decoded["test"], classes, *decoded.get("val", (None, None)))
+
+
+def decode_archive(archive: Path, dataset: Dataset | None, size: int) -> Arrays:
+    """The data set in a ``.tar``/``.tar.gz`` archive, read as a stream: regular members only, each decoded
+    in memory; links, devices and FIFOs are passed over, and nothing is written. No ``tarfile`` extraction,
+    so no Python's extraction filter is relied on."""
+    if not is_regular(archive):
+        raise DataError(
+            f"archive {archive} does not exist or is not a file: check --data.archive (or the Makefile's ARCHIVE)"
+        )
     expected = published_sha256(archive)
     if expected is not None and file_digest(archive) != expected:
         raise DataError(
             f"archive {archive} does not match its checksum in {archive.name}.sha256 "
             "(truncated or corrupt download?): fetch the archive again"
         )
-
-
-def bad_archive(archive: Path, err: BaseException) -> DataError:
-    return DataError(f"archive {archive} cannot be unpacked ({err}): it is truncated or not a .tar.gz; fetch it again")
-
-
-def cannot_write(data_dir: Path, what: str, err: OSError) -> DataError:
-    if err.errno not in DISK_FULL:
-        return DataError(
-            f"cannot {what} {data_dir} ({why_not_writable(err)}): make it writable, or pick another --data.data_dir"
+    collected = Collected(archive, [dataset] if dataset else ["cifar10", "cifar100"], dataset is None, size)
+    total = members = 0
+    try:
+        with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:  # headers read as they stream
+            for member in tar:
+                total, members = total + member.size, members + 1
+                if total > MAX_UNPACKED_BYTES or members > MAX_MEMBERS:
+                    raise DataError(
+                        f"archive {archive} holds more than {MAX_UNPACKED_BYTES >> 30} GB or {MAX_MEMBERS:,} files, "
+                        "far more than a small-image data set: pass the archive you meant"
+                    )
+                parts = member_parts(member.name) if member.isreg() else None
+                kind = collected.kind(parts) if parts else None
+                if kind is not None:
+                    read = lambda member=member: tar.extractfile(member).read()  # noqa: E731
+                    collected.add(kind, member.size, read, f"{archive}:{member.name}")
+    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as err:
+        raise bad_archive(archive, err) from None  # gzip's BadGzipFile is an OSError; lzma's errors are ValueErrors
+    arrays = collected.arrays(dataset)
+    if arrays is not None:
+        return arrays
+    if dataset:
+        raise DataError(
+            f"archive {archive} holds no {PYTHON_LAYOUTS[dataset].folder} at its top level or one folder down, "
+            f"which --data.dataset {dataset} reads: pass that data set's archive, or drop --data.dataset to use what it holds"
         )
-    return DataError(
-        f"cannot {what} {data_dir} ({err.strerror}): free disk space there (the JPEG copy needs about 420 MB "
-        "unpacked and decoded) or pick another --data.data_dir"
+    raise DataError(
+        f"archive {archive} holds neither an image folder ({{train,test}}/<class>/*) nor CIFAR's python batches, "
+        "at its top level or one folder down: pass an archive of one of them"
     )
-
-
-@contextmanager
-def unpacked(archive: Path, data_dir: Path):
-    """Unpack ``archive`` into a private temporary folder in ``data_dir`` and yield it; it is removed
-    afterwards. Only the decoded cache is kept, so nothing the user keeps in ``data_dir`` is touched.
-    """
-    if not archive.is_file():
-        raise DataError(f"archive {archive} does not exist: check --data.archive (or the Makefile's ARCHIVE)")
-    verify_checksum(archive)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".extract-") as tmp:
-        try:
-            with tarfile.open(archive, "r|*") as tar:  # a stream: each member's header is read before its data
-                total = members = 0
-                for member in tar:
-                    total, members = total + member.size, members + 1
-                    if total > MAX_UNPACKED_BYTES or members > MAX_MEMBERS:
-                        raise DataError(
-                            f"archive {archive} unpacks to more than {MAX_UNPACKED_BYTES >> 30} GB or {MAX_MEMBERS:,} files, "
-                            "far more than a small-image data set: pass the archive you meant"
-                        )
-                    tar.extract(member, tmp, filter="data")  # "data" refuses absolute paths and links out of tmp
-        except OSError as err:
-            if err.errno is not None:  # the folder written to failed (full, read-only), not the archive
-                raise cannot_write(data_dir, f"unpack {archive.name} into", err) from None
-            raise bad_archive(archive, err) from None  # gzip's BadGzipFile: an OSError without errno
-        except (tarfile.TarError, EOFError, zipfile.BadZipFile) as err:
-            raise bad_archive(archive, err) from None
-        yield Path(tmp)
 
 
 # ---------------------------------------------------------------- locating a source
@@ -189,7 +284,7 @@ def _candidates(data_dir: Path) -> list[Path]:
 def find_python_batches(data_dir: Path, layout: PythonBatches) -> Path | None:
     """The folder holding ``layout``'s batches folder, at ``data_dir`` or one level below."""
     for root in _candidates(data_dir):
-        if (root / layout.folder / layout.meta).is_file():
+        if is_regular(root / layout.folder / layout.meta):
             return root
     return None
 
@@ -208,133 +303,82 @@ def find_image_folder(data_dir: Path) -> Path | None:
 # ---------------------------------------------------------------- an image folder
 
 
-def _visible(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-
-
-def class_folders(root: Path) -> tuple[tuple[str, ...], dict[str, dict[str, list[Path]]]]:
-    """The classes (``train/``'s folders, sorted by name) and each split's image files by class,
-    or one line that says what is wrong with the folder."""
-    splits: dict[str, dict[str, list[Path]]] = {}
-    for split in SPLITS:
-        split_dir = root / split
-        if not split_dir.is_dir():
-            if split == "val":
-                continue
+def check_classes(root: str, names: dict[str, list[str]]) -> tuple[str, ...]:
+    """The classes (``train/``'s folders, sorted by name) from each split's class folder names, or one line
+    that says what is wrong with the folder."""
+    for split in ("train", "test"):
+        if split not in names:
             raise DataError(
                 f"image folder {root} has no {split}/ folder: expected {root}/{{train,test}}/<class>/<image files>"
             )
-        folders = [p for p in _visible(split_dir) if p.is_dir()]
+    for split, found in names.items():
         by_case: dict[str, list[str]] = {}
-        for folder in folders:
-            by_case.setdefault(folder.name.casefold(), []).append(folder.name)
-        clashes = [names for names in by_case.values() if len(names) > 1]
+        for name in found:
+            by_case.setdefault(name.casefold(), []).append(name)
+        clashes = [same for same in by_case.values() if len(same) > 1]
         if clashes:
             raise DataError(
-                f"{split_dir} has class folders whose names differ only in case ({', '.join(clashes[0])}): "
+                f"{root}/{split} has class folders whose names differ only in case ({', '.join(clashes[0])}): "
                 "they would be one class on some file systems and two on others; rename or merge them"
             )
-        splits[split] = {folder.name: [p for p in _visible(folder) if p.is_file()] for folder in folders}
-    classes = tuple(sorted(splits["train"]))
-    if len(classes) < 2:
+    classes = tuple(sorted(names["train"]))
+    if not 2 <= len(classes) <= MAX_CLASSES:
         raise DataError(
-            f"{root / 'train'} holds {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier "
-            "needs at least two: one folder of images per class, train/<class>/*"
+            f"{root}/train holds {len(classes)} class folder(s) ({', '.join(classes[:10]) or 'none'}); a classifier "
+            f"here needs 2 to {MAX_CLASSES:,}: one folder of images per class, train/<class>/*"
         )
-    for split, found in splits.items():
+    for split, found in names.items():
         unknown = sorted(set(found) - set(classes))
         if unknown:
             raise DataError(
-                f"{root / split} has class folders that train/ lacks ({', '.join(unknown[:10])}): the classes are "
+                f"{root}/{split} has class folders that train/ lacks ({', '.join(unknown[:10])}): the classes are "
                 "train/'s folders; add their training images to train/, or remove them"
             )
-        empty = [name for name, files in found.items() if not files]
-        if empty:
-            raise DataError(
-                f"class folder(s) {', '.join(f'{split}/{name}' for name in empty[:10])} in {root} hold no images: "
-                "add images, or remove the folder"
-            )
-    if "val" in splits:
-        unseen = [name for name in classes if name not in splits["val"]]
+    if "val" in names:
+        unseen = [name for name in classes if name not in names["val"]]
         if unseen:
             raise DataError(
-                f"{root / 'val'} has no folder for class(es) {', '.join(unseen[:10])}, so they would get no "
+                f"{root}/val has no folder for class(es) {', '.join(unseen[:10])}, so they would get no "
                 "validation image: add val/<class>/ images for each class, or remove val/ (then val_size images "
                 "of train/ are held out)"
             )
-    return classes, splits
+    return classes
 
 
-def decode_image_folder(root: Path) -> Arrays:
-    """``{train,test}/<class>/*`` (and ``val/<class>/*`` when present), every image resized to 32 x 32."""
-    classes, splits = class_folders(root)
-    decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for split, found in splits.items():
-        images, labels = [], []
-        for name, files in found.items():
-            images += [decode_image(path) for path in files]
-            labels += [classes.index(name)] * len(files)
-        decoded[split] = (np.stack(images), np.asarray(labels, dtype=np.int64))
-    val = decoded.get("val", (None, None))
-    return Arrays(*decoded["train"], *decoded["test"], classes, *val)
+def list_folder(root: Path) -> dict[tuple[str, ...], Path]:
+    """The regular files of an image folder's splits by their path parts below ``root``, hidden ones and
+    anything but regular files (FIFOs, devices) left out, at most ``MAX_MEMBERS``; an empty class folder
+    is one line."""
+    files: dict[tuple[str, ...], Path] = {}
+    for split in SPLITS:
+        if not (root / split).is_dir():
+            continue
+        for folder in (root / split).iterdir():
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue
+            found = [path for path in folder.iterdir() if not path.name.startswith(".") and is_regular(path)]
+            if not found:
+                raise DataError(
+                    f"class folder(s) {split}/{folder.name} in {root} hold no images: add images, or remove the folder"
+                )
+            files.update(((split, folder.name, path.name), path) for path in found)
+            if len(files) > MAX_MEMBERS:
+                raise DataError(f"{root} holds more than {MAX_MEMBERS:,} files, far more than a small-image data set")
+    return files
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """An image file PIL reads, as RGB; its size is read from the header and bounded by ``MAX_IMAGE_PIXELS``
-    before any pixel is decoded. Raises ``DataError`` naming the file."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # not a warning here: a refusal
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise DataError(
-                        f"image {path} is {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS // 10**6} megapixels "
-                        "this project decodes: shrink it first (the network sees 32 x 32)"
-                    )
-                return image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # PIL's own bounds, met at open
-        raise DataError(
-            f"image {path} is more than the {MAX_IMAGE_PIXELS // 10**6} megapixels this project decodes ({err}): shrink it first"
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"cannot read image {path} ({err}): delete or replace the file") from None
-
-
-def decode_image(path: Path) -> np.ndarray:
-    """Any image PIL reads, as 32 x 32 x 3 uint8 RGB. Raises ``DataError`` naming the file."""
-    image = read_image(path)
-    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
-
-
-def skipped_files(paths: list[str], where: Path | str) -> str:
-    """The warning for files that could not be read (or were too large to decode), naming at most ten."""
-    named = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
-    return f"skipped {len(paths)} unreadable or oversized file(s) in {where}: {named}"
-
-
-def decode_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
-    """Every readable image under ``folder`` (any depth), resized to 32x32, and their paths.
-
-    Unreadable files are skipped with a warning that lists them.
-    """
-    if not folder.is_dir():
-        raise DataError(f"predict folder {folder} does not exist: check --data.predict_dir")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    images, paths, skipped = [], [], []
-    for path in files:
-        try:
-            images.append(decode_image(path))
-            paths.append(str(path))
-        except DataError:
-            skipped.append(str(path))
-    if skipped:
-        warnings.warn(skipped_files(skipped, folder), stacklevel=2)
-    if not images:
-        raise DataError(f"no readable images in {folder}: put image files (PNG, JPEG, ...) there")
-    return np.stack(images), paths
+def decode_image_folder(root: Path, size: int = IMAGE_SIZE) -> Arrays:
+    """``{train,test}/<class>/*`` (and ``val/<class>/*`` when present), every image resized to ``size``."""
+    files = list_folder(root)
+    names: dict[str, set[str]] = {}
+    for split, label, _ in files:
+        names.setdefault(split, set()).add(label)
+    check_classes(str(root), {split: sorted(found) for split, found in names.items()})
+    collected = Collected(root, [], True, size)
+    for parts, path in sorted(files.items()):
+        read = lambda path=path: read_bytes(path, "image", MAX_IMAGE_FILE_BYTES)  # noqa: E731
+        collected.add(("image", "", *parts), path.stat().st_size, read, str(path))
+    return collected.arrays(None)
 
 
 # ---------------------------------------------------------------- the python batches
@@ -342,22 +386,43 @@ def decode_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
 
 class BatchUnpickler(pickle.Unpickler):
     """Builds only dicts, lists, strings, bytes, numbers and numpy arrays: a pickle is a program, and
-    one that names any other function (``os.system``) is refused before it runs. No library reads
-    the official batches without unpickling them (torchvision's reader is ``pickle.load``)."""
+    one that names any other function (``os.system``) is refused before it runs. An array's shape is
+    read from the builder's arguments and bounded before anything is allocated. No library reads the
+    official batches without unpickling them (torchvision's reader is ``pickle.load``)."""
 
-    ARRAYS = {
+    RECONSTRUCT = {
         ("numpy.core.multiarray", "_reconstruct"),  # the official files, written by numpy 1 under Python 2
         ("numpy._core.multiarray", "_reconstruct"),  # numpy 2's name for it
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
     }
 
     def find_class(self, module: str, name: str):
-        if (module, name) in self.ARRAYS:
-            return super().find_class(module, name)
+        if (module, name) in self.RECONSTRUCT:
+            reconstruct = super().find_class(module, name)
+            return lambda subtype, shape, dtype: reconstruct(np.ndarray, checked_shape(shape), dtype)
+        if (module, name) == ("numpy", "ndarray"):
+            return new_array
+        if (module, name) == ("numpy", "dtype"):
+            return np.dtype
         if (module, name) == ("_codecs", "encode"):  # Python 3's protocol-2 spelling of a bytes object
             return latin1_bytes
         raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never does")
+
+
+def checked_shape(shape) -> tuple[int, ...]:
+    """An array's shape from a pickle, refused past ``MAX_BATCH_FILE_BYTES`` of 8-byte items before anything
+    is allocated: ``numpy.ndarray((400000, 3072))`` would take 1.2 GB from a 3 kB pickle. (An array's data,
+    given later by ``__setstate__``, is already in memory, and numpy checks that it fits the shape.)"""
+    shape = (shape,) if isinstance(shape, int) else shape
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise pickle.UnpicklingError(f"it builds an array of shape {str(shape)[:40]}")
+    if 8 * float(np.prod(shape, dtype=np.float64)) > MAX_BATCH_FILE_BYTES:
+        raise pickle.UnpicklingError(f"it builds an array of shape {shape}, larger than any CIFAR batch")
+    return shape
+
+
+def new_array(shape=(), *args) -> np.ndarray:
+    """``numpy.ndarray`` called by a pickle (the subtype ``_reconstruct`` is given stands for it too)."""
+    return np.ndarray(checked_shape(shape), *args)
 
 
 def latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
@@ -366,31 +431,21 @@ def latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
-def read_batch(path: Path) -> dict:
-    """One python batch file as a dict with ``str`` keys, read by ``BatchUnpickler``."""
-    if not path.is_file():
-        raise DataError(f"{path} is missing: the python batches are incomplete; unpack or download them again")
-    if path.stat().st_size > MAX_BATCH_FILE_BYTES:
-        raise DataError(
-            f"{path} is {path.stat().st_size >> 20} MB, more than any official batch file "
-            f"({MAX_BATCH_FILE_BYTES >> 20} MB): it is not a CIFAR batch; download the data again"
-        )
+def read_batch(data: bytes, name: str) -> dict:
+    """One python batch file's bytes as a dict with ``str`` keys, read by ``BatchUnpickler``."""
     try:
-        with path.open("rb") as f:
-            for count, _ in enumerate(pickletools.genops(f)):
-                if count >= MAX_BATCH_OPCODES:
-                    raise pickle.UnpicklingError(f"it has more than {MAX_BATCH_OPCODES:,} opcodes")
-            f.seek(0)
-            batch = BatchUnpickler(f, encoding="latin1").load()  # latin1: Python 2's str, as numpy expects
+        for count, _ in enumerate(pickletools.genops(io.BytesIO(data))):
+            if count >= MAX_BATCH_OPCODES:
+                raise pickle.UnpicklingError(f"it has more than {MAX_BATCH_OPCODES:,} opcodes")
+        batch = BatchUnpickler(io.BytesIO(data), encoding="latin1").load()  # latin1: Python 2's str, as numpy expects
     except Exception as err:  # noqa: BLE001 - any failure of a hostile or truncated pickle ends in this one line
-        raise DataError(f"{path} is not a CIFAR python batch ({str(err)[:120]}): download or unpack it again") from None
+        raise DataError(f"{name} is not a CIFAR python batch ({str(err)[:120]}): download or unpack it again") from None
     if not isinstance(batch, dict):
-        raise DataError(f"{path} holds a {type(batch).__name__}, not a CIFAR batch's dict: download it again")
+        raise DataError(f"{name} holds a {type(batch).__name__}, not a CIFAR batch's dict: download it again")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
-def _batch_arrays(path: Path, labels_key: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
-    batch = read_batch(path)
+def batch_arrays(batch: dict, name: str, labels_key: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
     data, labels = batch.get("data"), batch.get(labels_key)
     if (
         not isinstance(data, np.ndarray)
@@ -402,22 +457,31 @@ def _batch_arrays(path: Path, labels_key: str, classes: int) -> tuple[np.ndarray
         or not all(isinstance(v, int) and 0 <= v < classes for v in labels)
     ):
         raise DataError(
-            f"{path} does not hold uint8 images of 3 x 32 x 32 with one {labels_key} label of 0 to {classes - 1} "
+            f"{name} does not hold uint8 images of 3 x 32 x 32 with one {labels_key} label of 0 to {classes - 1} "
             "each: it is not a CIFAR batch; download it again"
         )
     images = data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1)  # rows are planes R, G, B
     return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
 
 
-def decode_python_batches(root: Path, layout: PythonBatches) -> Arrays:
-    folder = root / layout.folder
-    names = read_batch(folder / layout.meta).get(layout.names_key)
-    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
-        raise DataError(f"{folder / layout.meta} has no list of {layout.names_key}: download or unpack it again")
-    parts = [_batch_arrays(folder / name, layout.labels_key, len(names)) for name in layout.train]
-    test = _batch_arrays(folder / layout.test, layout.labels_key, len(names))
-    train = np.concatenate([images for images, _ in parts]), np.concatenate([labels for _, labels in parts])
-    return Arrays(*train, *test, tuple(names))
+def decode_python_batches(read, layout: PythonBatches, where: str, size: int = IMAGE_SIZE) -> Arrays:
+    """The batches ``read(file name)`` gives (bytes, or None when missing) as arrays, resized to ``size``."""
+
+    def batch(file: str) -> tuple[dict, str]:
+        data, name = read(file), f"{where}/{layout.folder}/{file}"
+        if data is None:
+            raise DataError(f"{name} is missing: the python batches are incomplete; fetch them again")
+        return read_batch(data, name), name
+
+    meta, meta_name = batch(layout.meta)
+    names = meta.get(layout.names_key)
+    if not isinstance(names, list) or not 2 <= len(names) <= MAX_CLASSES or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{meta_name} has no list of 2 to {MAX_CLASSES:,} {layout.names_key}: download it again")
+    parts = [batch_arrays(*batch(file), layout.labels_key, len(names)) for file in (*layout.train, layout.test)]
+    if size != IMAGE_SIZE:
+        parts = [(np.stack([decode_image(image, size) for image in images]), labels) for images, labels in parts]
+    train = np.concatenate([images for images, _ in parts[:-1]]), np.concatenate([labels for _, labels in parts[:-1]])
+    return Arrays(*train, *parts[-1], tuple(names))
 
 
 def download(data_dir: Path, layout: PythonBatches) -> Path:
@@ -449,43 +513,101 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def archive_key(archive: Path, dataset: Dataset | None) -> str:
-    """A cache key from the archive's bytes: the same copy anywhere hits, an edited one misses."""
-    stat = archive.stat()
-    return f"v{CACHE_FORMAT}:archive:{stat.st_size}:{archive_digest(archive.resolve(), stat.st_size, stat.st_mtime_ns)}:{dataset}"
-
-
-@functools.lru_cache(maxsize=8)
-def archive_digest(archive: Path, size: int, mtime_ns: int) -> str:
-    """``file_digest``, once per process for an unchanged file: a run asks for its data's classes and cache several times."""
-    return file_digest(archive)
-
-
-def folder_key(folder: Path, parts: tuple[str, ...], dataset: Dataset | None) -> str:
-    """A cache key from a manifest of every file in ``folder``'s ``parts`` (the splits, or the batches'
-    folder): name, size and modification time. Editing, adding or removing any image changes it."""
+def folder_key(folder: Path, parts: tuple[str, ...]) -> str:
+    """A manifest digest of every file in ``folder``'s ``parts`` (the splits, or the batches' folder): name,
+    size and modification time. Editing, adding or removing any image changes it."""
     digest = hashlib.sha256()
+    count = 0
     for part in parts:
-        for path in sorted(p for p in (folder / part).rglob("*") if p.is_file()):
+        for path in sorted((folder / part).rglob("*")):
             relative = path.relative_to(folder)
-            if not any(name.startswith(".") for name in relative.parts):
+            if not any(name.startswith(".") for name in relative.parts) and is_regular(path):
                 stat = path.stat()
                 digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return f"v{CACHE_FORMAT}:folder:{digest.hexdigest()}:{dataset}"
+                count += 1
+                if count > MAX_MEMBERS:
+                    raise DataError(
+                        f"{folder} holds more than {MAX_MEMBERS:,} files, far more than a small-image data set"
+                    )
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/cifar_lightning`` (``~/.cache/cifar_lightning``): outside any image folder, which is never written to."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cifar_lightning"
+
+
+def cache_file(cache_dir: Path, label: str, source: Path, size: int) -> Path:
+    """``<label>-<digest of the source's path>-<size>px-uint8.npz``: one per source and size, so two never mix."""
+    digest = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]
+    return cache_dir / f"{label}-{digest}-{size}px{CACHE_SUFFIX}"
+
+
+def array_header(zf: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype] | None:
+    """An ``.npy`` member's shape and dtype from its header, read before its data, or None when it is missing
+    or claims more than its uncompressed size holds."""
+    try:
+        info = zf.getinfo(f"{name}.npy")
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(f)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError):
+        return None
+    if dtype.hasobject or int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > info.file_size:
+        return None
+    return shape, dtype
+
+
+def cache_fits(cache: Path, size: int) -> bool:
+    """Whether a cache's members are what this project writes, from the zip's sizes and the arrays' headers
+    alone: uint8 images of ``size`` px, one int64 label each, 2 to ``MAX_CLASSES`` class names, within the
+    decoded budget. Nothing is allocated before this says yes."""
+    try:
+        with zipfile.ZipFile(cache) as zf:
+            if (
+                sum(info.file_size for info in zf.infolist()) > MAX_DECODED_BYTES * 9 // 8
+            ):  # labels and names: under 1/8
+                return False
+            headers = {
+                name: array_header(zf, name) for name in ("source", "origin", "classes", *ARRAY_FIELDS, *VAL_FIELDS)
+            }
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    classes = headers["classes"]
+    if any(headers[name] is None for name in ("source", "origin", "classes", *ARRAY_FIELDS)) or (
+        (headers["val_images"] is None) != (headers["val_labels"] is None)
+    ):
+        return False
+    if classes[1].kind != "U" or len(classes[0]) != 1 or not 2 <= classes[0][0] <= MAX_CLASSES:
+        return False
+    for split in ("train", "test", "val"):
+        if headers[f"{split}_images"] is None:
+            continue
+        (image_shape, image_type), (label_shape, label_type) = headers[f"{split}_images"], headers[f"{split}_labels"]
+        if image_type != np.uint8 or label_type != np.int64 or image_shape[1:] != (size, size, 3):
+            return False
+        if len(image_shape) != 4 or label_shape != image_shape[:1] or image_shape[0] == 0:
+            return False
+    return True
 
 
 ARRAY_FIELDS = ("train_images", "train_labels", "test_images", "test_labels")
+VAL_FIELDS = ("val_images", "val_labels")
 
 
-def read_cache(cache: Path, key: str | None = None) -> Arrays | None:
-    """The cached arrays, or None when the cache is missing, from another source, or unreadable."""
-    if not cache.is_file():
+def read_cache(cache: Path, key: str | None = None, size: int = IMAGE_SIZE) -> Arrays | None:
+    """The cached arrays, or None when the cache is missing, from another source, or does not fit what this
+    project writes (its headers are checked before any array is read, its labels after)."""
+    if not is_regular(cache) or not cache_fits(cache, size):
         return None
     try:
         with np.load(cache, allow_pickle=False) as npz:  # load each array once (npz[key] re-reads)
             if key is not None and str(npz["source"]) != key:
                 return None
-            val = (npz["val_images"], npz["val_labels"]) if "val_images" in npz.files else (None, None)
+            val = tuple(npz[name] for name in VAL_FIELDS) if "val_images" in npz.files else (None, None)
             arrays = Arrays(
                 *(npz[name] for name in ARRAY_FIELDS),
                 tuple(str(name) for name in npz["classes"]),
@@ -493,10 +615,9 @@ def read_cache(cache: Path, key: str | None = None) -> Arrays | None:
                 origin=str(npz["origin"]),
             )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None  # corrupt or from an older format: rebuild rather than trust it
-    if arrays.train_images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3) or len(arrays.train_images) != len(
-        arrays.train_labels
-    ):
+        return None  # corrupt: rebuild rather than trust it
+    labels = [arrays.train_labels, arrays.test_labels] + ([arrays.val_labels] if arrays.val_labels is not None else [])
+    if any(len(part) and (part.min() < 0 or part.max() >= len(arrays.classes)) for part in labels):
         return None
     return arrays
 
@@ -507,74 +628,60 @@ def read_classes(cache: Path) -> tuple[str, ...]:
         return tuple(str(name) for name in npz["classes"])
 
 
-def cache_of_classes(data_dir: Path, classes: list[str]) -> Arrays | None:
-    """A cache in ``data_dir`` whose classes are ``classes`` (the data a checkpoint was trained on), or None."""
-    for cache in sorted(data_dir.glob(f"*{CACHE_SUFFIX}")):
-        try:
-            if list(read_classes(cache)) == list(classes):
-                return read_cache(cache)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            continue  # unreadable: not the one
-    return None
+def cache_of_classes(cache_dir: Path, classes: list[str], size: int = IMAGE_SIZE) -> Arrays | None:
+    """The largest cache in ``cache_dir`` of ``size`` px whose classes are ``classes`` (the data a checkpoint was
+    trained on), or None."""
+    found = [
+        c
+        for c in cache_dir.glob(f"*-{size}px{CACHE_SUFFIX}")
+        if cache_fits(c, size) and read_classes(c) == tuple(classes)
+    ]
+    return (
+        read_cache(max(found, key=lambda c: c.stat().st_size), size=size) if found else None
+    )  # the largest test split
 
 
 def write_cache(cache: Path, arrays: Arrays, key: str) -> None:
-    """Write to a private temporary file, then rename: readers never see half a cache."""
-    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".cache-", suffix=".npz")
+    """Written to a private temporary file, then renamed: readers never see half a cache."""
     fields = {name: getattr(arrays, name) for name in ARRAY_FIELDS}
     if arrays.val_images is not None:
         fields.update(val_images=arrays.val_images, val_labels=arrays.val_labels)
+    extra = {"source": np.asarray(key), "origin": np.asarray(arrays.origin), "classes": np.asarray(arrays.classes)}
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: np.savez would add ".npz" to a name
+            np.savez(f, **extra, **fields)
+
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                source=np.asarray(key),
-                origin=np.asarray(arrays.origin),
-                classes=np.asarray(arrays.classes),
-                **fields,
-            )
-        os.replace(tmp, cache)
+        write_atomically(cache, save)
     except OSError as err:
         raise cannot_write(cache.parent, f"write the decoded cache {cache.name} into", err) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @contextmanager
-def _exclusive(lock_path: Path):
-    """Hold an exclusive lock on ``lock_path``; a second process waits here until the first is done."""
-    with open(lock_path, "a") as f:
-        if fcntl is not None:
-            fcntl.flock(f, fcntl.LOCK_EX)
+def exclusive(cache: Path):
+    """Hold ``<cache>.lock``: a second run on the same source waits here, at most ``LOCK_WAIT_SECONDS``, until
+    the first has decoded it. A killed run's half-written cache (``.<cache>.*.partial``) is removed once held."""
+    with open(cache.with_name(cache.name + ".lock"), "a") as f:
+        waited = time.monotonic()
+        while fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - waited > LOCK_WAIT_SECONDS:
+                    raise DataError(
+                        f"another run has been decoding into {cache} for {LOCK_WAIT_SECONDS // 60} minutes: let it "
+                        "finish, or stop it"
+                    ) from None
+                time.sleep(0.2)
         try:
+            for leftover in cache.parent.glob(f".{cache.name}.*.partial"):
+                leftover.unlink(missing_ok=True)
             yield
         finally:
             if fcntl is not None:
                 fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def prepare(data_dir: Path, archive: Path | None, download_ok: bool, dataset: Dataset | None = None) -> Path:
-    """Make sure ``data_dir`` holds a valid decoded cache of the source; return its path.
-
-    Runs started at once on one ``data_dir`` take turns: the first unpacks and decodes, the
-    others wait and then find its cache (unpacking while another run reads would pull files
-    from under it).
-    """
-    ensure_writable_folder(data_dir, "data", "pick another --data.data_dir")  # before any unpacking or decoding
-    with _exclusive(data_dir / ".prepare.lock"):
-        return _prepare(data_dir, archive, download_ok, dataset)
-
-
-def remove_leftovers(data_dir: Path) -> list[Path]:
-    """Delete what a killed run left half-made: unpacking folders and unfinished cache files.
-
-    Called with the data folder's lock held, so no other run can be writing them now.
-    """
-    found = [*data_dir.glob(".extract-*"), *data_dir.glob(".cache-*.npz")]
-    for path in found:
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    return found
 
 
 def archive_stem(archive: Path) -> str:
@@ -585,27 +692,42 @@ def archive_stem(archive: Path) -> str:
     return archive.stem
 
 
-def _prepare(data_dir: Path, archive: Path | None, download_ok: bool, dataset: Dataset | None) -> Path:
-    """Source precedence: (1) ``archive``, when given: exactly what it unpacks, whatever else
-    ``data_dir`` holds; (2) without ``dataset``, an image folder in ``data_dir``; (3) the python
-    batches of ``dataset`` (CIFAR-10 without one) in ``data_dir``; (4) torchvision's download of them,
-    when allowed. Each source has its own cache, named after the archive, the folder or the dataset."""
-    remove_leftovers(data_dir)
+def prepare(
+    data_dir: Path,
+    archive: Path | None,
+    download_ok: bool,
+    dataset: Dataset | None = None,
+    *,
+    size: int = IMAGE_SIZE,
+    cache_dir: Path | None = None,
+) -> Path:
+    """A valid decoded cache of the source, found or made, and its path. Source precedence: (1) ``archive``,
+    when given: exactly what it holds, whatever else ``data_dir`` holds; (2) without ``dataset``, an image
+    folder in ``data_dir``; (3) the python batches of ``dataset`` (CIFAR-10 without one) in ``data_dir``;
+    (4) torchvision's download of them into ``data_dir``, when allowed. Only the cache folder is written
+    (and ``data_dir`` by a download)."""
+    if not isinstance(size, int) or not 8 <= size <= MAX_IMAGE_SIZE:
+        raise DataError(
+            f"data.image_size is {size!r}: give a side of 8 to {MAX_IMAGE_SIZE} pixels (this project's networks are "
+            "for small images)"
+        )
+    cache_dir = ensure_writable_folder(cache_dir or default_cache_dir(), "cache", "pick another --data.cache_dir")
     if archive is not None:
-        if not archive.is_file():
-            raise DataError(f"archive {archive} does not exist: check --data.archive (or the Makefile's ARCHIVE)")
-        cache, key = data_dir / f"{archive_stem(archive)}{CACHE_SUFFIX}", archive_key(archive, dataset)
-        if read_cache(cache, key) is None:
-            with unpacked(archive, data_dir) as root:
-                arrays = decode_source(root, archive, dataset)
-            write_cache(cache, dataclasses.replace(arrays, origin=str(archive.resolve())), key)
-        return cache
+        if not is_regular(archive):
+            raise DataError(
+                f"archive {archive} does not exist or is not a file: check --data.archive (or the Makefile's ARCHIVE)"
+            )
+        stat = archive.stat()
+        checksum = published_sha256(archive)  # a new checksum file is checked against the archive again
+        key = f"v{CACHE_FORMAT}:archive:{stat.st_size}:{stat.st_mtime_ns}:{checksum}:{dataset}:{size}"
+        cache = cache_file(cache_dir, archive_stem(archive), archive, size)
+        decode = lambda: dataclasses.replace(decode_archive(archive, dataset, size), origin=str(archive.resolve()))  # noqa: E731
+        return cached(cache, key, size, decode)
     folder = find_image_folder(data_dir) if dataset is None else None
     if folder is not None:
-        cache, key = data_dir / f"{folder.name}{CACHE_SUFFIX}", folder_key(folder, SPLITS, None)
-        if read_cache(cache, key) is None:
-            write_cache(cache, dataclasses.replace(decode_image_folder(folder), origin=str(folder.resolve())), key)
-        return cache
+        key = f"v{CACHE_FORMAT}:folder:{folder_key(folder, SPLITS)}:{size}"
+        decode = lambda: dataclasses.replace(decode_image_folder(folder, size), origin=str(folder.resolve()))  # noqa: E731
+        return cached(cache_file(cache_dir, folder.name, folder, size), key, size, decode)
     dataset = dataset or "cifar10"
     layout = PYTHON_LAYOUTS[dataset]
     root = find_python_batches(data_dir, layout)
@@ -616,30 +738,24 @@ def _prepare(data_dir: Path, archive: Path | None, download_ok: bool, dataset: D
                 f"put an image folder {{train,test}}/<class>/* in {data_dir}, or set --data.download true"
             )
         root = download(data_dir, layout)
-    cache, key = data_dir / f"{dataset}{CACHE_SUFFIX}", folder_key(root, (layout.folder,), dataset)
-    if read_cache(cache, key) is None:
-        arrays = decode_python_batches(root, layout)
-        write_cache(cache, dataclasses.replace(arrays, origin=str((root / layout.folder).resolve())), key)
+    folder = root / layout.folder
+    key = f"v{CACHE_FORMAT}:batches:{folder_key(root, (layout.folder,))}:{dataset}:{size}"
+
+    def decode() -> Arrays:
+        def read(file: str) -> bytes | None:
+            path = folder / file
+            return read_bytes(path, "batch file", MAX_BATCH_FILE_BYTES) if is_regular(path) else None
+
+        return dataclasses.replace(decode_python_batches(read, layout, str(root), size), origin=str(folder.resolve()))
+
+    return cached(cache_file(cache_dir, dataset, folder, size), key, size, decode)
+
+
+def cached(cache: Path, key: str, size: int, decode) -> Path:
+    """``cache``, decoded again (``decode()``) unless it holds ``key`` and fits; runs on one source take turns."""
+    if read_cache(cache, key, size) is not None:
+        return cache
+    with exclusive(cache):
+        if read_cache(cache, key, size) is None:  # another run may have made it while this one waited
+            write_cache(cache, decode(), key)
     return cache
-
-
-def decode_source(root: Path, archive: Path, dataset: Dataset | None) -> Arrays:
-    """The data set in an unpacked archive, at its top level or one folder down: the python batches of
-    ``dataset`` when one is named, else an image folder or either CIFAR's batches (CIFAR-100's fine labels)."""
-    wanted = [dataset] if dataset else ["cifar10", "cifar100"]
-    for name in wanted:
-        batches = find_python_batches(root, PYTHON_LAYOUTS[name])
-        if batches is not None:
-            return decode_python_batches(batches, PYTHON_LAYOUTS[name])
-    folder = find_image_folder(root) if dataset is None else None
-    if folder is not None:
-        return decode_image_folder(folder)
-    if dataset:
-        raise DataError(
-            f"archive {archive} holds no {PYTHON_LAYOUTS[dataset].folder} at its top level or one folder down, "
-            f"which --data.dataset {dataset} reads: pass that data set's archive, or drop --data.dataset to use what it holds"
-        )
-    raise DataError(
-        f"archive {archive} holds neither an image folder ({{train,test}}/<class>/*) nor CIFAR's python batches, "
-        "at its top level or one folder down: pass an archive of one of them"
-    )

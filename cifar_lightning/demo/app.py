@@ -1,6 +1,6 @@
 """A demo page of a checkpoint: upload an image or pick an example, see the top classes and the Grad-CAM overlay.
 
-    cifar-lightning demo --ckpt_path results/fast/last.ckpt [--data_dir data] [--port 7860]
+    cifar-lightning demo --ckpt_path results/fast/last.ckpt [--cache_dir DIR] [--port 7860]
 
 The checkpoint is read through the project's safe loader (``cifar_lightning.load``: data, never
 code). The page fetches nothing from outside (Gradio's bundled fonts, no analytics, no share link)
@@ -54,7 +54,7 @@ class Demo:
     """What the page calls: a loaded checkpoint, its answers and overlays."""
 
     def __init__(
-        self, ckpt_path: str | Path, data_dir: str | Path | None = None, trusted: list[str] | None = None
+        self, ckpt_path: str | Path, cache_dir: str | Path | None = None, trusted: list[str] | None = None
     ) -> None:
         from cifar_lightning.explain.cam import conv_layers, default_layer
         from cifar_lightning.inference.classifier import load
@@ -63,7 +63,7 @@ class Demo:
         self.ckpt_path = str(ckpt_path)
         self.layers = conv_layers(self.model.network)
         self.default_layer = default_layer(self.model.network)
-        self.data_dir = Path(data_dir) if data_dir else None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
 
     def overlay(self, images: list[Image.Image], layer: str, opacity: float, classes=None) -> list[np.ndarray]:
         from cifar_lightning.explain.cam import overlay
@@ -101,11 +101,12 @@ class Demo:
         """(gallery items, message): the first misclassified test images with their overlays, when the test split is at hand."""
         from cifar_lightning.data import sources
 
-        arrays = sources.cache_of_classes(self.data_dir, self.model.class_names) if self.data_dir else None
+        cache_dir = self.cache_dir or sources.default_cache_dir()
+        arrays = sources.cache_of_classes(cache_dir, self.model.class_names, self.model.input_size[0])
         if arrays is None:
             return [], (
-                "The test split is not at hand: start the demo with --data_dir DIR, the folder a fit decoded "
-                "this checkpoint's data into (data.data_dir), to see its misclassified test images."
+                f"The test split is not at hand in {cache_dir}: start the demo with --cache_dir DIR, the folder a fit "
+                "decoded this checkpoint's data into (data.cache_dir), to see its misclassified test images."
             )
         wrong: list[tuple[np.ndarray, int, int]] = []
         for start in range(0, len(arrays.test_images), 500):
@@ -130,12 +131,12 @@ class Demo:
         )
 
 
-def build_demo(ckpt_path: str | Path, data_dir: str | Path | None = None, trusted: list[str] | None = None):
+def build_demo(ckpt_path: str | Path, cache_dir: str | Path | None = None, trusted: list[str] | None = None):
     """The page as a ``gradio.Blocks``, not launched."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage report, no version check
     import gradio as gr
 
-    demo = Demo(ckpt_path, data_dir, trusted)
+    demo = Demo(ckpt_path, cache_dir, trusted)
     with gr.Blocks(title="cifar_lightning demo", analytics_enabled=False) as page:
         gr.Markdown(
             f"# cifar_lightning\nCheckpoint `{demo.ckpt_path}`: a classifier of {len(demo.model.class_names)} classes ({', '.join(demo.model.class_names)})."
@@ -168,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cifar-lightning demo", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint this project wrote (results/fast/last.ckpt)")
     parser.add_argument(
-        "--data_dir",
-        help="where a fit decoded the checkpoint's data (data.data_dir): the misclassified tab reads its test split",
+        "--cache_dir",
+        help="where a fit decoded the checkpoint's data (data.cache_dir; default the default cache folder): the "
+        "misclassified tab reads its test split",
     )
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: this machine only)")
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(
                 "cifar-lightning demo needs gradio, which is not installed: pip install 'cifar_lightning[demo]'"
             )
-        page = build_demo(args.ckpt_path, args.data_dir, args.trusted)
+        page = build_demo(args.ckpt_path, args.cache_dir, args.trusted)
     page.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, show_error=False)
 
 

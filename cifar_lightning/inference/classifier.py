@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from cifar_lightning.data.images import decode_image
 from cifar_lightning.data.preprocessing import check_preprocessing
-from cifar_lightning.data.sources import read_image
-from cifar_lightning.errors import CheckpointError, DataError
+from cifar_lightning.errors import CheckpointError
 from cifar_lightning.runs.checkpoints import read_checkpoint
 
 ImageLike = str | Path | Image.Image | np.ndarray
@@ -68,21 +68,13 @@ class TrainedClassifier(nn.Module):
         return torch.stack([self._one(image) for image in images])
 
     def _one(self, image: ImageLike) -> Tensor:
-        if isinstance(image, (str, Path)):
-            image = read_image(image)
-        if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise DataError(f"an array image must be H x W x 3 uint8 RGB, got {image.dtype} {image.shape}")
-            image = Image.fromarray(image)
-        image = image.convert("RGB")
-        height, width = self.input_size
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        pixels = decode_image(image, self.input_size[0])  # the one reader: files, PIL images, arrays of any depth
+        return torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)
 
     @torch.no_grad()
     def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[Prediction]:
-        """Class and probabilities for each image (file paths, PIL images or H x W x 3 uint8 arrays)."""
+        """Class and probabilities for each image: file paths, PIL images, or arrays (H x W grayscale, or
+        H x W x 1, 3 or 4 channels; uint8, 16-bit or float in [0, 1])."""
         was_training = self.training
         self.eval()
         device = self.mean.device

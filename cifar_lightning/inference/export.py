@@ -1,13 +1,13 @@
-"""Ship a trained network: TorchScript and ONNX files of a checkpoint.
+"""Ship a trained network: a ``torch.export`` program and an ONNX file of a checkpoint.
 
     cifar-lightning export --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt [--out DIR]
 
-Writes ``model.ts`` (TorchScript), ``model.onnx`` and ``model.json`` into ``DIR`` (default:
+Writes ``model.pt2`` (``torch.export.load``), ``model.onnx`` and ``model.json`` into ``DIR`` (default:
 ``export/<checkpoint name>/`` beside the checkpoint's folder), all three or none; an earlier export
-there is kept unless ``--overwrite``. Both files take a float tensor
-N x 3 x 32 x 32 of RGB values in [0, 1] and return one logit per class (N x classes): the training statistics'
-normalization is built in, so callers need nothing but the pixels. ``model.json`` names the
-classes and the input. The checkpoint is read with ``weights_only=True``.
+there is kept unless ``--overwrite``, which replaces only an earlier export. Both models take a float
+tensor N x 3 x S x S (S: the checkpoint's image size) of RGB values in [0, 1] and return one logit per
+class (N x classes): the training statistics' normalization is built in, so callers need nothing but
+the pixels. ``model.json`` names the classes and the input. The checkpoint is read with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import torch
 
 from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.errors import CheckpointError, UserError, user_errors
+from cifar_lightning.files import check_replaceable
 from cifar_lightning.inference.classifier import TrainedClassifier
 from cifar_lightning.lightning_cli import build
 from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.training.trust import check_checkpoint, check_same_network, spec_name
 
-IMAGE_SHAPE = (3, 32, 32)
+FILES = {"program": "model.pt2", "onnx": "model.onnx", "info": "model.json"}
 
 
 def load_for_export(config: str, ckpt_path: str, overrides: list[str]) -> tuple[TrainedClassifier, list[str]]:
@@ -61,13 +62,16 @@ def load_for_export(config: str, ckpt_path: str, overrides: list[str]) -> tuple[
 
 def export(model: TrainedClassifier, classes: list[str], out: Path, overwrite: bool = False) -> dict[str, Path]:
     """The three files into a new folder beside ``out``, renamed into place when all are written: ``out`` never
-    holds one checkpoint's TorchScript beside another's ONNX. An existing ``out`` is kept unless ``overwrite``."""
-    if out.exists() and not overwrite:
+    holds one checkpoint's program beside another's ONNX. An existing ``out`` is kept unless ``overwrite``,
+    and even then replaced only when it is an earlier export (``check_replaceable``)."""
+    if (out.exists() or out.is_symlink()) and not overwrite:
         raise UserError(f"{out} already exists (an earlier export?): pass --overwrite to replace it, or another --out")
+    check_replaceable(out, "export", set(FILES.values()))
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
         paths = write_files(model, classes, staging)
+        (staging / ".export").write_text("written by cifar-lightning export; --overwrite replaces only such a folder\n")
         if out.exists():  # --overwrite: the old folder is moved aside first, then removed
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
             os.replace(out, old / out.name)
@@ -81,27 +85,21 @@ def export(model: TrainedClassifier, classes: list[str], out: Path, overwrite: b
 
 
 def write_files(model: TrainedClassifier, classes: list[str], out: Path) -> dict[str, Path]:
-    example = torch.rand(2, *IMAGE_SHAPE)
-    paths = {"torchscript": out / "model.ts", "onnx": out / "model.onnx", "info": out / "model.json"}
+    shape = (3, *model.input_size)
+    example = torch.rand(2, *shape)
+    paths = {kind: out / name for kind, name in FILES.items()}
+    batch = torch.export.Dim("batch", min=1, max=65536)
     with torch.no_grad():
-        torch.jit.save(torch.jit.trace(model, example), paths["torchscript"])
-        batch = torch.export.Dim("batch", min=1, max=65536)
-        program = torch.onnx.export(
-            model,
-            (example,),
-            dynamic_shapes=({0: batch},),
-            input_names=["images"],
-            output_names=["logits"],
-            dynamo=True,
-            verbose=False,
-        )
-        program.save(str(paths["onnx"]))
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, paths["program"])
+        onnx = torch.onnx.export(program, input_names=["images"], output_names=["logits"], dynamo=True, verbose=False)
+        onnx.save(str(paths["onnx"]))
     paths["info"].write_text(
         json.dumps(
             {
                 "input": {
                     "name": "images",
-                    "shape": ["N", *IMAGE_SHAPE],
+                    "shape": ["N", *shape],
                     "dtype": "float32",
                     "range": [0, 1],
                     "channels": "RGB",

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cifar_lightning.data.sources import read_image, skipped_files
+from cifar_lightning.data.images import read_image, skipped_files
 from cifar_lightning.errors import DataError, user_errors
 from cifar_lightning.files import beside, write_atomically
 

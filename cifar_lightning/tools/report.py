@@ -256,6 +256,7 @@ def default_out(run_dir: Path) -> Path:
 
 
 OUTPUTS = (LOGGER_CSV, "summary.json", "curves.png")
+MARK = ".report"  # beside a report's files: --overwrite replaces those files only where it is
 
 
 def read_run(run_dir: Path) -> tuple[list[dict], dict, dict]:
@@ -284,10 +285,15 @@ def write_report(run_dir: Path, out_dir: Path | None = None, overwrite: bool = F
     out_dir = out_dir or default_out(run_dir)
     if is_logger_csv(out_dir / LOGGER_CSV):
         raise UserError(f"{out_dir / LOGGER_CSV} is a logger's record, not a report: pass another --out")
-    existing = [name for name in OUTPUTS if (out_dir / name).exists()]
+    existing = [name for name in OUTPUTS if (out_dir / name).exists() or (out_dir / name).is_symlink()]
     if existing and not overwrite:
         raise UserError(
             f"{out_dir} already holds a report ({', '.join(existing)}): pass --overwrite to replace it, or another --out"
+        )
+    if existing and not (out_dir / MARK).is_file():  # only files an earlier report marked as its own are replaced
+        raise UserError(
+            f"{out_dir} holds {', '.join(existing)}, which no earlier report of this project wrote: --overwrite "
+            "replaces only a report's own files; pass another --out"
         )
     rows, scalars, summary = read_run(run_dir)
 
@@ -304,6 +310,9 @@ def write_report(run_dir: Path, out_dir: Path | None = None, overwrite: bool = F
     params = f" ({summary['parameters']:,} parameters)" if summary["parameters"] else ""
     title = f"{summary['network'] or run_dir.name}{params}{test}"
     write_atomically(out_dir / "curves.png", lambda path: plot(rows, scalars, path, title))
+    write_atomically(
+        out_dir / MARK, lambda path: path.write_text(f"{', '.join(OUTPUTS)}: written by cifar-lightning report\n")
+    )
     return summary
 
 

@@ -29,7 +29,6 @@ import importlib
 import json
 import logging
 import math
-import re
 import sys
 import time
 import warnings
@@ -38,10 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from filelock import FileLock
 
 from cifar_lightning.errors import ConfigError, UserError, shell_command, user_errors
-from cifar_lightning.files import read_yaml
+from cifar_lightning.files import is_regular, load_yaml, read_yaml
 from cifar_lightning.runs.flat_config import flatten
 from cifar_lightning.runs.resume import counts_for_training
 
@@ -133,11 +131,12 @@ def parse_enqueued(text: str, space: dict) -> dict:
             raise ConfigError(
                 f"--enqueue {text}: each entry must be KEY=VALUE with KEY in the search space ({', '.join(space)})"
             )
-        params[key] = as_number(yaml.safe_load(value))
+        params[key] = as_number(load_yaml(value, f"--enqueue {key}"))
     return params
 
 
 SQLITE_WAIT_S = 60  # how long a process waits for another's write to the study file before failing
+CONNECT_TIMEOUT_S = 20  # seconds to reach a database server, or the command stops in one line
 # a running trial writes a heartbeat this often; one silent for the grace period (its worker was killed)
 # is marked failed by the next worker that starts a trial, and enqueued once more
 HEARTBEAT_S, GRACE_S = 20, 60
@@ -153,10 +152,17 @@ def storage_of(url: str):
     if url.startswith(JOURNAL):
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(url[len(JOURNAL) :]))
+        path = Path(url[len(JOURNAL) :])
+        if (path.exists() or path.is_symlink()) and not is_regular(path):  # open() on a FIFO waits for ever
+            raise UserError(f"journal {path} is not a regular file (a folder, pipe or device): pass a file's path")
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     import sqlalchemy.exc
 
-    engine = {"connect_args": {"timeout": SQLITE_WAIT_S}} if url.startswith("sqlite") else None
+    dialect = database_url(url).get_backend_name()
+    # no command waits on a server past CONNECT_TIMEOUT_S: a server that accepts and never answers included
+    timeouts = {"sqlite": {"timeout": SQLITE_WAIT_S}, "postgresql": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    timeouts["mysql"] = timeouts["postgresql"]
+    engine = {"connect_args": timeouts.get(dialect, {}), "pool_pre_ping": dialect != "sqlite"}
     for attempt in range(TABLE_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(
@@ -174,9 +180,38 @@ def storage_of(url: str):
             time.sleep(1 + attempt)
 
 
+def database_url(url: str):
+    """SQLAlchemy's parse of a storage URL, or one line that says it is not one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        if url.partition("://")[2].count("@") > 1:  # an unquoted "@" in a password: no parser splits it right
+            raise ValueError(url)
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        raise UserError(
+            f"--storage {shown_url(url)} is not a database URL: write it as postgresql+psycopg2://user@host:5432/db, "
+            "sqlite:///path or journal:PATH, with any @ or / of a password quoted (%40, %2F)"
+        ) from None
+
+
 def shown_url(url: str) -> str:
-    """The storage URL without its password, for a line a person reads."""
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
+    """The storage URL without its password, whatever characters it holds, for a line a person reads: parsed by
+    SQLAlchemy, and when it cannot be parsed, only its scheme."""
+    from sqlalchemy.engine import make_url
+
+    if url.startswith(JOURNAL):
+        return url
+    scheme, _, rest = url.partition("://")
+    if (
+        rest.count("@") > 1
+    ):  # an unquoted "@" in the password, which no parser splits right: all before the last is hidden
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL: nothing past the scheme is shown
+        return url.split(":", 1)[0] + "://***"
 
 
 @contextmanager
@@ -199,6 +234,21 @@ def storage_errors(url: str):
         raise UserError(
             f"the study's storage {shown_url(url)} failed ({type(err).__name__}: {first}): check that it is up and "
             "reachable, then run the same command again to rejoin the study"
+        ) from None
+
+
+@contextmanager
+def study_lock(study_path: Path):
+    """Processes that start together on this machine create the study one after the other, waiting at most
+    ``SQLITE_WAIT_S``."""
+    from filelock import FileLock, Timeout
+
+    try:
+        with FileLock(f"{study_path}.lock", timeout=SQLITE_WAIT_S):
+            yield
+    except Timeout:
+        raise UserError(
+            f"another search has held {study_path}.lock for {SQLITE_WAIT_S} s: let it start, then run this again"
         ) from None
 
 
@@ -236,7 +286,13 @@ def objective(config: str, overrides: list[str], space: dict, mine: set[int]):
 
     def run_trial(trial) -> float:
         mine.add(trial.number)  # this worker's trials: the last to finish writes the best config
-        params = {key: suggest(trial, key, spec) for key, spec in space.items()}
+        try:
+            params = {key: suggest(trial, key, spec) for key, spec in space.items()}
+        except ValueError as err:  # another worker's space gave a key another distribution
+            raise UserError(
+                f"the study was searched over another space ({' '.join(str(err).split())[:160]}): give every worker "
+                "the same --space, or pass another --study"
+            ) from None
         args = [
             "fit",
             "--config",
@@ -410,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
         with storage_errors(storage):
             # processes that start together on this machine create the study once, one after the other
-            with FileLock(f"{study_path}.lock"):
+            with study_lock(study_path):
                 study = open_study(
                     study_path, storage, training_hash(settings, space), args.config, args.startup, args.seed
                 )

@@ -42,7 +42,7 @@ tensorboard: install
 report: install
 	$(BIN)/cifar-lightning report $(RUN) $(if $(OUT),--out $(OUT))
 
-# make export RUN=lightning_logs/version_3 [CKPT=.../other.ckpt] [OUT=dir]: TorchScript + ONNX
+# make export RUN=lightning_logs/version_3 [CKPT=.../other.ckpt] [OUT=dir]: torch.export (model.pt2) + ONNX
 export: install
 	$(BIN)/cifar-lightning export --config $(RUN)/config.yaml --ckpt_path $(or $(CKPT),$(RUN)/checkpoints/last.ckpt) $(if $(OUT),--out $(OUT)) $(DATA_ARGS) $(ARGS)
 

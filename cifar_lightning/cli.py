@@ -16,7 +16,7 @@ VERBS = {
     "validate": (None, "evaluate a checkpoint on the validation split"),
     "test": (None, "evaluate a checkpoint on the test split, with the config's test-time views"),
     "predict": (None, "classify the test split or a folder of images into a CSV"),
-    "export": ("cifar_lightning.inference.export", "write TorchScript and ONNX files of a checkpoint"),
+    "export": ("cifar_lightning.inference.export", "write torch.export (model.pt2) and ONNX files of a checkpoint"),
     "summary": (
         "cifar_lightning.tools.summary",
         "a config's network layer by layer: shapes, parameters, receptive field, jump, stride",
@@ -50,15 +50,30 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def quiet_console() -> None:
+    """Leave out the library lines a user cannot act on, each by its own message (every other warning shows):
+    Lightning 2.6's own call of torch's deprecated ``LeafSpec`` (twice a fit), its advertisement for litlogger,
+    and its model summary's note that it sizes bf16 weights as fp32."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡 Tip:")
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
+    quiet_console()
     verb = argv[0] if argv else None
     if verb in (None, "-h", "--help"):
         print(usage())
         return
     module = VERBS.get(verb, (None, ""))[0]
     if module is None:  # the Trainer's verbs, and anything LightningCLI should name as unknown
-        from cifar_lightning.lightning_cli import main as trainer_main
+        from cifar_lightning.lightning_cli import trainer_main
 
         trainer_main(argv)
         return

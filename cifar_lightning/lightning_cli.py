@@ -221,6 +221,9 @@ class CifarLightningCLI(LightningCLI):
         # one early (OneCycle asks for the number of steps) before a checkpoint's epoch counter is
         # restored; reloading is what lets a resumed run replay the epoch it stopped in exactly.
         parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1})
+        # the layer table is the model_summary callback's (--model_summary null turns it off): the Trainer's
+        # own would only print that it skips itself
+        parser.set_defaults({"trainer.enable_model_summary": False})
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
@@ -244,6 +247,10 @@ class CifarLightningCLI(LightningCLI):
         # refused here, before Lightning reads its hyperparameters (LightningCLI parses them into
         # the config next, importing what they name) or anything is built
         checkpoint = read_checkpoint(ckpt_path)
+        self.checkpoint = (
+            str(Path(ckpt_path).resolve()),
+            checkpoint,
+        )  # the Trainer's restore uses it (instantiate_trainer)
         model = config.get("model")
         model = model.as_dict() if isinstance(model, Namespace) else dict(model or {})
         # the classes this config names are imported by now: the user's own config trusts them
@@ -263,24 +270,22 @@ class CifarLightningCLI(LightningCLI):
             # the run's config.yaml is parser.dump's text, so the new settings are compared in that same form
             settings = yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))[subcommand]
             check_resume(run_dir, settings, checkpoint, shell_command())
-
-    def _parse_ckpt_path(self) -> None:
-        """LightningCLI's own step, with the checkpoint parse_arguments read and checked: LightningCLI has no
-        public hook for it and would read the file again with torch.load (its 2.6 code, otherwise unchanged)."""
-        subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not ckpt_path or not Path(ckpt_path).is_file():
-            return
-        hparams = dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
+        # LightningCLI then parses the checkpoint's hyperparameters into the config, reading the file again with
+        # torch.load, and no public hook replaces that step: the checked checkpoint's are parsed here (as Lightning
+        # 2.6 does), and the path is held back from that step until before_instantiate_classes gives it back
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
-        if not hparams:
-            return
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
-        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        if hparams:
+            self.config = parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        self.held_ckpt_path = ckpt_path
+        self.config[subcommand]["ckpt_path"] = None
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if getattr(self, "held_ckpt_path", None):
+            config["ckpt_path"] = self.held_ckpt_path
         if self.subcommand or self.classes_from_data:
             # the network gets one output per class of the data, checked against the settings a config or a
             # checkpoint's hyperparameters (_parse_ckpt_path) state; the run's config.yaml records them
@@ -313,7 +318,10 @@ class CifarLightningCLI(LightningCLI):
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             kwargs.setdefault("callbacks", [*callbacks, LoggingStepProgressBar()])
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+            trainer.strategy.checkpoint_io.preloaded = getattr(self, "checkpoint", None)
+        return trainer
 
 
 def run_cli(args: list[str] | None = None, extra_callbacks: list | None = None) -> CifarLightningCLI:
@@ -384,7 +392,7 @@ def check_config_arguments(argv: list[str]) -> None:
             load_yaml(value, "the --config text")
 
 
-def main(args: list[str] | None = None) -> None:
+def trainer_main(args: list[str] | None = None) -> None:
     """The Trainer's verbs (``cli.main`` sends them here): user errors become one line and exit code 2.
 
     ``--verbose`` (anywhere on the command line) or ``CIFAR_LIGHTNING_VERBOSE=1`` shows the traceback instead.

@@ -99,7 +99,7 @@ class Finished:
 
 
 def main_in_process(args: list[str], capsys) -> Finished:
-    """``cifar_lightning.lightning_cli.main(args)`` in this process, as the console script runs it; capsys captures its output."""
+    """``cifar_lightning.cli.main(args)`` in this process, as the console script runs it; capsys captures its output."""
     from cifar_lightning.cli import main
 
     capsys.readouterr()

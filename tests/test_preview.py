@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cifar_lightning.callbacks.preview import augmented_draws, one_per_class
 from cifar_lightning.data.augment import Augmentation
-from cifar_lightning.data.preview import augmented_draws, one_per_class
 from harness import CONFIG, data_args, main_in_process, one_line_error
 
 MEAN = (0.49, 0.48, 0.45)

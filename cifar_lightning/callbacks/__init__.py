@@ -5,11 +5,12 @@ from cifar_lightning.callbacks.loss_guard import FiniteLossGuard, NonFiniteLossE
 from cifar_lightning.callbacks.messages import FitSummary, ResumeHint, last_checkpoint_path
 from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
 from cifar_lightning.callbacks.predictions import PredictionWriter
+from cifar_lightning.callbacks.preview import AugmentationPreview
 from cifar_lightning.callbacks.progress import LoggingStepProgressBar
 from cifar_lightning.callbacks.random_state import RandomState
 from cifar_lightning.callbacks.run_record import HELD_OUT, RUN_INFO, RunInfo
 from cifar_lightning.callbacks.speed import SpeedMonitor
-from cifar_lightning.callbacks.summaries import AugmentationPreview, HParamsSummary, TestFigures
+from cifar_lightning.callbacks.summaries import HParamsSummary, TestFigures
 from cifar_lightning.callbacks.whitening import FitPatchWhitening
 
 __all__ = [

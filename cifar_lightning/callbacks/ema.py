@@ -81,6 +81,12 @@ class EMAWithWarmup(WeightAveraging):
             pl_module.to(trainer.strategy.root_device)
         super().setup(trainer, pl_module, stage)
 
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # test, validate and predict load the saved weights, which are the average already: no averaging state
+        # is restored, so there is nothing to warn about (Lightning's parent warns on every evaluation)
+        if trainer.state.fn == "fit":
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step  # optimizer steps so far, this one included; once per step under accumulation
         if step <= self._updated_at_step:

@@ -15,8 +15,9 @@ from cifar_lightning.errors import UserError, ensure_writable_folder
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv``: path, top-1 class and its probability, the top 3, and how many
-    test-time views each prediction averaged (the module's ``views``, from ``model.tta``).
+    """Writes ``predictions.csv``: path, then a class and a probability column per rank (``class``,
+    ``probability``, ``class_2``, ``probability_2``, ``class_3``, ``probability_3``), quoted by the csv module
+    so any class name survives, and how many test-time views each prediction averaged (``model.tta``).
 
     Args:
         output: the CSV file, which must not exist yet; defaults to ``predictions.csv`` in the run's
@@ -67,12 +68,15 @@ class PredictionWriter(BasePredictionWriter):
         output = self.path
         top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
         views = getattr(pl_module, "views", 1)
+        ranks = [""] + [f"_{rank}" for rank in range(2, top.indices.shape[1] + 1)]
         with output.open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["path", "class", "probability", "top3", "views"])
+            writer.writerow(
+                ["path", *(f"{kind}{rank}" for rank in ranks for kind in ("class", "probability")), "views"]
+            )
             for path, values, top_indices in zip(paths, top.values.tolist(), top.indices.tolist()):
-                top3 = " ".join(f"{names[i]}:{v:.4f}" for i, v in zip(top_indices, values))
-                writer.writerow([path, names[top_indices[0]], f"{values[0]:.4f}", top3, views])
+                cells = [cell for i, v in zip(top_indices, values) for cell in (names[i], f"{v:.4f}")]
+                writer.writerow([path, *cells, views])
         rank_zero_info(f"wrote {len(paths)} predictions to {output}")
 
 

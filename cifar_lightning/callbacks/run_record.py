@@ -55,7 +55,9 @@ class RunInfo(Callback):
                 {"logger": type(logger).__name__, "store": run_loggers.store_of(logger)} for logger in trainer.loggers
             ],
             "data_preparation_s": getattr(trainer.datamodule, "preparation_seconds", None),
+            "found": provenance.data_found(trainer.datamodule, getattr(pl_module, "tta", "none")),
         }
+        print("\n".join(provenance.found_lines(start["found"])), flush=True)  # before the first step
         # a resumed run appends its own start, so the record shows every command that wrote the run
         starts = previous.get("starts") if isinstance(previous.get("starts"), list) else []
         starts = [*starts, start]

@@ -1,5 +1,5 @@
 """What every logger of a run gets besides the module's metrics: the run's settings with its final
-accuracies (TensorBoard's HPARAMS tab), and the test figures."""
+accuracies (TensorBoard's HPARAMS tab), and the test figures (the augmentation preview is tools/preview.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from cifar_lightning.callbacks.figures import augmentation_figure, misclassified_figure
 from cifar_lightning.explain import activation_maps, default_layer, overlay
 from cifar_lightning.files import read_yaml
 from cifar_lightning.runs import loggers as run_loggers
@@ -108,10 +107,15 @@ class TestFigures(Callback):
             log_dir = None
         names = pl_module.hparams.class_names or [str(i) for i in range(len(matrix))]
         per_class = matrix.diag() / matrix.sum(1).clamp(min=1)
-        lines = [f"{'class':>12} {'accuracy':>8}  confusion row (predicted " + " ".join(n[:4] for n in names) + ")"]
+        # names whole, however long: each row names its class; the columns, the predicted classes, by row number
+        width = max(5, *(len(n) for n in names))
+        lines = [
+            f"{'#':>3} {'class':<{width}} {'accuracy':>8} | predicted as #"
+            + "".join(f"{i:>6}" for i in range(len(names)))
+        ]
         lines += [
-            f"{name:>12} {acc:8.2%}  " + " ".join(f"{int(v):4d}" for v in row)
-            for name, acc, row in zip(names, per_class, matrix)
+            f"{i:>3} {name:<{width}} {acc:8.2%} | {'':14}" + "".join(f"{int(v):6d}" for v in row)
+            for i, (name, acc, row) in enumerate(zip(names, per_class, matrix))
         ]
         rank_zero_info("\n".join(lines))
         if log_dir is not None:
@@ -168,47 +172,27 @@ def log_figures(trainer: Trainer, figures: dict, log_dir: str | None) -> None:
         plt.close(figure)
 
 
-class AugmentationPreview(Callback):
-    """At the start of a new fit, to every logger: a fixed set of training images (one of each class
-    first), each beside ``draws`` augmented versions, as the run's pipeline draws them.
+def misclassified_figure(
+    images: np.ndarray,
+    true: list[str],
+    predicted: list[str],
+    columns: int = 8,
+    title: str = "misclassified test images (true → predicted)",
+):
+    """``images``: N x H x W x 3 uint8; each panel titled "true → predicted", the names whole (torchmetrics draws
+    the confusion matrix, and nothing draws this grid)."""
+    import matplotlib
 
-    ``cifar-lightning preview --config CFG`` writes the same grid to a PNG before any run.
+    matplotlib.use("Agg")  # files and TensorBoard only, no display
+    import matplotlib.pyplot as plt
 
-    Args:
-        images: how many training images the grid shows.
-        draws: how many augmented versions of each; 0 leaves the preview out.
-    """
-
-    def __init__(self, images: int = 8, draws: int = 5) -> None:
-        self.images = images
-        self.draws = draws
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        log_dir = trainer.log_dir  # every rank: a broadcast
-        if (
-            not trainer.is_global_zero
-            or self.draws <= 0
-            or self.images <= 0
-            or trainer.global_step > 0
-            or not trainer.loggers
-        ):
-            return  # a resumed run showed it when it started
-        log_figures(
-            trainer, {"train/augmentation": preview_figure(trainer.datamodule, self.images, self.draws)}, log_dir
-        )
-
-
-def preview_figure(datamodule, images: int, draws: int):
-    """The augmentation preview of a set-up data module."""
-    from cifar_lightning.data.preview import augmented_draws, one_per_class
-
-    picked = one_per_class(datamodule.train_set.labels, images)
-    originals = datamodule.train_set.images[picked]
-    drawn = augmented_draws(originals, datamodule.augmentation, datamodule.mean, datamodule.pipeline, draws)
-    names = [datamodule.classes[int(label)] for label in datamodule.train_set.labels[picked]]
-    aug = datamodule.augmentation
-    title = (
-        f"data.augmentation ({datamodule.pipeline} pipeline): flip {aug.hflip_p}, affine {aug.affine_p} "
-        f"(shift {aug.shift_px} px, scale {aug.scale}, rotate {aug.rotate}), cutout {aug.cutout_p} ({aug.cutout_size} px)"
-    )
-    return augmentation_figure(originals, drawn, names, title)
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.4, rows * 1.6), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, t, p in zip(axes.flat, images, true, predicted):
+        ax.imshow(image)
+        ax.set_title(f"{t}\n→ {p}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import signal
@@ -23,7 +24,9 @@ MIN_SIDE = 16  # the smallest side a training epoch may shrink to (Augmentation.
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training-time augmentation; each ``*_p`` is the probability that the step runs.
+    """Training-time augmentation; each ``*_p`` is the probability that the step runs. Pixel values
+    (``shift_px``, ``cutout_size``, ``epoch_sides``) are for CIFAR's 32-pixel images and scale with
+    ``data.image_size`` (``at``): a 4-pixel shift at 32 is 8 pixels at 64.
 
     Checked once, when built: each range here (``ConfigError`` names the key and its allowed
     range), then albumentations' own validation of the pipeline. The CLI builds it at parse time,
@@ -52,10 +55,15 @@ class Augmentation:
             "hflip_p": (self.hflip_p, 0, 1, "a probability in [0, 1]"),
             "affine_p": (self.affine_p, 0, 1, "a probability in [0, 1]"),
             "cutout_p": (self.cutout_p, 0, 1, "a probability in [0, 1]"),
-            "shift_px": (self.shift_px, 0, IMAGE_SIZE - 1, f"whole pixels in [0, {IMAGE_SIZE - 1}]"),
+            "shift_px": (self.shift_px, 0, IMAGE_SIZE - 1, f"whole pixels at 32 in [0, {IMAGE_SIZE - 1}]"),
             "scale": (self.scale, 0, 0.99, "a relative zoom in [0, 0.99] (0.1: 0.9x to 1.1x)"),
             "rotate": (self.rotate, 0, 180, "degrees in [0, 180]"),
-            "cutout_size": (self.cutout_size, 0, IMAGE_SIZE, f"pixels in [0, {IMAGE_SIZE}], the image side at most"),
+            "cutout_size": (
+                self.cutout_size,
+                0,
+                IMAGE_SIZE,
+                f"pixels at 32 in [0, {IMAGE_SIZE}], the image side at most",
+            ),
         }
         for key, (value, low, high, meaning) in ranges.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
@@ -68,6 +76,14 @@ class Augmentation:
         if not float(self.shift_px).is_integer():
             raise ConfigError(f"data.augmentation.shift_px = {self.shift_px!r} must be a whole number of pixels")
         train_transform(self, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))  # placeholder statistics
+
+    def at(self, size: int) -> Augmentation:
+        """This augmentation for images of ``size`` pixels: its pixel values, checked at 32, scaled to ``size``."""
+        scaled = copy.copy(self)
+        for key, value in (("shift_px", self.shift_px), ("cutout_size", self.cutout_size)):
+            object.__setattr__(scaled, key, round(value * size / IMAGE_SIZE))  # frozen: set once, here
+        object.__setattr__(scaled, "epoch_sides", tuple(round(side * size / IMAGE_SIZE) for side in self.epoch_sides))
+        return scaled
 
 
 def _normalize(mean: tuple[float, ...], std: tuple[float, ...]) -> list[A.BasicTransform]:

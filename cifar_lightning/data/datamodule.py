@@ -149,7 +149,8 @@ class ImageDataModule(LightningDataModule):
             shared among this machine's devices.
         pin_memory: page-locked batches for faster copies to a GPU; ``null`` turns it on when
             the Trainer runs on CUDA.
-        augmentation: the training augmentation (validation and test are never augmented).
+        augmentation: the training augmentation (validation and test are never augmented); its pixel
+            values are for 32-pixel images and scale with ``image_size``.
         predict_dir: a folder of your own images (any size, any format PIL reads) for ``predict``;
             without it, ``predict`` runs on the test split.
     """
@@ -177,7 +178,7 @@ class ImageDataModule(LightningDataModule):
         self.data_dir = Path(data_dir)
         self.archive = Path(archive) if archive else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.image_size = image_size
+        self.image_size = sources.check_image_size(image_size)
         self.dataset = dataset
         self.download = download
         if isinstance(val_size, bool) or not (isinstance(val_size, int) and val_size >= 0 or 0 < val_size < 1):
@@ -195,13 +196,13 @@ class ImageDataModule(LightningDataModule):
             )
         self.workers_setting = num_workers
         self.pin_memory = pin_memory
-        self.augmentation = augmentation
+        self.augmentation = augmentation.at(image_size)  # in pixels of the images as read
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.held_out: list[str] = []  # identities of the validation images, after setup
         self.source = ""  # the folder the images were decoded from, after setup
         self.preparation_seconds: float | None = None  # unpacking, decoding, the split: before the fit's clock
         self.classes: tuple[str, ...] = ()  # from the data, after setup (or class_names())
-        self._cache: Path | None = None  # the decoded cache's path, once _prepare() has found or made it
+        self.cache: Path | None = None  # the decoded cache's path, once prepared() has found or made it
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
         # seed of the epoch-seeded shuffling and augmentation; saved in checkpoints so a
@@ -211,30 +212,30 @@ class ImageDataModule(LightningDataModule):
 
     def prepare_data(self) -> None:
         started = time.perf_counter()
-        self._prepare()
+        self.prepared()
         self.preparation_seconds = time.perf_counter() - started
 
-    def _prepare(self) -> Path:
+    def prepared(self) -> Path:
         """The decoded cache of this data (``sources.prepare``), its path; checked once by this data module
         (prepare_data, setup and class_names ask in turn, and an image folder's check reads every file's size)."""
-        if self._cache is None:
-            self._cache = sources.prepare(
+        if self.cache is None:
+            self.cache = sources.prepare(
                 self.data_dir, self.archive, self.download, self.dataset, size=self.image_size, cache_dir=self.cache_dir
             )
-        return self._cache
+        return self.cache
 
     def class_names(self) -> tuple[str, ...]:
         """The data's classes, label order: sorted folder names, or the data set's own list. Prepares the
         data when it is not yet decoded (the CLI asks before it builds the network, for its output width)."""
         if not self.classes:
-            self.classes = sources.read_classes(self._prepare())
+            self.classes = sources.read_classes(self.prepared())
         return self.classes
 
     def setup(self, stage: str) -> None:
         if hasattr(self, "train_set"):
             return
         started = time.perf_counter()
-        cache = self._prepare()  # decoded by prepare_data already (on this process, or another on this machine)
+        cache = self.prepared()  # decoded by prepare_data already (on this process, or another on this machine)
         arrays = sources.read_cache(cache, size=self.image_size)
         if arrays is None:
             raise DataError(f"the decoded cache {cache} is unreadable: delete it and rerun")
@@ -333,6 +334,13 @@ class ImageDataModule(LightningDataModule):
         return self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader | TrainBatches:
+        loader = self._train_loader()
+        if self.trainer is not None and 0 < len(loader) < self.trainer.log_every_n_steps:
+            # small data: log every epoch's steps rather than none (Lightning warns, and the curves stay empty)
+            self.trainer.log_every_n_steps = len(loader)
+        return loader
+
+    def _train_loader(self) -> DataLoader | TrainBatches:
         if self.shuffle_seed is None:
             # the run's seed (seed_everything sets torch's); a resumed run gets it from the checkpoint
             self.shuffle_seed = torch.initial_seed()

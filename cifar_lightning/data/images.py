@@ -16,6 +16,7 @@ from cifar_lightning.files import is_regular, read_bytes
 # width x height an image may have, read from its header before any pixel is decoded: 40 megapixels
 # decode to 120 MB of RGB, and a 20,000 x 20,000 PNG of zeros is under 400 KB on disk
 MAX_IMAGE_PIXELS = 40_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # PIL's decompression-bomb bound, read from the header at open
 # bytes of one image file read into memory: a 40-megapixel PNG is at most about 120 MB
 MAX_IMAGE_FILE_BYTES = 128 << 20
 
@@ -75,17 +76,10 @@ def read_image(source: str | Path | bytes | Image.Image | np.ndarray, name: str 
         raise DataError(str(err)) from None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # not a warning here: a refusal
+            # PIL's own bound, checked from the header at open: past MAX_IMAGE_PIXELS it warns, which is a refusal here
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise DataError(
-                        f"image {name} is {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS // 10**6} "
-                        "megapixels this project decodes: shrink it first"
-                    )
                 return to_rgb(ImageOps.exif_transpose(image))
-    except DataError:
-        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(
             f"image {name} is more than the {MAX_IMAGE_PIXELS // 10**6} megapixels this project decodes: shrink it first"

@@ -5,11 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cifar_lightning.data.sources import MAX_CLASSES, MAX_IMAGE_SIZE
 from cifar_lightning.errors import CheckpointError
-
-# a larger input than this is not an image these networks were trained on (32 x 32), and resizing to
-# it would allocate what the checkpoint's contents do not need
-MAX_INPUT_SIDE = 1024
 
 
 def check_preprocessing(preprocessing: Any, where: str) -> dict:
@@ -36,15 +33,26 @@ def check_preprocessing(preprocessing: Any, where: str) -> dict:
 
     mean, std = numbers("mean", False), numbers("std", True)
     names = preprocessing.get("class_names")
-    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-        raise CheckpointError(f"{where}: its preprocessing class_names must be a list of names, got {str(names)[:80]}")
+    if (
+        not isinstance(names, (list, tuple))
+        or not 2 <= len(names) <= MAX_CLASSES
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise CheckpointError(
+            f"{where}: its preprocessing class_names must be a list of 2 to {MAX_CLASSES:,} names, got {str(names)[:80]}"
+        )
     size = preprocessing.get("input_size", [32, 32])
     if (
         not isinstance(size, (list, tuple))
         or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_INPUT_SIDE for s in size)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 8 <= s <= MAX_IMAGE_SIZE for s in size)
+        or size[0] != size[1]
     ):
         raise CheckpointError(
-            f"{where}: its preprocessing input_size must be two sides of 1 to {MAX_INPUT_SIDE} pixels, got {str(size)[:80]}"
+            f"{where}: its preprocessing input_size must be two equal sides of 8 to {MAX_IMAGE_SIZE} pixels, the small "
+            f"images these networks are for; got {str(size)[:80]}"
         )
-    return {"mean": mean, "std": std, "class_names": list(names), "input_size": [int(s) for s in size]}
+    tta = preprocessing.get("tta", "none")  # checkpoints before the views were saved: one view
+    if tta not in ("none", "flip", "flip_shift"):
+        raise CheckpointError(f"{where}: its preprocessing tta must be none, flip or flip_shift, got {str(tta)[:40]}")
+    return {"mean": mean, "std": std, "class_names": list(names), "input_size": [int(s) for s in size], "tta": tta}

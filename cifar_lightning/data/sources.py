@@ -692,6 +692,16 @@ def archive_stem(archive: Path) -> str:
     return archive.stem
 
 
+def check_image_size(size) -> int:
+    """``size`` when it is a side this project reads images at, else one line, before anything is allocated."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_IMAGE_SIZE:
+        raise DataError(
+            f"data.image_size is {str(size)[:20]}: give a side of 8 to {MAX_IMAGE_SIZE} pixels (this project's networks "
+            "are for small images; 32 is CIFAR's, 64 Tiny-ImageNet's, 96 STL-10's)"
+        )
+    return size
+
+
 def prepare(
     data_dir: Path,
     archive: Path | None,
@@ -706,11 +716,7 @@ def prepare(
     folder in ``data_dir``; (3) the python batches of ``dataset`` (CIFAR-10 without one) in ``data_dir``;
     (4) torchvision's download of them into ``data_dir``, when allowed. Only the cache folder is written
     (and ``data_dir`` by a download)."""
-    if not isinstance(size, int) or not 8 <= size <= MAX_IMAGE_SIZE:
-        raise DataError(
-            f"data.image_size is {size!r}: give a side of 8 to {MAX_IMAGE_SIZE} pixels (this project's networks are "
-            "for small images)"
-        )
+    check_image_size(size)
     cache_dir = ensure_writable_folder(cache_dir or default_cache_dir(), "cache", "pick another --data.cache_dir")
     if archive is not None:
         if not is_regular(archive):

@@ -88,7 +88,8 @@ class Demo:
             return (
                 top,
                 shown,
-                f"{prediction.label} ({prediction.probability:.1%}); Grad-CAM of {layer or self.default_layer}",
+                f"{prediction.label} ({prediction.probability:.1%}, test-time views: {prediction.tta}); "
+                f"Grad-CAM of {layer or self.default_layer}",
             )
         except Exception as err:  # noqa: BLE001 - the page says what failed and keeps serving
             return (

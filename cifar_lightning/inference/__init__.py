@@ -1,4 +1,4 @@
-"""A trained model outside training: ``load`` and ``predict`` (classifier.py), TorchScript and ONNX (export.py)."""
+"""A trained model outside training: ``load`` and ``predict`` (classifier.py), torch.export and ONNX (export.py)."""
 
 from cifar_lightning.inference.classifier import Prediction, TrainedClassifier, load
 

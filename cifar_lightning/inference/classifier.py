@@ -36,10 +36,12 @@ class Prediction:
     label: str  # the most probable class
     probability: float  # its probability
     probabilities: dict[str, float]  # every class's probability
+    tta: str = "none"  # the test-time views averaged: the run's (``model.tta``) unless the caller asked for others
 
 
 class TrainedClassifier(nn.Module):
-    """A trained network behind its own preprocessing: RGB in [0, 1] (N x 3 x H x W) in, logits out."""
+    """A trained network behind its own preprocessing: RGB in [0, 1] (N x 3 x H x W) in, logits out, averaged
+    over the run's test-time views (``tta``), so the command line, Python, the demo and an export answer alike."""
 
     def __init__(
         self,
@@ -48,6 +50,7 @@ class TrainedClassifier(nn.Module):
         std: Sequence[float],
         class_names: Sequence[str],
         input_size: Sequence[int] = (32, 32),
+        tta: str = "none",
     ) -> None:
         super().__init__()
         self.network = network
@@ -55,9 +58,12 @@ class TrainedClassifier(nn.Module):
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
         self.class_names = list(class_names)
         self.input_size = tuple(input_size)
+        self.tta = tta
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.network((images - self.mean) / self.std)
+        from cifar_lightning.training.module import averaged_views
+
+        return averaged_views(self.network, (images - self.mean) / self.std, self.tta)
 
     def to_tensor(self, images: ImageLike | Sequence[ImageLike]) -> Tensor:
         """One image or a list of them as an N x 3 x H x W float batch in [0, 1], resized to the input size."""
@@ -72,19 +78,27 @@ class TrainedClassifier(nn.Module):
         return torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)
 
     @torch.no_grad()
-    def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[Prediction]:
+    def predict(self, images: ImageLike | Sequence[ImageLike], tta: str | None = None) -> list[Prediction]:
         """Class and probabilities for each image: file paths, PIL images, or arrays (H x W grayscale, or
-        H x W x 1, 3 or 4 channels; uint8, 16-bit or float in [0, 1])."""
-        was_training = self.training
+        H x W x 1, 3 or 4 channels; uint8, 16-bit or float in [0, 1]). ``tta``: other test-time views than the
+        run's (``none``, ``flip``, ``flip_shift``); each Prediction says which were averaged."""
+        was_training, saved = self.training, self.tta
         self.eval()
-        device = self.mean.device
-        probabilities = self(self.to_tensor(images).to(device)).float().softmax(dim=1).cpu()
-        self.train(was_training)
+        self.tta = saved if tta is None else tta
+        if self.tta not in ("none", "flip", "flip_shift"):
+            raise ValueError(f"tta must be none, flip or flip_shift, not {self.tta!r}")
+        try:
+            probabilities = self(self.to_tensor(images).to(self.mean.device)).float().softmax(dim=1).cpu()
+            used = self.tta
+        finally:
+            self.train(was_training)
+            self.tta = saved
         return [
             Prediction(
                 label=self.class_names[int(row.argmax())],
                 probability=float(row.max()),
                 probabilities={name: float(p) for name, p in zip(self.class_names, row)},
+                tta=used,
             )
             for row in probabilities
         ]
@@ -99,13 +113,16 @@ class TrainedClassifier(nn.Module):
 
         ``layer``: a module name of the network (``model.network``); default its last convolution
         (``cifar_lightning.explain.default_layer``). ``classes``: the class to explain for each
-        image, by index or name; default, each image's predicted class.
+        image, by index or name; default, the class ``predict`` gives it.
         """
         from cifar_lightning.explain import activation_maps
 
+        batch = self.to_tensor(images).to(self.mean.device)
         if classes is not None:
             classes = [self.class_names.index(c) if isinstance(c, str) else int(c) for c in classes]
-        batch = self.to_tensor(images).to(self.mean.device)
+        else:  # the class predict answers, over the run's views
+            with torch.no_grad():
+                classes = self(batch).argmax(1).tolist()
         return activation_maps(self.network, (batch - self.mean) / self.std, layer, classes)
 
 
@@ -138,5 +155,6 @@ def load(
         preprocessing["std"],
         preprocessing["class_names"],
         preprocessing["input_size"],
+        preprocessing["tta"],
     )
     return model.to(map_location).eval()

@@ -55,7 +55,12 @@ def load_for_export(config: str, ckpt_path: str, overrides: list[str]) -> tuple[
     preprocessing = check_preprocessing(checkpoint["preprocessing"], ckpt_path)
     # the statistics the network was trained behind, whatever data is present now
     classifier = TrainedClassifier(
-        network, preprocessing["mean"], preprocessing["std"], preprocessing["class_names"], preprocessing["input_size"]
+        network,
+        preprocessing["mean"],
+        preprocessing["std"],
+        preprocessing["class_names"],
+        preprocessing["input_size"],
+        preprocessing["tta"],
     )
     return classifier.eval(), preprocessing["class_names"]
 
@@ -104,7 +109,7 @@ def write_files(model: TrainedClassifier, classes: list[str], out: Path) -> dict
                     "range": [0, 1],
                     "channels": "RGB",
                 },
-                "output": {"name": "logits", "shape": ["N", len(classes)]},
+                "output": {"name": "logits", "shape": ["N", len(classes)], "test_time_views": model.tta},
                 "classes": classes,
             },
             indent=2,

@@ -35,12 +35,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     sees the previous complete file or the new complete file, nothing between.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        # (path, checkpoint) the CLI read and checked while parsing: the restore uses it, so a command reads its
+        # checkpoint once (and restores exactly what was checked)
+        self.preloaded: tuple[str, dict[str, Any]] | None = None
+
     def load_checkpoint(
         self, path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        """A local file through ``read_checkpoint``: checked, and read once per command (the CLI read it first)."""
+        """A local file through ``read_checkpoint``: checked; the one the CLI read already is not read again."""
         if weights_only is False or "://" in str(path):  # pickled objects the user trusts, or remote storage
             return super().load_checkpoint(path, map_location, weights_only)
+        if self.preloaded is not None and self.preloaded[0] == str(Path(path).resolve()):
+            checkpoint, self.preloaded = self.preloaded[1], None
+            return checkpoint
         return read_checkpoint(path)  # on the CPU; the strategy moves the weights to the device
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:

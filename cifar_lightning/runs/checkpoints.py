@@ -16,18 +16,14 @@ from cifar_lightning.runs.folders import LAST_NAME, RUN_CONFIG, logger_dir
 # 10 million parameters with its optimizer and averaged copies about 160 MB
 MAX_CHECKPOINT_BYTES = 512 << 20
 MAX_DEPTH = 32  # levels of nested settings and states; Lightning's own checkpoints have about 8
-# the last checkpoint read, by (path, size, modification time): one command reads an unchanged file once
-_last_read: tuple[tuple, dict[str, Any]] | None = None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded with ``weights_only=True``, or ``CheckpointError`` saying why not.
 
     A truncated copy, an empty file, a re-compressed one or one that would unpack to more than
-    ``MAX_CHECKPOINT_BYTES`` is refused with one line naming it, before any of it is loaded. The
-    same unchanged file is read once per process: later calls get the same tensors.
+    ``MAX_CHECKPOINT_BYTES`` is refused with one line naming it, before any of it is loaded.
     """
-    global _last_read
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist: check the path, or use --ckpt_path last")
@@ -40,10 +36,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} is not a complete checkpoint (truncated, or not a torch checkpoint file): {hint}"
         )
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if _last_read is not None and _last_read[0] == key:
-        return _containers_copied(_last_read[1])
     check_unpacked_size(path, hint)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -60,8 +52,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} nests its settings more than {MAX_DEPTH} levels deep, which this project never writes: {hint}"
         )
-    _last_read = key, checkpoint
-    return _containers_copied(checkpoint)
+    return checkpoint
 
 
 def nesting_depth(value: Any) -> int:
@@ -75,15 +66,6 @@ def nesting_depth(value: Any) -> int:
             deepest = max(deepest, depth)
             stack += [(v, depth + 1) for v in item]
     return deepest
-
-
-def _containers_copied(value: Any) -> Any:
-    """Its dicts and lists copied, its tensors shared: a reader that edits the mapping leaves the next one's alone."""
-    if isinstance(value, dict):
-        return {k: _containers_copied(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_containers_copied(v) for v in value]
-    return value
 
 
 def check_unpacked_size(path: Path, hint: str) -> None:

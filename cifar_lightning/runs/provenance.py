@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -68,3 +69,39 @@ def data_copy(datamodule) -> dict:
     if source:
         info["source"] = source
     return info
+
+
+def data_found(datamodule, tta: str) -> dict:
+    """What a fit found in its data, before the first step: the source, the classes, the images in each split,
+    the size they were read at and the augmentation in effect (pixels at that size), flips and test-time views
+    included. Printed, and kept in ``run.json``."""
+    augmentation = getattr(datamodule, "augmentation", None)
+    return {
+        "source": getattr(datamodule, "source", ""),
+        "cache": str(getattr(datamodule, "cache", "") or ""),
+        "classes": list(getattr(datamodule, "classes", ())),
+        "images": {split: len(getattr(datamodule, f"{split}_set", ())) for split in ("train", "val", "test")},
+        "image_size": getattr(datamodule, "image_size", None),
+        "augmentation": dataclasses.asdict(augmentation) if dataclasses.is_dataclass(augmentation) else None,
+        "test_time_views": tta,
+    }
+
+
+def found_lines(found: dict) -> list[str]:
+    """``data_found`` as the few lines a fit prints; the class names shortened past 20."""
+    names, images, size = found["classes"], found["images"], found["image_size"]
+    shown = ", ".join(names[:20]) + (f", ... and {len(names) - 20} more" if len(names) > 20 else "")
+    lines = [
+        f"data: {found['source'] or 'unknown'} (decoded into {found['cache'] or 'no cache'})",
+        f"classes: {len(names)} ({shown})",
+        f"images: {images['train']:,} train, {images['val']:,} validation, {images['test']:,} test, read at {size} x {size} px",
+    ]
+    a = found["augmentation"]
+    if a is not None:
+        flips = f"horizontal flips p={a['hflip_p']}" if a["hflip_p"] else "no flips"
+        lines.append(
+            f"augmentation: {flips}; shift {a['shift_px']} px, scale {a['scale']}, rotate {a['rotate']} deg "
+            f"(p={a['affine_p']}); cutout {a['cutout_size']} px (p={a['cutout_p']}); test-time views: "
+            f"{found['test_time_views']} (--config configs/data/no-flips.yaml turns flips off)"
+        )
+    return lines

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         for file, name, image, shown, answer in zip(files, output_names(files), pixels, overlays, predictions):
             pair = Image.fromarray(np.concatenate([image, shown], axis=1)).resize(size, Image.Resampling.NEAREST)
             target = write_atomically(beside(args.out / name), lambda tmp, pair=pair: pair.save(tmp, format="PNG"))
-            print(f"{file}: {answer.label} ({answer.probability:.1%}) -> {target}")
+            print(f"{file}: {answer.label} ({answer.probability:.1%}, test-time views: {answer.tta}) -> {target}")
         print(f"layer: {args.layer or default_layer(model.network)}")
 
 

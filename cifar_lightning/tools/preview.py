@@ -1,8 +1,8 @@
-"""The augmentation a config trains with, on a fixed set of training images, as a PNG: see a setting before a long run.
+"""``cifar-lightning preview``: the augmentation a config trains with, on a fixed set of training images, as a PNG.
 
     cifar-lightning preview --config configs/cnn.yaml [--out augmentation.png] [--draws 5] [--images 8] [overrides...]
 
-The same grid a fit logs when it starts (``train/augmentation``), drawn by the config's pipeline.
+The same grid a fit logs when it starts (``callbacks/preview.py``), drawn by the config's pipeline.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     with user_errors(False, "cifar-lightning preview"):
         import matplotlib.pyplot as plt
 
-        from cifar_lightning.callbacks.summaries import preview_figure
+        from cifar_lightning.callbacks.preview import preview_figure
         from cifar_lightning.errors import ConfigError
         from cifar_lightning.lightning_cli import build
 

@@ -36,6 +36,28 @@ TTALevel = Literal[tuple(TTA_VIEWS)]  # the levels, as the parser checks them
 # 2 px: the recipes translate training images by up to 2 px; a 3-px shift gave most of the gain back
 # (validation of four finished checkpoints: results/best/runs/tta-shift/README.md at 9ba0eb0)
 TTA_SHIFT_PX = 2
+
+
+def averaged_views(network, images: Tensor, tta: str) -> Tensor:
+    """``network``'s logits averaged over the test-time views of ``tta``: the one definition that evaluation,
+    ``predict``, ``load().predict``, ``explain``, the demo and the exported models all use."""
+    if tta == "none":
+        return network(images)
+
+    def mirrored_pair(views: Tensor) -> Tensor:
+        return (network(views) + network(views.flip(3))) / 2  # dim 3: width
+
+    logits = mirrored_pair(images)
+    if tta == "flip_shift":
+        shift = TTA_SHIFT_PX
+        padded = F.pad(images, (shift,) * 4, mode="reflect")
+        height, width = images.shape[-2:]
+        up_left = padded[..., :height, :width]  # content moves down-right by `shift` pixels
+        down_right = padded[..., 2 * shift :, 2 * shift :]  # and up-left
+        logits = (logits + (mirrored_pair(up_left) + mirrored_pair(down_right)) / 2) / 2
+    return logits
+
+
 # what a fit logs that a callback may monitor (``_step``; Lightning adds "train/loss" for the epoch's mean)
 FIT_METRICS = ("train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc")
 # torch.compile's modes for the network, and "off"
@@ -155,20 +177,7 @@ class ImageClassifier(LightningModule):
 
     def evaluate(self, images: Tensor) -> Tensor:
         """Logits for evaluation, averaged over the views of ``tta``."""
-        if self.tta == "none":
-            return self(images)
-        logits = self._mirrored_pair(images)
-        if self.tta == "flip_shift":
-            shift = TTA_SHIFT_PX
-            padded = F.pad(images, (shift,) * 4, mode="reflect")
-            height, width = images.shape[-2:]
-            up_left = padded[..., :height, :width]  # content moves down-right by `shift` pixels
-            down_right = padded[..., 2 * shift :, 2 * shift :]  # and up-left
-            logits = (logits + (self._mirrored_pair(up_left) + self._mirrored_pair(down_right)) / 2) / 2
-        return logits
-
-    def _mirrored_pair(self, images: Tensor) -> Tensor:
-        return (self(images) + self(images.flip(3))) / 2  # dim 3: width
+        return averaged_views(self, images, self.tta)
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str, accuracy: MulticlassAccuracy) -> tuple[Tensor, Tensor]:
         images, labels = batch
@@ -249,8 +258,10 @@ class ImageClassifier(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
 
     def setup(self, stage: str) -> None:
-        smaller = getattr(self.trainer.datamodule, "smaller_training_sides", ()) if stage == "fit" else ()
-        self.check_network((IMAGE_SIZE, *smaller))
+        datamodule = self.trainer.datamodule
+        smaller = getattr(datamodule, "smaller_training_sides", ()) if stage == "fit" else ()
+        self.image_size = getattr(datamodule, "image_size", IMAGE_SIZE)
+        self.check_network((self.image_size, *smaller))
         if self.hparams.get("compile", "off") != "off" and stage == "fit":
             # in place (nn.Module.compile), so parameter names and checkpoint keys stay the network's own
             self.network.compile(mode=self.hparams.compile)
@@ -268,7 +279,7 @@ class ImageClassifier(LightningModule):
                     try:
                         outputs = self.network(torch.zeros(1, 3, side, side, device=self.device)).shape[-1]
                     except (RuntimeError, ValueError) as err:  # shape errors: torch raises either
-                        which = "the data's" if side == IMAGE_SIZE else "data.augmentation.epoch_sides trains on"
+                        which = "the data's" if side == sides[0] else "data.augmentation.epoch_sides trains on"
                         raise ConfigError(
                             f"the network cannot take {side} x {side} images, {which} ({str(err).splitlines()[0][:120]}): "
                             "use sides it takes, or a network that ends in global pooling"
@@ -311,7 +322,8 @@ class ImageClassifier(LightningModule):
         preprocessing = getattr(datamodule, "preprocessing", None)
         if preprocessing:
             # what an image must go through before the network: a loaded model needs no data set
-            checkpoint["preprocessing"] = dict(preprocessing)
+            # and the run's test-time views, which every later answer of this checkpoint uses unless asked otherwise
+            checkpoint["preprocessing"] = {**preprocessing, "tta": self.tta}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_same_network(checkpoint.get("network_class"), qualified_name(type(self.network)))

@@ -1,13 +1,15 @@
 """``cifar-lightning VERB ...`` (also ``python -m cifar_lightning``): one entry point for every verb.
 
-The Trainer's four verbs go to LightningCLI (``lightning_cli.py``); each other verb to its
-module's ``main``, imported only when asked for. This module chooses; it decides nothing else.
+The Trainer's four verbs go to LightningCLI (``lightning_cli.py``, the wiring) with their user errors as one
+line; each other verb to its module's ``main``, imported only when asked for.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from pathlib import Path
 
 PROG = "cifar-lightning"
 # verb -> (the module whose main() runs it, or None for LightningCLI; what it does)
@@ -73,11 +75,69 @@ def main(args: list[str] | None = None) -> None:
         return
     module = VERBS.get(verb, (None, ""))[0]
     if module is None:  # the Trainer's verbs, and anything LightningCLI should name as unknown
-        from cifar_lightning.lightning_cli import trainer_main
-
-        trainer_main(argv)
+        trainer_verbs(argv)
         return
     importlib.import_module(module).main(argv[1:])
+
+
+def check_config_arguments(argv: list[str]) -> None:
+    """Each ``--config`` (a file, or YAML text) is bounded before jsonargparse reads it (``files.load_yaml``)."""
+    from cifar_lightning.files import load_yaml, read_yaml
+
+    for i, arg in enumerate(argv):
+        value = (
+            arg.split("=", 1)[1]
+            if arg.startswith("--config=")
+            else argv[i + 1]
+            if arg == "--config" and i + 1 < len(argv)
+            else None
+        )
+        if value is None:
+            continue
+        if len(value) < 4096 and "\n" not in value and os.path.lexists(value):
+            read_yaml(Path(value))  # refuses anything but a regular file: jsonargparse's open() would wait on a FIFO
+        else:
+            load_yaml(value, "the --config text")
+
+
+def trainer_verbs(argv: list[str]) -> None:
+    """The Trainer's verbs through LightningCLI: user errors become one line and exit code 2.
+
+    ``--verbose`` (anywhere on the command line) or ``CIFAR_LIGHTNING_VERBOSE=1`` shows the traceback instead.
+    """
+    import warnings
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from cifar_lightning.errors import shell_command, user_errors
+    from cifar_lightning.lightning_cli import run_cli
+    from cifar_lightning.runs import folders as run_folders
+    from cifar_lightning.runs.resume import RunFinished
+
+    # ours, not LightningCLI's (Trainer's arguments would clash with it): read and left out here.
+    # sys.argv stays as typed, so DDP processes started from it strip the flag the same way.
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    subcommand = next((a for a in argv if not a.startswith("-")), "fit")
+    try:
+        with user_errors(verbose, f"{shell_command()} {subcommand}"), warnings.catch_warnings():
+            check_config_arguments(argv)
+            # the arguments are the command line's, less --verbose
+            warnings.filterwarnings(
+                "ignore", message="LightningCLI's args parameter is intended to run from within Python"
+            )
+            try:
+                run_cli(argv)
+            except Exception:  # a failure, not a stop (SIGTERM, Ctrl-C): a stopped run keeps its folder
+                # lightning_logs/ holds runs, not traces of typos. Here, after the Trainer has closed its
+                # loggers, not in a callback while they still write.
+                for folder in list(run_folders.CLAIMED):
+                    run_folders.release_unused(folder)
+                raise
+    except RunFinished as done:
+        print(str(done), file=sys.stderr)
+    except SIGTERMException:  # ResumeHint has said how to resume
+        sys.exit(128 + 15)  # the shell's convention for "terminated by SIGTERM"
 
 
 if __name__ == "__main__":

@@ -292,6 +292,23 @@ def test_a_server_that_accepts_and_never_answers_is_given_up_on(refused, tmp_pat
     assert "the study's storage" in line and "timeout" in line.lower() and time.monotonic() - started < 60
 
 
+def test_a_fifo_as_a_config_or_a_checkpoint_is_refused_before_it_is_opened(refused, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo(tmp_path / "fifo.yaml")
+    assert "is not a regular file" in within(60, lambda: refused("fit", "--config", str(tmp_path / "fifo.yaml")))
+    config = str(REPO / "configs" / "fast.yaml")
+    line = within(60, lambda: refused("test", "--config", config, "--ckpt_path", str(tmp_path / "fifo.yaml")))
+    assert "not a complete checkpoint (a folder or device, not a file)" in line
+
+
+def test_an_image_size_past_a_small_image_network_is_one_line_before_any_work(refused, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for size in ("4096", "4", "0"):
+        line = refused("fit", "--config", str(REPO / "configs" / "fast.yaml"), f"--data.image_size={size}")
+        assert f"data.image_size is {size}: give a side of 8 to 128 pixels" in line
+    assert not (tmp_path / "lightning_logs").exists()
+
+
 def test_a_fifo_as_a_journal_is_refused_before_it_is_opened(refused, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     os.mkfifo(tmp_path / "journal")

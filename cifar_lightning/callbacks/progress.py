@@ -35,3 +35,15 @@ class LoggingStepProgressBar(RichProgressBar):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._shown = None  # the epoch's figures are read once, at its end
         super().on_train_epoch_end(trainer, pl_module)
+
+
+def with_progress_bar(trainer: dict) -> list:
+    """A config's trainer callbacks, with ``LoggingStepProgressBar`` unless the bar is off or one is given:
+    Lightning's default bar reads the step's loss from the device every batch."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    callbacks = trainer.get("callbacks") or []
+    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+    if trainer.get("enable_progress_bar") is False or any(isinstance(c, ProgressBar) for c in callbacks):
+        return callbacks
+    return [*callbacks, LoggingStepProgressBar()]

@@ -11,6 +11,8 @@ from pathlib import Path
 import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
 from cifar_lightning.errors import shell_command
 from cifar_lightning.files import read_json
@@ -70,3 +72,37 @@ class RunInfo(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         if batch_idx == 0:  # the folder holds a result from the first step on (a resumed epoch starts at 0 too)
             run_folders.mark_trained(trainer.log_dir)
+
+
+class SaveStageConfig(SaveConfigCallback):
+    """``config.yaml`` for a new fit; ``config-test.yaml`` etc. for an evaluation logged into a fit's folder.
+
+    A resumed fit keeps the run's own config.yaml: its training settings were checked to be the
+    same (``resume.check_resume``), and the file is the record of how the run was trained. An
+    evaluation without a logger has no run folder to record into, so it writes none (its
+    ``log_dir`` is the working folder).
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn enum
+        if stage != "fit" and not trainer.loggers:
+            self.already_saved = True
+        self.config_filename = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
+        log_dir = self.run_dir = (
+            trainer.log_dir
+        )  # every rank: a broadcast, which save_config (rank zero only) must not make
+        if not self.already_saved and stage == "fit" and log_dir is not None:
+            # rank zero's view, before it writes the file: every rank then takes the same branch
+            resumed = trainer.strategy.broadcast((Path(log_dir) / "config.yaml").is_file())
+            if resumed:
+                if trainer.is_global_zero:  # a resumed run's other stores (a new W&B or MLflow run) get its config too
+                    self.save_config(trainer, pl_module, stage)
+                self.already_saved = True
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        """The saved config file, into every logger's store; one line for a logger that takes no files."""
+        path = Path(self.run_dir) / self.config_filename
+        for logger in trainer.loggers:
+            if not run_loggers.send_file(logger, path):
+                rank_zero_info(f"{type(logger).__name__} takes no files: the run's config is {path}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from cifar_lightning.errors import CheckpointError
@@ -75,3 +77,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"cannot write checkpoint {path} ({cause}); the previous {path.name} is untouched: free disk space "
                 "or make the folder writable, then resume with --ckpt_path last"
             ) from None
+
+
+def is_checkpoint_io(plugin) -> bool:
+    """A trainer plugin as the config holds it (a class_path, or a name like "bf16-mixed") that saves checkpoints."""
+    class_path = plugin.get("class_path") if hasattr(plugin, "get") else None
+    if not class_path:
+        return False
+    module, _, name = class_path.rpartition(".")
+    return issubclass(getattr(importlib.import_module(module), name, object), CheckpointIO)
+
+
+def with_atomic_io(plugins) -> list:
+    """A config's trainer plugins, with ``AtomicCheckpointIO`` unless one of them saves checkpoints already."""
+    from jsonargparse import Namespace
+
+    plugins = plugins if isinstance(plugins, list) else [plugins] if plugins else []
+    if any(is_checkpoint_io(p) for p in plugins):
+        return plugins
+    class_path = f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__qualname__}"
+    return [*plugins, Namespace(class_path=class_path, init_args=Namespace())]

@@ -377,3 +377,19 @@ class ImageClassifier(LightningModule):
             raise CheckpointError(
                 f"{checkpoint_path} cannot be loaded ({type(err).__name__}: {first}): use the run's own checkpoint"
             ) from None
+
+
+def check_monitors(config) -> None:
+    """Every metric a callback monitors is one the fit logs. Lightning meets the name only at the first
+    validation: EarlyStopping then stops the fit with a traceback, ModelCheckpoint saves no best epoch."""
+    named = [("checkpoint.monitor", (config.get("checkpoint") or {}).get("monitor"))]
+    callbacks = config["trainer"].get("callbacks") or []
+    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+        settings = callback.get("init_args") if hasattr(callback, "get") else None
+        if settings is not None and hasattr(settings, "get") and settings.get("monitor") is not None:
+            named.append((f"the monitor of trainer.callbacks' {callback.get('class_path')}", settings.get("monitor")))
+    for where, metric in named:
+        if metric is not None and metric not in FIT_METRICS:
+            raise ConfigError(
+                f"{where} is {str(metric)[:80]!r}, which a fit never logs: monitor one of {', '.join(FIT_METRICS)}"
+            )

@@ -13,26 +13,13 @@ from pathlib import Path
 
 import yaml
 from jsonargparse import lazy_instance
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from cifar_lightning.callbacks import (
-    AugmentationPreview,
-    FiniteLossGuard,
-    FitSummary,
-    HParamsSummary,
-    PredictionWriter,
-    RandomState,
-    ResumeHint,
-    RunInfo,
-    SaveStageConfig,
-    SpeedMonitor,
-    TestFigures,
-    with_progress_bar,
-)
-from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
+from cifar_lightning.callbacks import SWITCHABLE_CALLBACKS, RunInfo, SaveStageConfig, with_progress_bar
 from cifar_lightning.data import Augmentation, ImageDataModule
-from cifar_lightning.data.datamodule import classes_of
+from cifar_lightning.data.datamodule import prepared_cache
+from cifar_lightning.data.sources import read_classes
 from cifar_lightning.errors import ConfigError
 from cifar_lightning.files import read_yaml
 from cifar_lightning.runs import folders as run_folders
@@ -42,23 +29,6 @@ from cifar_lightning.runs.checkpoints import find_last_checkpoint
 from cifar_lightning.training.ckpt_path import checked_checkpoint, hyper_parameters
 from cifar_lightning.training.classes import fill_classes
 from cifar_lightning.training.module import ImageClassifier, check_monitors
-
-# The callbacks every run gets besides the config's trainer.callbacks and the two checkpoints: each
-# key is on by default and off with --KEY null (docs/callbacks.md says what each does)
-SWITCHABLE_CALLBACKS = {
-    "random_state": (RandomState, {}),
-    "finite_loss_guard": (FiniteLossGuard, {}),
-    "fit_summary": (FitSummary, {}),
-    "resume_hint": (ResumeHint, {}),
-    "prediction_writer": (PredictionWriter, {}),
-    "speed_monitor": (SpeedMonitor, {}),
-    "hparams_summary": (HParamsSummary, {}),
-    "test_figures": (TestFigures, {}),
-    "augmentation_preview": (AugmentationPreview, {}),
-    "precision_advice": (PrecisionAdvice, {}),
-    "lr_monitor": (LearningRateMonitor, {"logging_interval": "step"}),
-    "model_summary": (ModelSummary, {"max_depth": 3}),
-}
 
 
 class CifarLightningCLI(LightningCLI):
@@ -117,7 +87,7 @@ class CifarLightningCLI(LightningCLI):
         # read once and checked before anything is built (a resumed fit's settings in its config.yaml's form); the
         # Trainer's restore gets this copy (instantiate_trainer)
         dumped = lambda: yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))  # noqa: E731
-        checkpoint = checked_checkpoint(ckpt_path, subcommand, config, lambda: dumped()[subcommand])
+        checkpoint = checked_checkpoint(ckpt_path, subcommand, config, lambda: dumped()[subcommand], self.classes)
         self.checkpoint = str(Path(ckpt_path).resolve()), checkpoint
         # LightningCLI would parse the hyperparameters from a second torch.load, and no public hook replaces that
         # step: the checked ones are parsed here, and the path is held back until before_instantiate_classes
@@ -131,7 +101,7 @@ class CifarLightningCLI(LightningCLI):
             config["ckpt_path"] = self.held_ckpt_path
         if self.subcommand or self.classes_from_data:
             # one output per class of the data, checked against what a config or a checkpoint states
-            fill_classes(config["model"], classes_of(config["data"]))
+            fill_classes(config["model"], self.classes())
         if self.subcommand is None:  # run=False (export, lr_find): objects only, no run folder
             return
         # never a half-written checkpoint; in the config, so the run's config.yaml records it
@@ -143,6 +113,18 @@ class CifarLightningCLI(LightningCLI):
             # checkpoints are data, not code: refuse pickled objects unless asked otherwise
             config["weights_only"] = True
         run_folders.claim_run_folder(config, config.get("ckpt_path"), fit=self.subcommand == "fit")
+
+    def classes(self) -> tuple[str, ...]:
+        """The data's classes, from its cache, found or decoded once per command: the data module gets it too."""
+        if getattr(self, "cache", None) is None:
+            subcommand = self.config.get("subcommand")
+            self.cache = prepared_cache((self.config[subcommand] if subcommand else self.config)["data"])
+        return read_classes(self.cache)
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        if getattr(self.datamodule, "cache", False) is None:  # checked while parsing: not again
+            self.datamodule.cache = getattr(self, "cache", None)
 
     def instantiate_trainer(self, **kwargs):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init

@@ -338,7 +338,7 @@ def test_every_callback_a_run_gets_is_shown_and_each_goes_off_with_its_key(
 ):
     import yaml
 
-    from cifar_lightning.lightning_cli import SWITCHABLE_CALLBACKS
+    from cifar_lightning.callbacks import SWITCHABLE_CALLBACKS
 
     monkeypatch.chdir(tmp_path)
     printed = main_in_process(["fit", "--config", CONFIG, "--print_config"], capsys)
@@ -371,3 +371,31 @@ def test_a_monitor_of_a_metric_the_fit_never_logs_is_refused_before_the_first_st
     line = refused("fit", "--config", CONFIG, *data_args(), *TINY, *setting)
     assert "which a fit never logs: monitor one of train/loss" in line
     assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_test_checks_its_data_and_reads_its_checkpoint_once(
+    finished_copy, real_data_dir, real_archive, monkeypatch, tmp_path
+):
+    """The classes come from the data before the data module exists, which then gets the same cache; the checkpoint
+    the CLI checks is the one the Trainer restores."""
+    from cifar_lightning.data import sources
+    from cifar_lightning.runs import checkpoint_io
+
+    prepared, read = [], []
+    real_prepare, real_read = sources.prepare, checkpoint_io.read_checkpoint
+    monkeypatch.setattr(sources, "prepare", lambda *a, **k: prepared.append(a) or real_prepare(*a, **k))
+    monkeypatch.setattr(checkpoint_io, "read_checkpoint", lambda *a: read.append(a) or real_read(*a))
+    monkeypatch.chdir(tmp_path)
+    run = finished_copy / "lightning_logs" / "version_0"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    run_cli(
+        [
+            "test",
+            "--config",
+            str(run / "config.yaml"),
+            f"--ckpt_path={ckpt}",
+            *data_args(real_data_dir, real_archive),
+            *TINY,
+        ]
+    )
+    assert len(prepared) == 1 and read == []  # the restore used the checkpoint the CLI read and checked

@@ -1,4 +1,6 @@
-"""Callbacks: behaviour that cuts across model and data, one concern per module."""
+"""Callbacks: behaviour that cuts across model and data, one concern per module, and the ones every run gets."""
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary
 
 from cifar_lightning.callbacks.ema import EMAWithWarmup
 from cifar_lightning.callbacks.loss_guard import FiniteLossGuard, NonFiniteLossError
@@ -13,7 +15,26 @@ from cifar_lightning.callbacks.speed import SpeedMonitor
 from cifar_lightning.callbacks.summaries import HParamsSummary, TestFigures
 from cifar_lightning.callbacks.whitening import FitPatchWhitening
 
+# The callbacks every run gets besides the config's trainer.callbacks and the two checkpoints: each
+# key is on by default and off with --KEY null (docs/callbacks.md says what each does)
+SWITCHABLE_CALLBACKS = {
+    "random_state": (RandomState, {}),
+    "finite_loss_guard": (FiniteLossGuard, {}),
+    "fit_summary": (FitSummary, {}),
+    "resume_hint": (ResumeHint, {}),
+    "prediction_writer": (PredictionWriter, {}),
+    "speed_monitor": (SpeedMonitor, {}),
+    "hparams_summary": (HParamsSummary, {}),
+    "test_figures": (TestFigures, {}),
+    "augmentation_preview": (AugmentationPreview, {}),
+    "precision_advice": (PrecisionAdvice, {}),
+    "lr_monitor": (LearningRateMonitor, {"logging_interval": "step"}),
+    "model_summary": (ModelSummary, {"max_depth": 3}),
+}
+
+
 __all__ = [
+    "SWITCHABLE_CALLBACKS",
     "HELD_OUT",
     "RUN_INFO",
     "AugmentationPreview",

@@ -99,11 +99,12 @@ def check_split(labels: np.ndarray, val_idx: np.ndarray, classes: tuple[str, ...
             )
 
 
-def classes_of(data) -> tuple[str, ...]:
-    """The classes of the data a config's ``data`` settings name, decoding it first when needed."""
+def prepared_cache(data) -> Path:
+    """The decoded cache of the data a config's ``data`` settings name, decoded first when needed: what the CLI
+    reads the classes from before the data module exists, and then hands to it (``ImageDataModule.cache``)."""
     archive = Path(data["archive"]) if data.get("archive") else None
     cache_dir = Path(data["cache_dir"]) if data.get("cache_dir") else None
-    cache = sources.prepare(
+    return sources.prepare(
         Path(data["data_dir"]),
         archive,
         data["download"],
@@ -111,7 +112,6 @@ def classes_of(data) -> tuple[str, ...]:
         size=data["image_size"],
         cache_dir=cache_dir,
     )
-    return sources.read_classes(cache)
 
 
 class ImageDataModule(LightningDataModule):

@@ -8,7 +8,6 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from cifar_lightning.data.datamodule import classes_of
 from cifar_lightning.errors import shell_command
 from cifar_lightning.runs.checkpoints import read_checkpoint, run_of_checkpoint
 from cifar_lightning.runs.resume import check_resume
@@ -17,10 +16,12 @@ from cifar_lightning.training.module import ImageClassifier
 from cifar_lightning.training.trust import check_checkpoint, check_same_network, check_teacher, named_classes, spec_name
 
 
-def checked_checkpoint(ckpt_path: str, subcommand: str, config, settings: Callable[[], dict]) -> dict[str, Any]:
+def checked_checkpoint(
+    ckpt_path: str, subcommand: str, config, settings: Callable[[], dict], classes: Callable[[], tuple[str, ...]]
+) -> dict[str, Any]:
     """The checkpoint at ``ckpt_path``, refused in one line unless it names only trusted classes, holds the
     config's network and, for a resumed fit, was trained with the same settings (``settings()``: the new
-    config as the run's config.yaml holds it)."""
+    config as the run's config.yaml holds it; ``classes()``: the data's)."""
     checkpoint = read_checkpoint(ckpt_path)
     model = config.get("model")
     model = model.as_dict() if isinstance(model, Namespace) else dict(model or {})
@@ -35,7 +36,7 @@ def checked_checkpoint(ckpt_path: str, subcommand: str, config, settings: Callab
     run_dir = run_of_checkpoint(ckpt_path)
     if subcommand == "fit" and run_dir is not None:
         # the classes come from the data, as they did for the run's config.yaml
-        fill_classes(config["model"], classes_of(config["data"]))
+        fill_classes(config["model"], classes())
         check_resume(run_dir, settings(), checkpoint, shell_command())
     return checkpoint
 

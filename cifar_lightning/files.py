@@ -69,16 +69,23 @@ def is_regular(path: Path) -> bool:
         return False
 
 
-def read_bytes(path: Path, what: str, limit: int) -> bytes:
-    """At most ``limit`` bytes of a regular file from outside, or one line saying why not. It is opened without
-    blocking and checked to be a regular file first: ``open`` on a FIFO waits for a writer, for ever."""
+def open_regular(path: Path, what: str):
+    """A regular file from outside, open for reading as a binary file, or one line saying why not. It is opened
+    without blocking and checked to be a regular file before any read: ``open`` on a FIFO waits for a writer,
+    for ever, and a check before ``open`` could be raced."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as err:
         raise UserError(f"cannot read {what} {path} ({err.strerror}): check the path") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UserError(f"{what} {path} is not a regular file (a folder, pipe or device): pass a file")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{what} {path} is not a regular file (a folder, pipe or device): pass a file")
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(path: Path, what: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file from outside (``open_regular``), or one line saying why not."""
+    with open_regular(path, what) as f:
         try:
             data = f.read(limit + 1)
         except OSError as err:

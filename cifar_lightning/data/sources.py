@@ -28,7 +28,7 @@ import numpy as np
 
 from cifar_lightning.data.images import MAX_IMAGE_FILE_BYTES, decode_image
 from cifar_lightning.errors import DISK_FULL, DataError, ensure_writable_folder, why_not_writable
-from cifar_lightning.files import is_regular, read_bytes, write_atomically
+from cifar_lightning.files import is_regular, open_regular, read_bytes, write_atomically
 
 try:
     import fcntl  # POSIX file locks
@@ -241,7 +241,7 @@ def decode_archive(archive: Path, dataset: Dataset | None, size: int) -> Arrays:
     collected = Collected(archive, [dataset] if dataset else ["cifar10", "cifar100"], dataset is None, size)
     total = members = 0
     try:
-        with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:  # headers read as they stream
+        with open_regular(archive, "archive") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:  # a stream
             for member in tar:
                 total, members = total + member.size, members + 1
                 if total > MAX_UNPACKED_BYTES or members > MAX_MEMBERS:
@@ -507,7 +507,7 @@ def download(data_dir: Path, layout: PythonBatches) -> Path:
 def file_digest(path: Path) -> str:
     """The SHA-256 of a file's bytes, read a MiB at a time."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open_regular(path, "file") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -99,9 +99,11 @@ def found_lines(found: dict) -> list[str]:
     a = found["augmentation"]
     if a is not None:
         flips = f"horizontal flips p={a['hflip_p']}" if a["hflip_p"] else "no flips"
+        mirrored = a["hflip_p"] or found["test_time_views"] != "none"
         lines.append(
             f"augmentation: {flips}; shift {a['shift_px']} px, scale {a['scale']}, rotate {a['rotate']} deg "
             f"(p={a['affine_p']}); cutout {a['cutout_size']} px (p={a['cutout_p']}); test-time views: "
-            f"{found['test_time_views']} (--config configs/data/no-flips.yaml turns flips off)"
+            f"{found['test_time_views']}"
+            + (" (for digits or text, --config configs/data/no-flips.yaml turns mirroring off)" if mirrored else "")
         )
     return lines

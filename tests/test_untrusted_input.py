@@ -277,7 +277,6 @@ def test_a_malformed_storage_url_is_one_line_without_its_secret(refused, tmp_pat
 
 def test_a_server_that_accepts_and_never_answers_is_given_up_on(refused, tmp_path, monkeypatch):
     import socket
-    import time
 
     from cifar_lightning.tools import search as search_tool
 
@@ -286,10 +285,9 @@ def test_a_server_that_accepts_and_never_answers_is_given_up_on(refused, tmp_pat
     with socket.socket() as server:  # the kernel accepts the connection; nobody ever answers it
         server.bind(("127.0.0.1", 0))
         server.listen(8)
-        started = time.monotonic()
         url = f"postgresql+psycopg2://u@127.0.0.1:{server.getsockname()[1]}/db"
         line = within(60, lambda: refused(*search("--storage", url)))
-    assert "the study's storage" in line and "timeout" in line.lower() and time.monotonic() - started < 60
+    assert "the study's storage" in line and "timeout" in line.lower()  # given up on, not waited on for ever
 
 
 def test_a_fifo_as_a_config_or_a_checkpoint_is_refused_before_it_is_opened(refused, tmp_path, monkeypatch):
@@ -299,6 +297,18 @@ def test_a_fifo_as_a_config_or_a_checkpoint_is_refused_before_it_is_opened(refus
     config = str(REPO / "configs" / "fast.yaml")
     line = within(60, lambda: refused("test", "--config", config, "--ckpt_path", str(tmp_path / "fifo.yaml")))
     assert "not a complete checkpoint (a folder or device, not a file)" in line
+
+
+def test_a_fifo_named_to_explain_or_in_a_run_folder_is_never_opened(refused, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo(tmp_path / "a.png")
+    fast = str(REPO / "results" / "fast" / "last.ckpt")
+    line = within(60, lambda: refused("explain", "--ckpt_path", fast, str(tmp_path / "a.png")))
+    assert "is not a regular file" in line
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / "events.out.tfevents.1")  # found by trying: report waited on it for ever
+    line = within(60, lambda: refused("report", str(tmp_path / "run"), "--out", str(tmp_path / "report")))
+    assert "no TensorBoard event files" in line
 
 
 def test_an_image_size_past_a_small_image_network_is_one_line_before_any_work(refused, tmp_path, monkeypatch):

@@ -29,8 +29,8 @@ def image_files(paths: list[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
+        elif path.exists():
+            found.append(path)  # read_image refuses anything but a regular file, and explain skips it
         else:
             raise DataError(f"{path} does not exist: pass image files or folders of images")
     if not found:

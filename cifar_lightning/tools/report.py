@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from cifar_lightning.errors import UserError, user_errors  # noqa: E402
-from cifar_lightning.files import read_json, write_atomically  # noqa: E402
+from cifar_lightning.files import is_regular, read_json, write_atomically  # noqa: E402
 from cifar_lightning.runs.checkpoints import read_checkpoint  # noqa: E402
 
 VAL_TARGET = 0.85  # the seed's headline: first epoch with validation accuracy at or above this
@@ -50,7 +50,7 @@ def read_scalars(run_dir: Path, started: float | None = None) -> dict[str, list[
     From a CSVLogger's metrics.csv when the folder has no event files. A CSV has no clock: a point's
     wall time is then ``started`` (default 0) plus the epochs' own times (``time/epoch_s``) up to its epoch.
     """
-    events = sorted(run_dir.glob("events.out.tfevents.*"))
+    events = sorted(p for p in run_dir.glob("events.out.tfevents.*") if is_regular(p))  # a FIFO would block the reader
     if not events and is_logger_csv(run_dir / LOGGER_CSV):
         return read_csv_scalars(run_dir / LOGGER_CSV, started or 0.0)
     if not events:

@@ -1,14 +1,5 @@
-"""Compact CNNs trained fast on CIFAR-10 with PyTorch Lightning.
-
-``cifar_lightning.load(path)`` gives a trained model with ``.predict(images)``; the command
-line is ``cifar-lightning`` (or ``python -m cifar_lightning``).
-
-Where things live (docs/architecture.md has one line per module):
-``models`` the networks (plain torch), ``data`` the data module, ``training`` the
-LightningModule and the checkpoint checks, ``callbacks`` cross-cutting behaviour, ``runs`` run
-folders and checkpoint files, ``inference`` the trained model and its export, ``tools`` the
-verbs that read run folders, ``lightning_cli`` and ``cli`` the command line.
-"""
+"""Compact CNNs trained fast on CIFAR-10 with PyTorch Lightning: ``cifar_lightning.load(path).predict(images)``,
+and the ``cifar-lightning`` command. docs/architecture.md has one line per module."""
 
 from __future__ import annotations
 

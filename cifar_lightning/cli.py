@@ -1,8 +1,5 @@
-"""``cifar-lightning VERB ...`` (also ``python -m cifar_lightning``): one entry point for every verb.
-
-The Trainer's four verbs go to LightningCLI (``lightning_cli.py``, the wiring) with their user errors as one
-line; each other verb to its module's ``main``, imported only when asked for.
-"""
+"""``cifar-lightning VERB ...``: the Trainer's verbs through LightningCLI (``lightning_cli.py``), each other verb
+through its module's ``main``, every user error as one line."""
 
 from __future__ import annotations
 
@@ -53,9 +50,8 @@ def usage() -> str:
 
 
 def quiet_console() -> None:
-    """Leave out the library lines a user cannot act on, each by its own message (every other warning shows):
-    Lightning 2.6's own call of torch's deprecated ``LeafSpec`` (twice a fit), its advertisement for litlogger,
-    and its model summary's note that it sizes bf16 weights as fp32."""
+    """Leave out, each by its message, library lines a user cannot act on: Lightning 2.6's own deprecated
+    ``LeafSpec`` call, its litlogger tip, and its summary's note on sizing bf16 weights."""
     import logging
     import warnings
 
@@ -101,10 +97,7 @@ def check_config_arguments(argv: list[str]) -> None:
 
 
 def trainer_verbs(argv: list[str]) -> None:
-    """The Trainer's verbs through LightningCLI: user errors become one line and exit code 2.
-
-    ``--verbose`` (anywhere on the command line) or ``CIFAR_LIGHTNING_VERBOSE=1`` shows the traceback instead.
-    """
+    """The Trainer's verbs through LightningCLI; ``--verbose`` (or ``CIFAR_LIGHTNING_VERBOSE=1``) shows tracebacks."""
     import warnings
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException

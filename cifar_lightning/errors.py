@@ -32,9 +32,8 @@ EDITED = "the checkpoint is damaged or was edited: use the run's own checkpoint"
 
 
 def shell_command(name: str = "cifar-lightning") -> str:
-    """How the user's shell runs this environment's ``name`` (a script beside its Python): the bare name
-    where PATH finds that very file, else its path. After ``make train`` the venv is not on PATH, so a
-    hint that says ``python`` or ``cifar-lightning`` would run another Python, or nothing."""
+    """How the user's shell runs this environment's ``name``: the bare name where PATH finds that very file, else
+    its path (after ``make train`` the venv is not on PATH)."""
     own = Path(sys.executable).parent / name
     if not own.is_file():  # no console script here (a source checkout): the module through this Python
         return f"{shell_command('python')} -m cifar_lightning" if name == "cifar-lightning" else name
@@ -46,11 +45,7 @@ def shell_command(name: str = "cifar-lightning") -> str:
 
 
 class UserError(Exception):
-    """A problem with the user's input (data, config, checkpoint), not a bug.
-
-    The entry points print these as a single ``error: ...`` line and exit with status 2;
-    set ``CIFAR_LIGHTNING_VERBOSE=1`` (or pass ``--verbose``) to see the traceback as well.
-    """
+    """A problem with the user's input, not a bug: one ``error:`` line and exit status 2."""
 
 
 class DataError(UserError):
@@ -78,10 +73,8 @@ def why_not_writable(err: OSError) -> str:
 
 
 def ensure_writable_folder(folder: Path, what: str, fix: str) -> Path:
-    """Create ``folder`` and a file in it now, so that one that cannot be written is named before any work.
-
-    ``what`` names the folder's role ("data", "log"); ``fix`` says which setting points elsewhere.
-    """
+    """Create ``folder`` and a file in it now, so one that cannot be written is named (its role ``what``, the
+    setting ``fix``) before any work."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
@@ -147,12 +140,8 @@ def fail(message: str, code: int) -> None:
 
 @contextmanager
 def user_errors(verbose: bool, command: str):
-    """Turn a failure into one ``error:`` line (the traceback too if ``verbose``) and an exit code.
-
-    A user's mistake exits with 2. An exception raised in a DataLoader worker (a transform
-    that fails, a bug) exits with 1, naming the cause; the worker's traceback is behind
-    ``--verbose``. Shared by every entry point; ``command`` is named in the hint after a parse error.
-    """
+    """A failure as one ``error:`` line (the traceback only if ``verbose``): exit 2 for a user's mistake, 1 for a
+    loader worker's failure; ``command`` is named in the hint after a parse error."""
     verbose = verbose or bool(os.environ.get(VERBOSE_ENV))
     failure: tuple[str, int] | None = None
     previous_hook = threading.excepthook
@@ -225,13 +214,8 @@ def _one_line_for_a_full_disk(previous_hook):
 
 
 def stop_loader_workers(timeout: float = 10.0) -> None:
-    """End any DataLoader worker still running, before the exit handler meets it.
-
-    The exception, and the frames that held a loader iterator, are released by now; collecting
-    them usually shuts the workers down the orderly way. Whatever is left is stopped here, with
-    torch's SIGCHLD check (which would report each as "killed by signal" with a traceback) put
-    back to the default first: an error must end in its one line, and leave no process behind.
-    """
+    """End any DataLoader worker still running, torch's SIGCHLD check (a traceback per worker) off first: an error
+    ends in its one line and leaves no process behind."""
     gc.collect()
     children = multiprocessing.active_children()
     if not children:

@@ -21,10 +21,8 @@ MAX_NESTING = 32  # levels of mappings and lists; the configs have about 6
 
 
 def check_yaml(text: str, where: str) -> None:
-    """Refuse YAML whose aliases or nesting would blow up when it is built or walked ("billion laughs"),
-    from its parse events alone, before anything is built: ``yaml.safe_load`` shares aliased objects, so the
-    explosion comes later, when the result is copied, dumped or printed. An alias counts as every value
-    its anchor stands for."""
+    """Refuse YAML whose aliases or nesting would blow up once built and copied ("billion laughs"), from its parse
+    events alone: an alias counts as every value its anchor stands for."""
     if len(text) > MAX_TEXT_BYTES:
         raise UserError(
             f"{where} is {len(text) >> 10} kB, more than a config of this project needs: pass the file you meant"
@@ -70,9 +68,7 @@ def is_regular(path: Path) -> bool:
 
 
 def open_regular(path: Path, what: str):
-    """A regular file from outside, open for reading as a binary file, or one line saying why not. It is opened
-    without blocking and checked to be a regular file before any read: ``open`` on a FIFO waits for a writer,
-    for ever, and a check before ``open`` could be raced."""
+    """A regular file, opened without blocking (``open`` on a FIFO waits for ever) and checked by ``fstat``, or one line."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as err:
@@ -159,9 +155,7 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def check_replaceable(out: Path, verb: str, names: set[str]) -> None:
-    """``--overwrite`` replaces only an earlier output of the same ``verb``: a folder holding the mark that
-    verb leaves (``.<verb>``) and nothing but its ``names``. A checkpoint's folder, the user's file, a data
-    folder or any folder holding other files is refused in one line."""
+    """``--overwrite`` replaces only a folder holding ``verb``'s mark (``.<verb>``) and nothing but its ``names``."""
     if not out.exists() and not out.is_symlink():
         return
     found = {p.name for p in out.iterdir()} if out.is_dir() and not out.is_symlink() else None

@@ -1,7 +1,4 @@
-"""Where the shipped recipes (configs/*.yaml) are, in a checkout or after ``pip install``.
-
-cifar-lightning fit --config "$(cifar-lightning-configs)/cnn.yaml"
-"""
+"""Where the shipped recipes (configs/*.yaml) are, in a checkout or after ``pip install``."""
 
 from __future__ import annotations
 

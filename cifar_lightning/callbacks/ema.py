@@ -1,13 +1,6 @@
-"""An exponential moving average of the weights whose horizon grows from the first step.
-
-Lightning's ``EMAWeightAveraging`` averages with a fixed decay from the random initial weights:
-at decay 0.999 the average still holds about 1/e of the initial weights after 1,000 steps, so
-validation, which uses the average, reads near chance for the first epochs of a run while
-training accuracy is already past 50% (9.4% after epoch 1 of configs/cnn.yaml; results/cnn/NOTES.md). Here
-the decay of update ``n`` is ``min(decay, (1 + n) / (10 + n))``, the usual warm-up: the average
-follows the network closely at first and settles to the full horizon ``1 / (1 - decay)`` steps
-once ``n`` reaches about ``10 / (1 - decay)``.
-"""
+"""An exponential moving average of the weights whose horizon grows from the first step: update ``n`` decays by
+``min(decay, (1 + n) / (10 + n))``. Lightning's ``EMAWeightAveraging`` starts from the random weights, so validation
+read 9.4% after epoch 1 of configs/cnn.yaml (results/cnn/NOTES.md)."""
 
 from __future__ import annotations
 
@@ -51,13 +44,8 @@ Decay = restricted_number_type("Decay", float, [(">=", 0.0), ("<", 1.0)])
 
 
 class EMAWithWarmup(WeightAveraging):
-    """Validation, test and checkpoints use an EMA of the weights, updated every training step.
-
-    Lightning's ``WeightAveraging`` keeps the average, swaps it in for validation and writes it into
-    checkpoints. Its update, torch's ``AveragedModel.update_parameters``, reads the average's update
-    count from the device twice a call (a GPU waits for its queue each time), so the update here is
-    done by ``update_average`` instead, its count the trainer's step on the host; the average's
-    ``n_averaged`` is still advanced (on the device) so checkpoints keep their contents.
+    """Validation, test and checkpoints use an EMA of the weights (Lightning's ``WeightAveraging``), updated each
+    step by ``update_average``: torch's ``update_parameters`` reads its count from the device twice a call.
 
     Args:
         decay: the decay once warmed up; its horizon is ``1 / (1 - decay)`` steps.

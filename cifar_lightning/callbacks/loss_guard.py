@@ -15,15 +15,9 @@ class NonFiniteLossError(UserError):
 
 
 class FiniteLossGuard(Callback):
-    """Stops training once a step's loss has been NaN or infinite.
-
-    Lightning has no per-step check (``detect_anomaly`` is slow; ``EarlyStopping(check_finite)``
-    looks only at its monitored metric once per epoch). Reading the loss every step would make a
-    GPU wait for its queue every step, so each step only folds its loss into a flag on the device
-    (the first non-finite step and its loss), and the flag is read at each logging step, at the
-    end of every epoch and before every checkpoint save. Stopping by an exception before the save
-    means no checkpoint ever holds the diverged weights: ``last.ckpt`` stays the last good epoch.
-    """
+    """Stops training once a step's loss has been NaN or infinite, before any checkpoint holds it. Each step folds
+    its loss into a flag on the device, read at logging steps, epoch ends and saves (Lightning's checks are
+    per epoch, or slow)."""
 
     def __init__(self) -> None:
         self._first_bad: torch.Tensor | None = None  # on the device: the first non-finite step, or -1

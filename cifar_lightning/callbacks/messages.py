@@ -59,11 +59,7 @@ class FitSummary(Callback):
 
 
 class ResumeHint(Callback):
-    """On Ctrl-C or SIGTERM, say how to pick the run up again.
-
-    Lightning stops at the next batch boundary and keeps the checkpoints written so far;
-    the last one (end of the previous epoch) is where ``--ckpt_path last`` resumes.
-    """
+    """On Ctrl-C or SIGTERM, say how to resume from the last checkpoint (``--ckpt_path last``)."""
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or trainer.log_dir is None:

@@ -1,9 +1,5 @@
-"""One line when a run asks for bfloat16 on a CPU that has no bfloat16 instructions.
-
-The recipes fast.yaml, sprint.yaml and hour.yaml use ``bf16-mixed``: on a CPU with AVX-512 BF16 or AMX it
-roughly doubles the step rate (results/bench-grid.md at 9ba0eb0). Without them PyTorch emulates bf16, which
-is slower than float32, so the preset would lose time it was meant to save.
-"""
+"""One line when a run asks for bfloat16 on a CPU without bfloat16 instructions, where it runs emulated, slower
+than float32 (with them it doubles the step rate: results/bench-grid.md at 9ba0eb0)."""
 
 from __future__ import annotations
 

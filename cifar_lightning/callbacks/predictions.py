@@ -15,13 +15,11 @@ from cifar_lightning.errors import UserError, ensure_writable_folder
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv``: path, then a class and a probability column per rank (``class``,
-    ``probability``, ``class_2``, ``probability_2``, ``class_3``, ``probability_3``), quoted by the csv module
-    so any class name survives, and how many test-time views each prediction averaged (``model.tta``).
+    """Writes ``predictions.csv``: path, a class and probability column per rank (quoted by the csv module) and the
+    views averaged.
 
     Args:
-        output: the CSV file, which must not exist yet; defaults to ``predictions.csv`` in the run's
-            log folder, or ``predictions-2.csv`` and on when an earlier ``predict`` wrote that.
+        output: a new CSV file; default ``predictions.csv`` in the run's folder (``-2``, ``-3``... beside earlier ones).
     """
 
     def __init__(self, output: str | None = None) -> None:

@@ -1,10 +1,5 @@
-"""The augmentation preview: a fixed set of training images (one of each class first), each beside a few
-augmented draws from the pipeline the run trains with, as a figure; logged when a fit starts
-(``AugmentationPreview``), and written as a PNG before any run by ``cifar-lightning preview`` (tools/preview.py).
-
-The draws come from a seed of their own, so the preview shows the setting and takes nothing from the
-training's random streams.
-"""
+"""The augmentation preview: fixed training images beside draws of the run's pipeline (from a seed of their own),
+logged when a fit starts and written by ``cifar-lightning preview``."""
 
 from __future__ import annotations
 
@@ -73,7 +68,7 @@ def preview_figure(datamodule, images: int, draws: int):
 
 
 class AugmentationPreview(Callback):
-    """At the start of a new fit, to every logger: the augmentation preview of the run's training images.
+    """At the start of a new fit, to every logger: the augmentation preview.
 
     Args:
         images: how many training images the grid shows.

@@ -15,10 +15,8 @@ STEP_FIGURES = ("train/loss_step", "img/s")
 
 
 class LoggingStepProgressBar(RichProgressBar):
-    """The bar Lightning would show, plus the training loss and images per second read at each logging
-    step and epoch end, not every batch (a GPU waits for its queue at every read). Its counter
-    still moves every batch. The CLI adds it when ``trainer.enable_progress_bar`` is on and no
-    other progress bar is configured."""
+    """Lightning's bar, with the loss and images per second read only at logging steps and epoch ends (a GPU waits
+    at every read)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

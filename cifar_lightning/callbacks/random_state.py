@@ -12,15 +12,8 @@ from cifar_lightning.errors import EDITED, CheckpointError
 
 
 class RandomState(Callback):
-    """Carries the global RNG states of torch (CPU and CUDA), numpy and Python in checkpoints.
-
-    Lightning saves none of them. The data pipeline does not need them (its shuffling and
-    augmentation are seeded per epoch, ``data/sampling.py``), but a network that draws random
-    numbers while training (dropout, stochastic depth) does, for a resumed run to match one
-    that never stopped. The states are restored when the first resumed epoch starts, the point
-    where they were saved (after the previous epoch's validation), and stored as tensors and
-    plain numbers, so checkpoints still load with ``weights_only=True``.
-    """
+    """Carries torch's, numpy's and Python's RNG states in checkpoints (Lightning saves none), as tensors and plain
+    numbers, restored when the first resumed epoch starts: a network that draws (dropout) resumes exactly."""
 
     def __init__(self) -> None:
         self._pending: dict | None = None

@@ -25,12 +25,8 @@ HELD_OUT = "validation_images.txt"  # train/<class>/<NNNN>, one a line
 
 
 class RunInfo(Callback):
-    """Writes ``run.json`` beside the run's logs: command, commit, versions, data copy and machine.
-
-    Results are only as good as their provenance; the report reads this file. It also marks the
-    run folder as holding a result once a training step has finished: a command that fails
-    before that gives back the folder it claimed (``run_folders.release_unused``).
-    """
+    """Writes ``run.json`` (command, commit, versions, data, machine), and marks the run folder as holding a result
+    from the first step (before it, a failed command gives the folder back)."""
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         log_dir = trainer.log_dir  # every rank: under DDP it is a broadcast from rank 0
@@ -75,13 +71,8 @@ class RunInfo(Callback):
 
 
 class SaveStageConfig(SaveConfigCallback):
-    """``config.yaml`` for a new fit; ``config-test.yaml`` etc. for an evaluation logged into a fit's folder.
-
-    A resumed fit keeps the run's own config.yaml: its training settings were checked to be the
-    same (``resume.check_resume``), and the file is the record of how the run was trained. An
-    evaluation without a logger has no run folder to record into, so it writes none (its
-    ``log_dir`` is the working folder).
-    """
+    """``config.yaml`` for a new fit (a resumed one keeps its own), ``config-<stage>.yaml`` for an evaluation logged
+    into a run folder, none without a logger."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn enum

@@ -10,13 +10,8 @@ from cifar_lightning.callbacks.steps import is_logging_step
 
 
 class SpeedMonitor(Callback):
-    """``train/device/samples_per_sec`` (this process) and ``train/samples_per_sec`` (all processes) at each
-    logging step, ``img/s`` for the progress bar (the epoch so far), and ``time/epoch_s`` (training plus validation).
-
-    Lightning's ``ThroughputMonitor`` synchronizes the GPU every batch to time it. Here the rate is
-    images over the host's clock between logging steps: the host runs at most a few queued steps
-    ahead of the device, so over ``log_every_n_steps`` steps the two clocks agree, and no step waits.
-    """
+    """Images per second (this process, all processes, the bar's ``img/s``) and ``time/epoch_s``, timed on the host
+    between logging steps: Lightning's ``ThroughputMonitor`` synchronizes the GPU every batch."""
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._epoch_started = self._window_started = time.perf_counter()

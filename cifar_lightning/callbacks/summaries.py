@@ -20,14 +20,8 @@ HPARAM_METRICS = ("hp/best_val_acc", "hp/final_val_acc", "hp/test_acc")
 
 
 class HParamsSummary(Callback):
-    """The run's whole config as every logger's hyperparameters, with its final val and test accuracy.
-
-    The config is the run's ``config.yaml``, flattened (``model.optimizer.init_args.lr``...).
-    TensorBoard's HPARAMS tab declares its metrics once, when the fit starts; their values are
-    scalars logged to every logger when known: best and final val accuracy at the end of ``fit``,
-    test accuracy when ``test`` runs on a checkpoint of the run (it logs into the same folder).
-    Set TensorBoard's ``default_hp_metric: false``: TensorBoard keeps the first hparams record of a run.
-    """
+    """The run's flattened config as every logger's hyperparameters, with ``hp/`` metrics logged when known (best
+    and final val accuracy after ``fit``, test accuracy after ``test``). Use ``default_hp_metric: false``."""
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         config_file = Path(trainer.log_dir or ".") / "config.yaml"  # every rank: log_dir is a broadcast
@@ -66,11 +60,8 @@ class HParamsSummary(Callback):
 
 
 class TestFigures(Callback):
-    """At ``test``: the per-class table on the terminal, ``test_confusion_matrix.csv`` in the run
-    folder (a test without a logger has none), and to every logger the confusion matrix (torchmetrics' own plot), a grid of
-    misclassified test images and the same images under the Grad-CAM map of the class they were
-    taken for (``cifar_lightning.explain``). A logger that takes no images (CSV) gets them as PNG
-    files in the run folder instead, and a line says so.
+    """At ``test``: the per-class table, ``test_confusion_matrix.csv``, and to every logger (as PNG files for one
+    that takes no images) the confusion matrix, misclassified images and their Grad-CAM maps.
 
     Args:
         max_images: how many misclassified images the grids show (the first ones met).

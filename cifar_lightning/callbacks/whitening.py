@@ -17,10 +17,8 @@ def whitening_layers(pl_module: LightningModule) -> list[PatchWhitening]:
 
 class FitPatchWhitening(Callback):
     """Args:
-    images: training images the patch statistics are taken from, in the first batches of the fit
-        (augmented as trained; the flip and shift leave patch statistics about as they are).
-    bias_epochs: epochs in which the stem's bias trains; after them its gradient is dropped
-        before each step, so the optimizer leaves it (and its momentum) alone. 0 never trains it.
+    images: training images (from the fit's first batches) the patch statistics are taken from.
+    bias_epochs: epochs in which the stem's bias trains (0: never).
     """
 
     def __init__(self, images: PositiveInt = 5000, bias_epochs: NonNegativeInt = 3) -> None:

@@ -24,14 +24,8 @@ MIN_SIDE = 16  # the smallest side a training epoch may shrink to (Augmentation.
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training-time augmentation; each ``*_p`` is the probability that the step runs. Pixel values
-    (``shift_px``, ``cutout_size``, ``epoch_sides``) are for CIFAR's 32-pixel images and scale with
-    ``data.image_size`` (``at``): a 4-pixel shift at 32 is 8 pixels at 64.
-
-    Checked once, when built: each range here (``ConfigError`` names the key and its allowed
-    range), then albumentations' own validation of the pipeline. The CLI builds it at parse time,
-    so a bad value stops the command before any data is unpacked.
-    """
+    """Training-time augmentation; each ``*_p`` is the probability that the step runs. Pixel values are for
+    32-pixel images and scale with ``data.image_size`` (``at``). Checked when built (the CLI builds it at parse)."""
 
     hflip_p: float = 0.5
     affine_p: float = 0.5
@@ -92,10 +86,7 @@ def _normalize(mean: tuple[float, ...], std: tuple[float, ...]) -> list[A.BasicT
 
 
 def train_transform(aug: Augmentation, mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:
-    """Flip, shift/scale/rotate, cutout, normalize. ``mean``/``std`` are in [0, 1] per channel.
-
-    Raises ``ConfigError`` when albumentations itself refuses a value.
-    """
+    """Flip, shift/scale/rotate, cutout, normalize (``mean``/``std`` in [0, 1]); albumentations' refusal is one line."""
     return augmentation_transform(aug, mean, _normalize(mean, std))
 
 
@@ -143,11 +134,8 @@ def eval_transform(mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose
 
 
 def seed_augmentation(transform: A.Compose, seed: int) -> None:
-    """Give the pipeline and each of its transforms an independent stream derived from ``seed``.
-
-    ``Compose.set_random_seed`` hands every transform the *same* seed, and each transform draws
-    ``random() < p`` first: flip, affine and cutout would then fire together or not at all.
-    """
+    """Each transform its own stream from ``seed``: ``Compose.set_random_seed`` gives all the same seed, so flip,
+    affine and cutout would fire together or not at all."""
     children = np.random.SeedSequence(seed).spawn(len(transform.transforms) + 1)
     transform.set_random_seed(int(children[0].generate_state(1)[0]))  # the Compose's own draws
     for step, child in zip(transform.transforms, children[1:]):
@@ -155,20 +143,9 @@ def seed_augmentation(transform: A.Compose, seed: int) -> None:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: Lightning's per-worker seeding, extended to albumentations.
-
-    Without the second step every worker starts from a copy of the same Compose RNG and
-    applies the same augmentation sequence (albumentations #2473). Lightning's seeding
-    mixes the loader's per-epoch base seed, the worker id and the global rank.
-
-    Each worker leaves the terminal's process group. A ``kill`` of the whole group
-    (``timeout``, a batch scheduler, Ctrl-C) then reaches only the main process, which saves
-    and shuts its workers down, rather than killing the workers under it ("DataLoader worker
-    killed" traceback). Signals the main process sends its own workers still reach them: a
-    worker that ignored SIGTERM instead would hang the exit after any error (the loader stops
-    workers with SIGTERM, and the exit handler waits for them for ever). SIGTERM is held off
-    only while the worker moves to its own group.
-    """
+    """DataLoader ``worker_init_fn``: Lightning's per-worker seeding, also of albumentations (else every worker
+    repeats one sequence, albumentations #2473). The worker leaves the terminal's process group, so a group kill
+    (Ctrl-C, ``timeout``) reaches only the main process, which saves and stops its workers."""
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if hasattr(os, "setpgid"):
         os.setpgid(0, 0)

@@ -28,22 +28,18 @@ from cifar_lightning.files import read_json, write_atomically
 
 def channel_stats(images: np.ndarray, chunk: int = 5000) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std in [0, 1] of N x H x W x 3 uint8 images, in chunks to bound memory."""
-    total = np.zeros(3)
-    squares = np.zeros(3)
+    sums = np.zeros((2, 3))  # of the values and of their squares
     for start in range(0, len(images), chunk):
         block = images[start : start + chunk].reshape(-1, 3).astype(np.float64) / 255.0
-        total += block.sum(0)
-        squares += (block**2).sum(0)
-    count = len(images) * images.shape[1] * images.shape[2]
-    mean = total / count
-    std = np.sqrt(squares / count - mean**2)
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        sums += block.sum(0), (block**2).sum(0)
+    mean = sums[0] / (len(images) * images.shape[1] * images.shape[2])
+    std = np.sqrt(sums[1] / (len(images) * images.shape[1] * images.shape[2]) - mean**2)
+    return tuple(map(float, mean)), tuple(map(float, std))
 
 
 def training_stats(cache: Path, split: str, images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``channel_stats`` of a training split, cached beside its decoded images (``<cache>.stats.json``, an entry
-    per split): otherwise every fit, test and predict spends 2.3 s on CIFAR-10's 45,000 images here. An entry
-    of another cache, or anything but 3 finite means and 3 positive stds, is computed again."""
+    """``channel_stats`` of a training split, cached in ``<cache>.stats.json`` (2.3 s for CIFAR-10 otherwise);
+    an entry of another cache, or not 3 means and 3 stds in (0, 1], is computed again."""
     path = cache.with_name(cache.name.removesuffix(".npz") + ".stats.json")
     stamp = f"{cache.stat().st_size}:{cache.stat().st_mtime_ns}"  # a rebuilt cache has other statistics
     splits: dict = {}
@@ -65,14 +61,9 @@ def training_stats(cache: Path, split: str, images: np.ndarray) -> tuple[tuple[f
 
 
 def split_indices(labels: np.ndarray, val_size: int, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(validation, training) indices into ``labels``, a function of ``split_seed`` and the images' identities.
-
-    An image's identity is its class and its place among that class's images in the official
-    order, which every source keeps within a class (the image folder's NNNN.jpg numbers them;
-    torchvision's batches list them in that order, classes interleaved). Ordering by identity
-    first makes the split the same whatever order a source lists its images in. The draw is in
-    random order, so a prefix (limit_val_batches) is a fair sample of all classes.
-    """
+    """(validation, training) indices, a function of ``split_seed`` and the images' identities (class, then place
+    in the class's official order, which every source keeps), so the same whatever order a source lists them in.
+    Drawn in random order: a prefix (limit_val_batches) samples every class."""
     canonical = np.argsort(labels, kind="stable")  # class by class, each class in official order
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed)).numpy()
     return canonical[order[:val_size]], canonical[order[val_size:]]
@@ -100,59 +91,37 @@ def check_split(labels: np.ndarray, val_idx: np.ndarray, classes: tuple[str, ...
 
 
 def prepared_cache(data) -> Path:
-    """The decoded cache of the data a config's ``data`` settings name, decoded first when needed: what the CLI
-    reads the classes from before the data module exists, and then hands to it (``ImageDataModule.cache``)."""
-    archive = Path(data["archive"]) if data.get("archive") else None
-    cache_dir = Path(data["cache_dir"]) if data.get("cache_dir") else None
+    """The decoded cache of a config's ``data``: the CLI reads the classes from it, then hands it to the data module."""
+    archive, cache_dir = (Path(data[key]) if data.get(key) else None for key in ("archive", "cache_dir"))
+    size = data["image_size"]
     return sources.prepare(
-        Path(data["data_dir"]),
-        archive,
-        data["download"],
-        data.get("dataset"),
-        size=data["image_size"],
-        cache_dir=cache_dir,
+        Path(data["data_dir"]), archive, data["download"], data.get("dataset"), size=size, cache_dir=cache_dir
     )
 
 
 class ImageDataModule(LightningDataModule):
-    """Labelled small images: an image folder in ``data_dir``, an archive, or CIFAR-10 or CIFAR-100
-    from torchvision's download. The classes and their number come from the data.
+    """Labelled small images: an image folder, an archive, or CIFAR-10/100's download; the classes come from the data.
 
     Args:
-        data_dir: an image folder (``{train,test}/<class>/*``, at most one folder down), or where
-            CIFAR's python batches are or a download lands. It is only read (a download writes there).
-        archive: a ``.tar.gz`` of an image folder (``{train,test}/<class>/*``, optionally ``val/<class>/*``)
-            or of CIFAR's python batches; read as a stream and decoded once, never unpacked.
-        cache_dir: where the decoded images are kept, one file per source and size; ``null``:
-            ``$XDG_CACHE_HOME/cifar_lightning`` (``~/.cache/cifar_lightning``).
-        image_size: the side, in pixels, every image is read, trained and predicted at (8 to 128;
-            CIFAR's 32 by default); other sizes are resized on decode.
-        dataset: read the python batches of this data set (``cifar100`` has CIFAR-100's 100 fine
-            classes, ``cifar100-coarse`` its 20 superclasses), from ``archive``, ``data_dir`` or the
-            download. ``null``: whatever ``archive`` or ``data_dir`` holds, else CIFAR-10.
+        data_dir: an image folder (``{train,test}/<class>/*``, at most one folder down), or where CIFAR's python
+            batches are or a download lands; only read.
+        archive: a ``.tar.gz`` of an image folder (``val/`` optional) or of CIFAR's python batches, read as a stream.
+        cache_dir: where decoded images are kept; ``null``: ``$XDG_CACHE_HOME/cifar_lightning``.
+        image_size: the side, in pixels, images are read, trained and predicted at (8 to 128).
+        dataset: these python batches (``cifar100``: 100 fine classes, ``cifar100-coarse``: 20); ``null``:
+            whatever ``archive`` or ``data_dir`` holds, else CIFAR-10.
         download: fall back to torchvision's download when ``data_dir`` holds no data.
-        val_size: training images held out for validation, as a count or as a fraction of them (0.1:
-            CIFAR's 5,000 of 50,000), drawn at random, so each class in proportion on average. 0 trains on
-            all of them and skips validation: the final fit of a recipe already chosen on validation. An
-            image folder's ``val/``, when present, is the validation split instead.
+        val_size: training images held out for validation, a count or a fraction (0: none, for a final fit); an
+            image folder's ``val/`` is used instead when present.
         split_seed: seed of the train/validation split (independent of the run's seed).
         batch_size: training batch size.
-        eval_batch_size: batch size for validation, test and predict (no gradients, so larger).
-        pipeline: where the images are augmented and batched. ``device``: the decoded split is kept on
-            the training device (the GPU, or the CPU itself) and each batch is indexed out of it and
-            augmented there as tensor operations, with no loader worker (``data/device_batches.py``).
-            ``albumentations``: a DataLoader passes each image through the albumentations pipeline in
-            ``num_workers`` processes, the way to add any other albumentations transform.
-            Both apply the same augmentation (``tests/test_tensor_augment.py``).
-        num_workers: DataLoader worker processes for the albumentations pipeline and for ``predict``
-            on a folder; ``auto`` takes one per usable CPU core, less one for the main process,
-            shared among this machine's devices.
-        pin_memory: page-locked batches for faster copies to a GPU; ``null`` turns it on when
-            the Trainer runs on CUDA.
-        augmentation: the training augmentation (validation and test are never augmented); its pixel
-            values are for 32-pixel images and scale with ``image_size``.
-        predict_dir: a folder of your own images (any size, any format PIL reads) for ``predict``;
-            without it, ``predict`` runs on the test split.
+        eval_batch_size: batch size for validation, test and predict.
+        pipeline: ``device``: splits kept on the training device, batches augmented there as tensors;
+            ``albumentations``: a DataLoader's workers run albumentations (to add its other transforms).
+        num_workers: loader workers for ``albumentations`` and a ``predict_dir``; ``auto``: a core each, less one.
+        pin_memory: page-locked batches for GPU copies; ``null``: on when the Trainer runs on CUDA.
+        augmentation: the training augmentation, in pixels of a 32-pixel image (scaled with ``image_size``).
+        predict_dir: a folder of your own images for ``predict``; without it, the test split.
     """
 
     def __init__(
@@ -216,8 +185,7 @@ class ImageDataModule(LightningDataModule):
         self.preparation_seconds = time.perf_counter() - started
 
     def prepared(self) -> Path:
-        """The decoded cache of this data (``sources.prepare``), its path; checked once by this data module
-        (prepare_data, setup and class_names ask in turn, and an image folder's check reads every file's size)."""
+        """The decoded cache of this data (``sources.prepare``), found or made once per command."""
         if self.cache is None:
             self.cache = sources.prepare(
                 self.data_dir, self.archive, self.download, self.dataset, size=self.image_size, cache_dir=self.cache_dir
@@ -225,8 +193,7 @@ class ImageDataModule(LightningDataModule):
         return self.cache
 
     def class_names(self) -> tuple[str, ...]:
-        """The data's classes, label order: sorted folder names, or the data set's own list. Prepares the
-        data when it is not yet decoded (the CLI asks before it builds the network, for its output width)."""
+        """The data's classes in label order: sorted folder names, or the data set's own list."""
         if not self.classes:
             self.classes = sources.read_classes(self.prepared())
         return self.classes
@@ -281,8 +248,7 @@ class ImageDataModule(LightningDataModule):
 
     @property
     def preprocessing(self) -> dict:
-        """What the network expects: the training split's mean and std (RGB in [0, 1]), the class
-        names and the input size. Saved in every checkpoint; a model loaded from one uses these."""
+        """What the network expects (training mean and std, classes, input size): saved in every checkpoint."""
         if not self.mean:
             return {}
         return {
@@ -418,9 +384,7 @@ class ImageDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if self.predict_dir is None:  # the built-in test split, each item named by split and index
             names = [f"test[{i}]" for i in range(len(self.test_set))]
-            if (
-                self.pipeline == "device"
-            ):  # the batch indices name the predictions: a DataLoader, reading the device's copy
+            if self.pipeline == "device":  # a DataLoader reading the device's copy: batch indices name predictions
                 return DataLoader(
                     DeviceImages(self._on_device("test", self.test_set), names),
                     batch_size=self.eval_batch_size,

@@ -13,11 +13,7 @@ from cifar_lightning.errors import DataError
 
 
 class ImageArrayDataset(Dataset):
-    """Images (N x H x W x 3 uint8) and integer labels, passed through an albumentations pipeline.
-
-    ``names`` identify the items (source file paths) in errors and predictions; without them an
-    item is named by its index.
-    """
+    """Images (N x H x W x 3 uint8) and labels through an albumentations pipeline; ``names`` (paths) or indices."""
 
     def __init__(
         self, images: np.ndarray, labels: np.ndarray, transform: A.Compose, names: Sequence[str] | None = None

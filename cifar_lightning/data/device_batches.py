@@ -1,12 +1,5 @@
-"""Batches indexed out of a split that lives on the training device, augmented there as tensors.
-
-The ``device`` pipeline: the decoded uint8 split is copied to the device once, each epoch's
-augmentation parameters are drawn on the CPU for every image at once and copied over once, and
-every batch is an index into the split followed by ``tensor_augment``'s gather: no loader
-worker, no per-image Python, and no value read back from the device. Lightning takes any
-iterable with ``__len__`` as a loader (the length is what OneCycle's step count comes from) and
-calls ``set_epoch`` on its ``sampler``.
-"""
+"""The ``device`` pipeline: a split copied to the training device once, each batch an index into it and
+``tensor_augment``'s gather; no loader worker, no per-image Python, no read back from the device."""
 
 from __future__ import annotations
 
@@ -26,10 +19,7 @@ Batch = tuple[Tensor, Tensor]
 
 
 class DeviceSplit:
-    """N x H x W x C uint8 images and their int64 labels on ``device``, with the statistics that normalise them.
-
-    On the CPU the tensors share the decoded arrays' memory; on a GPU they are copied once.
-    """
+    """uint8 images, int64 labels and the statistics that normalise them, on ``device`` (shared memory on a CPU)."""
 
     def __init__(
         self, images: np.ndarray, labels: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device
@@ -54,14 +44,8 @@ class DeviceSplit:
 
 
 class TrainBatches:
-    """One epoch of augmented training batches from a ``DeviceSplit``, epoch-seeded and sharded by rank.
-
-    The order is ``EpochSeededSampler``'s (a function of the seed and the epoch); each process takes
-    every ``world_size``-th image of it from its ``rank`` on, cut to the same number of whole
-    batches on every process. An image's augmentation is drawn from ``(seed, epoch)`` for the
-    whole split at once and read by the image's number, so it depends on the seed, the epoch and
-    the image only: not on the batch size, the rank or the number of processes.
-    """
+    """One epoch of augmented batches, ``EpochSeededSampler``'s order sharded by rank; an image's augmentation
+    depends on the seed, the epoch and the image only, not on the batch size or process layout."""
 
     def __init__(
         self,
@@ -134,9 +118,7 @@ class EvalBatches:
 
 
 class DeviceImages(Dataset):
-    """A ``DeviceSplit`` as a map-style dataset whose batches are read whole (``__getitems__``), for
-    ``predict``: a DataLoader over it keeps the batch indices that the prediction writer names
-    the images by. Use with ``collate_fn=already_batched`` and no workers."""
+    """A ``DeviceSplit`` read a batch at a time (``__getitems__``) for ``predict``, whose writer names images by index."""
 
     def __init__(self, split: DeviceSplit, names: Sequence[str]) -> None:
         self.split = split

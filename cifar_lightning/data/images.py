@@ -62,9 +62,8 @@ def from_array(pixels: np.ndarray) -> Image.Image:
 
 
 def read_image(source: str | Path | bytes | Image.Image | np.ndarray, name: str | None = None) -> Image.Image:
-    """An image file (a path, or its bytes from an archive), a PIL image or an array as RGB, its phone-camera
-    orientation applied. The pixel count is read from the header and bounded before any pixel is decoded;
-    any decoder failure is one ``DataError`` naming the file."""
+    """A file (path or bytes), PIL image or array as RGB, EXIF orientation applied; the pixel count is bounded from
+    the header before decoding, and any decoder failure is one ``DataError``."""
     if isinstance(source, np.ndarray):
         return from_array(source)
     if isinstance(source, Image.Image):
@@ -107,9 +106,8 @@ def skipped_files(paths: list[str], where: Path | str) -> str:
 
 
 def decode_folder(folder: Path, size: int, limit: int) -> tuple[np.ndarray, list[str]]:
-    """Every readable image under ``folder`` (any depth), resized to ``size``, and their paths; at most
-    ``limit`` files are looked at. Unreadable files, and anything not a regular file, are skipped with a
-    warning that lists them."""
+    """Every readable image under ``folder`` (at most ``limit`` files), resized to ``size``, and their paths; the
+    rest are skipped with a warning."""
     if not folder.is_dir():
         raise DataError(f"predict folder {folder} does not exist: check --data.predict_dir")
     files = []

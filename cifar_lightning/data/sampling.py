@@ -1,10 +1,5 @@
-"""Epoch-seeded shuffling: epoch k's order and augmentation depend on (seed, k) alone.
-
-A plain ``RandomSampler`` and persistent loader workers carry their random state from one
-epoch into the next, so a run resumed at epoch k would draw other batches and other
-augmentations than the run that never stopped. Here every epoch starts from generators
-seeded by ``(seed, epoch)``, so a resumed run replays exactly what the uninterrupted run did.
-"""
+"""Epoch-seeded shuffling: epoch k's order and augmentation depend on (seed, k) alone, so a resumed run replays
+exactly what the uninterrupted one did (a ``RandomSampler`` carries its state from epoch to epoch)."""
 
 from __future__ import annotations
 
@@ -25,19 +20,9 @@ def epoch_seed(seed: int, epoch: int, stream: int, *more: int) -> int:
 
 
 class EpochSeededSampler(Sampler[int]):
-    """Random order over ``size`` items, a function of ``(seed, epoch)``.
-
-    ``loader_generator`` is the DataLoader's ``generator``: the loader draws its workers'
-    base seed from it when an epoch's iterator is created, so it is reseeded for each epoch
-    too (workers are then seeded by ``seed_worker`` from that base seed).
-    ``reseed_in_process`` reseeds the augmentation when batches are made in the main
-    process (``num_workers=0``), where no ``worker_init_fn`` runs; its seed mixes in ``rank``,
-    so that DDP processes augment their k-th images differently.
-
-    ``epoch`` at construction is the epoch about to run: the project reloads the train loader
-    every epoch (``reload_dataloaders_every_n_epochs=1``, set by the CLI), because Lightning
-    creates the first iterator of a fit before it restores a checkpoint's epoch counter.
-    """
+    """Random order over ``size`` items, a function of ``(seed, epoch)``; it reseeds the DataLoader's
+    ``loader_generator`` (its workers' base seed) too, or with ``num_workers=0`` the augmentation in this process
+    (``reseed_in_process``, mixing in ``rank``). ``epoch``: the one about to run (the loader is rebuilt each epoch)."""
 
     def __init__(
         self,

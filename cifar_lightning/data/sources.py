@@ -1,11 +1,6 @@
-"""Where the images come from: a folder of labelled images, CIFAR-10's or CIFAR-100's python batches,
-an archive of either, or torchvision's download.
-
-Every source ends as the same uint8 arrays (images as N x S x S x 3, labels as N, the class names),
-cached in the cache folder, one file per source and size, so a second run starts in seconds. An archive
-is read as a stream and decoded in memory, never unpacked: its members' names, links and types decide
-nothing on disk, and nothing but the cache is written.
-"""
+"""Where the images come from (an image folder, CIFAR's python batches, an archive of either, or torchvision's
+download), decoded to uint8 arrays cached one file per source and size. An archive is read as a stream, never
+unpacked: nothing but the cache is written."""
 
 from __future__ import annotations
 
@@ -152,9 +147,8 @@ def member_parts(name: str) -> tuple[str, ...] | None:
 
 
 class Collected:
-    """What a stream of files holds that a data set is made of, decoded as it streams: images under
-    ``[root/]{train,val,test}/<class>/`` and python batches under ``[root/]<layout folder>/``, where ``root``
-    is at most one folder. Each file is read only when its path says it is one of these."""
+    """A data set decoded from a stream of files: images under ``[root/]{train,val,test}/<class>/``, python batches
+    under ``[root/]<layout folder>/``; a file is read only when its path says it is one."""
 
     def __init__(self, where: Path, layouts: list[str], images: bool, size: int) -> None:
         self.where, self.layouts, self.want_images, self.size = where, layouts, images, size
@@ -225,9 +219,8 @@ class Collected:
 
 
 def decode_archive(archive: Path, dataset: Dataset | None, size: int) -> Arrays:
-    """The data set in a ``.tar``/``.tar.gz`` archive, read as a stream: regular members only, each decoded
-    in memory; links, devices and FIFOs are passed over, and nothing is written. No ``tarfile`` extraction,
-    so no Python's extraction filter is relied on."""
+    """The data set in a ``.tar``/``.tar.gz`` archive, streamed: regular members decoded in memory, nothing written,
+    no extraction (so no reliance on ``tarfile``'s filter)."""
     if not is_regular(archive):
         raise DataError(
             f"archive {archive} does not exist or is not a file: check --data.archive (or the Makefile's ARCHIVE)"
@@ -346,9 +339,7 @@ def check_classes(root: str, names: dict[str, list[str]]) -> tuple[str, ...]:
 
 
 def list_folder(root: Path) -> dict[tuple[str, ...], Path]:
-    """The regular files of an image folder's splits by their path parts below ``root``, hidden ones and
-    anything but regular files (FIFOs, devices) left out, at most ``MAX_MEMBERS``; an empty class folder
-    is one line."""
+    """The regular, visible files of an image folder's splits (at most ``MAX_MEMBERS``), by their parts below ``root``."""
     files: dict[tuple[str, ...], Path] = {}
     for split in SPLITS:
         if not (root / split).is_dir():
@@ -385,10 +376,8 @@ def decode_image_folder(root: Path, size: int = IMAGE_SIZE) -> Arrays:
 
 
 class BatchUnpickler(pickle.Unpickler):
-    """Builds only dicts, lists, strings, bytes, numbers and numpy arrays: a pickle is a program, and
-    one that names any other function (``os.system``) is refused before it runs. An array's shape is
-    read from the builder's arguments and bounded before anything is allocated. No library reads the
-    official batches without unpickling them (torchvision's reader is ``pickle.load``)."""
+    """Builds only plain values and numpy arrays, shapes bounded first; any other name is refused before it runs. No
+    library reads the batches without unpickling (torchvision's reader is ``pickle.load``)."""
 
     RECONSTRUCT = {
         ("numpy.core.multiarray", "_reconstruct"),  # the official files, written by numpy 1 under Python 2
@@ -409,9 +398,7 @@ class BatchUnpickler(pickle.Unpickler):
 
 
 def checked_shape(shape) -> tuple[int, ...]:
-    """An array's shape from a pickle, refused past ``MAX_BATCH_FILE_BYTES`` of 8-byte items before anything
-    is allocated: ``numpy.ndarray((400000, 3072))`` would take 1.2 GB from a 3 kB pickle. (An array's data,
-    given later by ``__setstate__``, is already in memory, and numpy checks that it fits the shape.)"""
+    """An array's shape from a pickle, refused past ``MAX_BATCH_FILE_BYTES`` of 8-byte items before allocation."""
     shape = (shape,) if isinstance(shape, int) else shape
     if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise pickle.UnpicklingError(f"it builds an array of shape {str(shape)[:40]}")
@@ -562,9 +549,7 @@ def array_header(zf: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dt
 
 
 def cache_fits(cache: Path, size: int) -> bool:
-    """Whether a cache's members are what this project writes, from the zip's sizes and the arrays' headers
-    alone: uint8 images of ``size`` px, one int64 label each, 2 to ``MAX_CLASSES`` class names, within the
-    decoded budget. Nothing is allocated before this says yes."""
+    """Whether a cache's members are what this project writes, from the zip's sizes and array headers alone."""
     try:
         with zipfile.ZipFile(cache) as zf:
             if (
@@ -711,11 +696,8 @@ def prepare(
     size: int = IMAGE_SIZE,
     cache_dir: Path | None = None,
 ) -> Path:
-    """A valid decoded cache of the source, found or made, and its path. Source precedence: (1) ``archive``,
-    when given: exactly what it holds, whatever else ``data_dir`` holds; (2) without ``dataset``, an image
-    folder in ``data_dir``; (3) the python batches of ``dataset`` (CIFAR-10 without one) in ``data_dir``;
-    (4) torchvision's download of them into ``data_dir``, when allowed. Only the cache folder is written
-    (and ``data_dir`` by a download)."""
+    """The decoded cache's path, found or made, of the first source there is: ``archive``; an image folder in
+    ``data_dir`` (without ``dataset``); ``dataset``'s python batches there; their download."""
     check_image_size(size)
     cache_dir = ensure_writable_folder(cache_dir or default_cache_dir(), "cache", "pick another --data.cache_dir")
     if archive is not None:

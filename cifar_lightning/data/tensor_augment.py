@@ -1,15 +1,8 @@
-"""The training augmentation as tensor operations on a batch: flip, whole-pixel shift, scale/rotate, cutout.
+"""``augment.train_transform``'s steps and distributions as tensor operations on a uint8 batch, on its device.
 
-The same steps as ``augment.train_transform`` (albumentations, one image at a time), in the same
-order and with the same distributions, applied to many uint8 images at once on whatever device
-holds them. Written by hand because no library fit: torchvision.transforms.v2 draws one set of
-parameters for a whole batch, and kornia draws per image but launches many small kernels per
-call (kornia #4531); airbench and hlb-CIFAR10 do the same by hand for the same reason.
-
-Parameters are drawn on the CPU from a seeded ``torch.Generator``, one row per image, so an
-image's draw is the same on every device and in every process layout; ``apply`` then runs
-without reading anything back to the host (no ``.item()``, no boolean indexing), so a GPU never
-waits for it.
+By hand because no library fit: torchvision.transforms.v2 draws one set of parameters a batch, kornia launches
+many small kernels a call (kornia #4531). Draws are made on the CPU, a row per image, so they match on every
+device; ``apply`` reads nothing back to the host, so a GPU never waits.
 """
 
 from __future__ import annotations
@@ -52,13 +45,8 @@ def to_device(tensor: Tensor, device: torch.device) -> Tensor:
 
 
 def draw(aug: Augmentation, count: int, size: int, generator: torch.Generator) -> Draws:
-    """``count`` images' parameters for ``size`` x ``size`` images, each as albumentations draws it.
-
-    HorizontalFlip fires with ``hflip_p``; Affine with ``affine_p``, its translation a whole
-    number uniform in ``-shift_px..shift_px`` per axis, its zoom uniform in ``1 ± scale`` and its
-    angle uniform in ``± rotate``; CoarseDropout with ``cutout_p``, one ``cutout_size`` hole whose
-    top-left corner is uniform over the positions that keep it inside the image.
-    """
+    """``count`` images' parameters for ``size``-pixel images, each drawn as albumentations draws it (flip, whole-pixel
+    shift, zoom and angle, one cutout hole inside the image)."""
 
     def chance(p: float) -> Tensor:
         return torch.rand(count, generator=generator) < p
@@ -93,12 +81,8 @@ def pixel_table(images: Tensor, fill: Tensor) -> Tensor:
 
 
 def source_pixels(draws: Draws, image: Tensor, height: int, width: int, hole_size: int = 0) -> Tensor:
-    """For each output pixel (N x H x W) of the images numbered ``image``, its row in their ``pixel_table``.
-
-    Mirrored where ``draws.flip``, then moved by whole pixels with a reflect-101 border; inside a
-    cutout hole (``hole_size`` > 0) the row is the table's last, the fill. One index, so the whole
-    augmentation of a batch is one gather from the split.
-    """
+    """Each output pixel's row in ``pixel_table``: mirrored, shifted with a reflect-101 border, the fill row in a
+    cutout hole, so a batch's augmentation is one gather."""
     device = image.device
     rows = reflect_101(torch.arange(height, device=device) - draws.shift_y[:, None], height)
     cols = reflect_101(torch.arange(width, device=device) - draws.shift_x[:, None], width)
@@ -119,22 +103,14 @@ def in_hole(draws: Draws, height: int, width: int, size: int) -> Tensor:
 
 
 def gather_pixels(table: Tensor, index: Tensor) -> Tensor:
-    """The pixels of ``table`` (``pixel_table``) at ``index`` (``source_pixels``), N x H x W x C.
-
-    uint8 values are copied, never interpolated, so a whole-pixel shift equals OpenCV's
-    ``warpAffine`` with ``BORDER_REFLECT_101`` bit for bit.
-    """
+    """The pixels of ``table`` at ``index``, N x H x W x C: copied, so a shift equals OpenCV's bit for bit."""
     flat = torch.where(index < 0, len(table) - 1, index).reshape(-1)
     return table.index_select(0, flat).view(*index.shape, table.shape[1])
 
 
 def scale_and_rotate(images: Tensor, draws: Draws) -> Tensor:
-    """N x H x W x C images through albumentations' Affine matrix (zoom, rotation, translation about the
-    centre), bilinear with a reflect-101 border, rounded back to uint8 as OpenCV's warp does.
-
-    ``grid_sample`` with ``align_corners=True`` places -1 and 1 on the edge pixels' centres, so its
-    reflection folds about them: reflect-101. Values match OpenCV to rounding, not bit for bit.
-    """
+    """Images through albumentations' Affine matrix, bilinear with a reflect-101 border (``grid_sample`` with
+    ``align_corners=True`` folds about the edge pixels' centres), rounded to uint8: OpenCV's values to rounding."""
     n, height, width = images.shape[:3]
     device = images.device
     radians = torch.deg2rad(draws.angle)

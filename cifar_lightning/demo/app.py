@@ -1,12 +1,6 @@
 """A demo page of a checkpoint: upload an image or pick an example, see the top classes and the Grad-CAM overlay.
 
-    cifar-lightning demo --ckpt_path results/fast/last.ckpt [--cache_dir DIR] [--port 7860]
-
-The checkpoint is read through the project's safe loader (``cifar_lightning.load``: data, never
-code). The page fetches nothing from outside (Gradio's bundled fonts, no analytics, no share link)
-and works offline. A bad upload (not an image, too small, too large, nothing) gets one line in the
-page, and the server goes on serving.
-"""
+It fetches nothing from outside and works offline; a bad upload gets one line in the page."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Grad-CAM maps of a network's layer for a batch, and the overlays that show them.
-
-The maps come from the grad-cam package (``pytorch_grad_cam.GradCAM``): each map is the layer's
-activations weighted by the pooled gradient of the target class's logit, through a ReLU, resized to
-the input and scaled to [0, 1] per image. The default layer is the network's last convolution: the
-feature map its global pooling averages, where Grad-CAM's class evidence is most specific (at 4x4
-pixels in SeedNet and CompactNet; name an earlier layer for a finer map).
-"""
+"""Grad-CAM maps (the grad-cam package's ``GradCAM``) of a network's layer for a batch, and their overlays; the
+default layer is the last convolution, where the class evidence is most specific."""
 
 from __future__ import annotations
 
@@ -42,10 +36,7 @@ def find_layer(network: nn.Module, layer: str | None) -> nn.Module:
 def activation_maps(
     network: nn.Module, inputs: Tensor, layer: str | None = None, classes: Sequence[int] | None = None
 ) -> np.ndarray:
-    """N x H x W maps in [0, 1] for the network's ``inputs`` (already normalised), one per image.
-
-    ``classes``: the class to explain for each image; default, each image's predicted class.
-    """
+    """N x H x W maps in [0, 1] for normalised ``inputs``, of ``classes`` (default: each image's predicted class)."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 

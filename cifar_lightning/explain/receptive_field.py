@@ -1,21 +1,9 @@
 """A network's layer table: output shape, parameters, receptive field, jump and cumulative stride.
 
-The rows are torchsummary's (every module but the containers, in the order their forward ends,
-with the parameters each holds itself), so SeedNet's table matches the course's row by row. The
-field is computed from the data flow, not from the row order: one forward pass of a blank image
-under a ``TorchFunctionMode`` carries each tensor's field and jump through every torch call. A
-convolution or pooling grows it, ``r_out = r_in + (k - 1) * dilation * j_in`` and ``j_out = j_in *
-stride``, where ``k`` is the kernel and ``j`` the distance in input pixels between neighbouring
-positions (the cumulative stride); a global pool makes it the whole input; every other call (batch
-norm, ReLU, an addition, a concatenation) passes on the largest field and jump among its inputs.
-So in a residual block the rows of each path show that path's own field, and the addition (a
-call, not a module: no row) takes the larger, which the next row starts from. Depthwise
-convolutions count like any other (the field does not depend on groups), and dilated ones by
-their dilation. The fields are along one side, for square kernels; a layer whose field would
-differ between height and width prints both.
-
-No library fitted: torchsummary gives the rows without the field, and the receptive-field
-packages compute it from the module order, which a residual branch breaks.
+Rows are torchsummary's. The field follows the data flow: a forward pass under a ``TorchFunctionMode`` carries
+each tensor's field and jump through every torch call (a convolution or pool: ``r += (k - 1) * dilation * j``,
+``j *= stride``; anything else passes on its inputs' largest). No library fitted: torchsummary has no field,
+and the receptive-field packages follow module order, which a residual branch breaks.
 """
 
 from __future__ import annotations

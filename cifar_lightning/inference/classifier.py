@@ -1,14 +1,6 @@
-"""A trained model in plain Python: ``cifar_lightning.load(path).predict(images)``.
+"""A trained model in plain Python: ``cifar_lightning.load(path).predict(images)`` (docs/python.md).
 
-    >>> import cifar_lightning
-    >>> model = cifar_lightning.load("results/fast/last.ckpt")
-    >>> model.predict(["cat.png", "ship.jpg"])          # paths, PIL images or uint8 arrays
-    [Prediction(label='cat', probability=0.91, ...), ...]
-
-The checkpoint is read with ``weights_only=True`` and treated as data (``cifar_lightning.training.trust``):
-the network is rebuilt from the class_path and init_args it recorded only when that names one of
-the project's networks (or a class passed in ``trusted``) and fits the saved weights. The
-normalization and class names come from the checkpoint, not from whatever data is present.
+The checkpoint is data (``training.trust``); its normalization, classes, size and views are used, not the data's.
 """
 
 from __future__ import annotations
@@ -109,12 +101,8 @@ class TrainedClassifier(nn.Module):
         layer: str | None = None,
         classes: Sequence[int | str] | None = None,
     ) -> np.ndarray:
-        """Grad-CAM map of ``layer`` for each image: N x H x W floats in [0, 1].
-
-        ``layer``: a module name of the network (``model.network``); default its last convolution
-        (``cifar_lightning.explain.default_layer``). ``classes``: the class to explain for each
-        image, by index or name; default, the class ``predict`` gives it.
-        """
+        """Grad-CAM map of ``layer`` (default: the last convolution) for each image, N x H x W in [0, 1], of
+        ``classes`` (an index or name each; default: the predicted one)."""
         from cifar_lightning.explain import activation_maps
 
         batch = self.to_tensor(images).to(self.mean.device)
@@ -129,11 +117,7 @@ class TrainedClassifier(nn.Module):
 def load(
     path: str | Path, map_location: str | torch.device = "cpu", trusted: list[str | type] | str | None = None
 ) -> TrainedClassifier:
-    """The trained model in a checkpoint this project wrote, ready for ``predict``, in eval mode.
-
-    The checkpoint is data: it may name only the project's own networks, unless ``trusted`` lists
-    the full class names (or the classes) you trust to be imported (``cifar_lightning.training.trust``).
-    """
+    """The trained model in a checkpoint, in eval mode; ``trusted``: class names besides the project's to import."""
     from cifar_lightning.training.module import ImageClassifier
 
     checkpoint = read_checkpoint(path)

@@ -1,13 +1,7 @@
 """Ship a trained network: a ``torch.export`` program and an ONNX file of a checkpoint.
 
-    cifar-lightning export --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt [--out DIR]
-
-Writes ``model.pt2`` (``torch.export.load``), ``model.onnx`` and ``model.json`` into ``DIR`` (default:
-``export/<checkpoint name>/`` beside the checkpoint's folder), all three or none; an earlier export
-there is kept unless ``--overwrite``, which replaces only an earlier export. Both models take a float
-tensor N x 3 x S x S (S: the checkpoint's image size) of RGB values in [0, 1] and return one logit per
-class (N x classes): the training statistics' normalization is built in, so callers need nothing but
-the pixels. ``model.json`` names the classes and the input. The checkpoint is read with ``weights_only=True``.
+``model.pt2``, ``model.onnx`` and ``model.json`` (classes, input, views), all or none; ``--overwrite`` replaces
+only an earlier export. The models take N x 3 x S x S RGB in [0, 1], normalization built in, and give N x classes.
 """
 
 from __future__ import annotations

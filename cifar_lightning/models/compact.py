@@ -1,12 +1,5 @@
-"""CompactNet: a small airbench-style CNN, more accuracy per parameter and per CPU-second.
-
-The shape follows Keller Jordan's airbench (a stem convolution, then three groups of
-conv -> max-pool -> batch norm -> activation -> conv -> batch norm -> activation, global
-max-pooling and a linear head), scaled down to fit under 200,000 parameters. The widths
-(32, 64, 88) spend the parameters where the feature maps are small: 62% of them are in the
-last group, which runs on 8x8 and 4x4 maps, so the cost per image stays near 20M
-multiply-adds. ``tests/test_compact_network.py`` pins the parameter count.
-"""
+"""CompactNet: airbench's shape (stem, three conv-pool-norm-conv groups, global max-pool, linear head) under
+200,000 parameters; widths (32, 64, 88) put 62% of them on the small maps, near 20M multiply-adds an image."""
 
 from __future__ import annotations
 
@@ -58,12 +51,10 @@ class CompactNet(nn.Module):
         num_classes: outputs of the linear head.
         stem_width: channels of the full-resolution stem convolution.
         widths: output channels of the three groups.
-        pools: whether each group halves the side. ``(False, True, True)`` keeps the first group
-            at 32x32 and ends at 8x8: the same parameters for about 2.5x the multiply-adds.
-        stem: ``conv``, a trained 3x3 convolution with batch norm; ``whiten``, a frozen 2x2
-            ``PatchWhitening`` (no padding, so the groups see 31x31), fitted to the training images
-            by the ``FitPatchWhitening`` callback. Its width is fixed, 2 x 3 x 2 x 2 = 24 channels.
-        bn_momentum: every batch norm's ``momentum``, the weight of each batch in its running statistics.
+        pools: whether each group halves the side (``(False, True, True)``: 2.5x the multiply-adds).
+        stem: ``conv``, a trained 3x3 convolution; ``whiten``, a frozen 2x2 ``PatchWhitening`` (24 channels,
+            fitted by the ``FitPatchWhitening`` callback).
+        bn_momentum: every batch norm's ``momentum``.
         bn_train_scale: train the batch norms' scales; ``False`` keeps them at 1 and trains only the shifts.
     """
 
@@ -120,11 +111,7 @@ class ResidualGroup(nn.Module):
 
 
 class ResidualCompactNet(CompactNet):
-    """CompactNet made deeper and narrower: 10 convolutions instead of 7, widths (32, 48, 64).
-
-    The same stem, pooling and head; each group adds a residual pair of convolutions. About the
-    same multiply-adds per image as CompactNet (about 21M) for 184,226 parameters.
-    """
+    """CompactNet deeper and narrower: a residual pair in each group, widths (32, 48, 64), 184,226 parameters."""
 
     def __init__(
         self,

@@ -1,20 +1,11 @@
-"""The seed network: the course assignment's 150,738-parameter CNN, layer for layer.
-
-Rules it follows (see ``../shared/seed-model.md``): no max-pooling (stride-2
-convolutions downsample), at least one depthwise-separable and one dilated
-convolution, batch norm after every convolution, global average pooling before
-the classifier. Its torchsummary layer table is checked row by row in
-``tests/test_seed_network.py``.
-"""
+"""The seed network: the course assignment's 150,738-parameter CNN, layer for layer (stride-2 convolutions, a
+depthwise-separable and a dilated one, global average pooling); tests/test_seed_network.py checks its table."""
 
 from torch import Tensor, flatten, nn
 
 
 class DepthwiseSeparableConv(nn.Module):
-    """3x3 depthwise convolution (one filter per channel) followed by a 1x1 pointwise one.
-
-    Both carry a bias, as in the seed (160 = 16*9 + 16 parameters for 16 channels).
-    """
+    """3x3 depthwise convolution then a 1x1 pointwise one, both with a bias, as in the seed."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -26,10 +17,7 @@ class DepthwiseSeparableConv(nn.Module):
 
 
 class DilatedConv(nn.Module):
-    """3x3 convolution with holes: a 5x5 receptive field for the price of 3x3.
-
-    Padding equals the dilation so the spatial size is kept.
-    """
+    """3x3 convolution with holes (a 5x5 field at dilation 2), padded to keep the size."""
 
     def __init__(self, in_channels: int, out_channels: int, dilation: int = 2) -> None:
         super().__init__()

@@ -1,11 +1,5 @@
-"""A frozen first convolution that whitens 2x2 patches, fitted to the training images (airbench).
-
-Each 2 x 2 x 3 patch is projected onto the eigenvectors of the training patches' covariance,
-scaled by one over the square root of each eigenvalue, so the first layer's outputs are
-decorrelated and of unit variance from the first step; each direction appears with both signs,
-so the activation after it keeps both halves. Its weights are not trained; its bias is, for the
-first epochs (``cifar_lightning.callbacks.whitening.FitPatchWhitening``, which also fits it).
-"""
+"""A frozen first convolution that whitens 2x2 patches (airbench): each patch projected onto the training patches'
+eigenvectors, scaled to unit variance, with both signs; fitted by ``callbacks.FitPatchWhitening``."""
 
 from __future__ import annotations
 
@@ -18,11 +12,7 @@ EIGENVALUE_FLOOR = 5e-4
 
 
 class PatchWhitening(nn.Conv2d):
-    """A ``kernel`` x ``kernel`` convolution, no padding, ``2 * in_channels * kernel**2`` outputs.
-
-    Until ``fit`` runs its weights are zero (its output is its bias alone), so a network that
-    was never fitted is plainly not trained rather than quietly random.
-    """
+    """A ``kernel`` x ``kernel`` convolution, no padding, ``2 * in_channels * kernel**2`` outputs; zero until fitted."""
 
     def __init__(self, in_channels: int = 3, kernel: int = 2) -> None:
         super().__init__(in_channels, 2 * in_channels * kernel * kernel, kernel, padding=0, bias=True)

@@ -28,14 +28,8 @@ def _free_bytes(folder: Path) -> int:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write beside the target, flush to disk, then rename over it.
-
-    Lightning's own save writes to a file in the system temporary folder and moves it into
-    place: when that folder is on another file system (a local ``/tmp``, logs on a network
-    disk), the move is a copy, and a kill during the copy leaves a truncated ``last.ckpt``.
-    A rename within one folder is atomic, so a reader (or ``--ckpt_path last`` after a crash)
-    sees the previous complete file or the new complete file, nothing between.
-    """
+    """Write beside the target, flush, then rename over it: Lightning's save moves a file from the temporary folder,
+    a copy across file systems, which a kill leaves truncated."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -19,11 +19,7 @@ MAX_DEPTH = 32  # levels of nested settings and states; Lightning's own checkpoi
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint at ``path``, loaded with ``weights_only=True``, or ``CheckpointError`` saying why not.
-
-    A truncated copy, an empty file, a re-compressed one or one that would unpack to more than
-    ``MAX_CHECKPOINT_BYTES`` is refused with one line naming it, before any of it is loaded.
-    """
+    """The checkpoint at ``path`` (``weights_only=True``), or one line saying why not, before any of it is loaded."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist: check the path, or use --ckpt_path last")

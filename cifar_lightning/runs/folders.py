@@ -51,11 +51,8 @@ def is_first_process() -> bool:
 
 
 def claim_version(folder: Path) -> str:
-    """Create and return the next free ``version_N`` folder under ``folder``.
-
-    Lightning picks max(version_N) + 1 without claiming it, so two runs started at once would
-    share a folder; ``mkdir`` claims one atomically.
-    """
+    """The next free ``version_N`` under ``folder``, claimed by ``mkdir``: Lightning's own choice claims nothing, so
+    two runs started at once (a search's workers) would share one."""
     ensure_writable_folder(folder, "log", LOG_FIX)
     taken = [int(p.name.split("_")[1]) for p in folder.glob("version_*") if p.name.split("_")[1].isdigit()]
     number = max(taken, default=-1) + 1
@@ -69,14 +66,8 @@ def claim_version(folder: Path) -> str:
 
 
 def claim_run_folder(config, ckpt_path: str | None, fit: bool = False) -> None:
-    """Decide where this command logs, and check that it can write there, before anything runs.
-
-    A resumed fit continues in its run's folder, and an evaluation lands beside the run it
-    evaluates; a new run claims the next ``version_N``, also when its config (a run's config.yaml)
-    names a folder that holds another run (``config`` gets that version, so the
-    run's config.yaml records it). DDP processes that Lightning starts later re-read the command
-    line and join the launcher's folder through ``VERSION_ENV``.
-    """
+    """Where this command logs, checked writable before anything runs: a resumed fit or an evaluation in its run's
+    folder, a new fit in a new ``version_N`` (DDP processes join it through ``VERSION_ENV``)."""
     if fit and config["trainer"].get("logger") is False:
         # the run folder is the logger's: without one, Lightning would put every fit's checkpoints in one folder
         raise UserError(
@@ -112,11 +103,7 @@ def claim_run_folder(config, ckpt_path: str | None, fit: bool = False) -> None:
 
 
 def checkpoint_folders(config) -> list[tuple[Path, str]]:
-    """The folders a new fit writes checkpoints into that are not a run folder of its own, each with the setting that moves it.
-
-    A logger's run folder is claimed new (``claim_version``); a ``dirpath`` that the config names is
-    the same folder for every fit.
-    """
+    """The checkpoint folders a config names (``dirpath``), shared by every fit, each with its setting."""
     return [
         (Path(config[key]["dirpath"]), f"--{key}.dirpath")
         for key in ("checkpoint", "last_checkpoint")
@@ -144,13 +131,7 @@ def mark_trained(run_dir: str | Path | None) -> None:
 
 
 def release_unused(run_dir: str | Path) -> bool:
-    """Remove a run folder this process claimed, for a command that failed before it had a result.
-
-    Nothing in it is a result then (a config.yaml and an event file without a step at most): a fit
-    before its first training step, or an evaluation, whose results are written at its end. A
-    folder this process did not create, one a training step wrote to, or one holding a checkpoint
-    is never touched.
-    """
+    """Remove a run folder this process claimed, for a command that failed before a training step or checkpoint."""
     run_dir = Path(run_dir)
     if (
         run_dir.resolve() not in CLAIMED

@@ -1,12 +1,8 @@
 """The run's loggers: which one keeps the run folder, and what each logger's store can take.
 
-Lightning puts a run's checkpoints and ``config.yaml`` under its *first* logger: in that logger's
-``save_dir/name/version_N`` for TensorBoard and CSV, elsewhere (``save_dir``, an experiment id, a
-run id) for the others. The project keeps one rule for all of them: the run folder is a
-``version_N`` folder of a TensorBoard or CSV logger, which ``arrange`` puts first. With none in the
-list, it puts a ``CSVLogger`` in ``lightning_logs/`` first: the run's own record of its metrics,
-which the report reads, beside the user's store (W&B, MLflow...). A CSVLogger runs as
-``KeepingCSVLogger``, which continues a run's metrics.csv where Lightning's would delete it.
+Lightning puts checkpoints and ``config.yaml`` under its first logger, so ``arrange`` puts a TensorBoard or CSV
+logger first (adding a CSV record in ``lightning_logs/`` beside W&B or MLflow alone): the run folder is its
+``version_N``.
 """
 
 from __future__ import annotations
@@ -27,14 +23,8 @@ FOLDER_LOGGERS = (TensorBoardLogger, CSVLogger)  # a save_dir/name/version_N fol
 
 
 class KeepingCSVLogger(CSVLogger):
-    """Lightning's CSVLogger, continuing a run folder's metrics.csv and hparams.yaml instead of replacing them.
-
-    Lightning's writer removes the metrics.csv of a folder that is not empty when it starts, and
-    writes hparams.yaml afresh, so a resumed fit or a test of the run would erase the run's record;
-    no setting keeps it. This one puts the metrics back once the writer has started and tells the
-    writer its columns (a new column then rewrites the file with every old row in it), and starts
-    the writer's hyperparameters from the saved ones.
-    """
+    """Lightning's CSVLogger, continuing a run folder's metrics.csv and hparams.yaml, which Lightning's writer
+    replaces when it starts (no setting keeps them): the rows and columns are put back once it has."""
 
     @property
     def experiment(self):

@@ -72,9 +72,7 @@ def data_copy(datamodule) -> dict:
 
 
 def data_found(datamodule, tta: str) -> dict:
-    """What a fit found in its data, before the first step: the source, the classes, the images in each split,
-    the size they were read at and the augmentation in effect (pixels at that size), flips and test-time views
-    included. Printed, and kept in ``run.json``."""
+    """What a fit found in its data (source, classes, images, size, augmentation, views), printed and in ``run.json``."""
     augmentation = getattr(datamodule, "augmentation", None)
     return {
         "source": getattr(datamodule, "source", ""),

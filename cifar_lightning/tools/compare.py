@@ -1,11 +1,6 @@
-"""Compare runs: what each changed against a baseline config, and what it did on validation.
+"""Compare runs: what each changed against a baseline config, and what it did on validation (never test).
 
-    cifar-lightning compare reports/* --baseline configs/cnn.yaml
-
-Each argument is a report folder (``cifar-lightning report RUN --out DIR``) that
-also holds the run's ``config.yaml``. Prints a Markdown table; test accuracy is not shown,
-because runs are compared and chosen on the validation split only.
-"""
+Each argument is a report folder that also holds the run's ``config.yaml``; the table is Markdown."""
 
 from __future__ import annotations
 

@@ -1,11 +1,4 @@
-"""Grad-CAM overlays of a checkpoint's decisions, one PNG an image.
-
-    cifar-lightning explain --ckpt_path results/fast/last.ckpt cat.png truck.jpg photos/ [--out explain] [--layer NAME]
-
-For each image (a file, or every image in a folder): the predicted class and its probability on the
-terminal, and ``<out>/<name>-cam.png``, the image beside its overlay, enlarged ``--scale`` times
-(a 32-pixel image is hard to see). The checkpoint is read as data (``cifar_lightning.load``).
-"""
+"""Grad-CAM overlays of a checkpoint's decisions, one PNG an image, and each prediction on the terminal."""
 
 from __future__ import annotations
 

@@ -1,19 +1,8 @@
 """Lightning's learning-rate sweep on a config, read from the raw losses: a plot and a OneCycle peak rate.
 
-    cifar-lightning lr-find --config configs/cnn.yaml [--out lr_find.png] [--steps 300] [overrides...]
-
-Runs ``Tuner.lr_find`` (an exponential sweep of the rate over ``--steps`` training batches, then
-restores the weights) on the config's model, optimizer and data, and recovers every step's raw
-loss from the curve it recorded. Lightning's own curve is smoothed with a bias correction one step late (it divides
-by ``1 - beta**(step + 1)`` after the step counter has advanced; Lightning issue #14167), so its
-first points read about half the true loss and the curve seems to rise at the start. Here the
-same exponential smoothing (beta 0.98) is corrected at the right step and the raw losses are
-drawn beside it. The suggestion is a tenth of the rate at the corrected curve's lowest point; the
-rate where it falls fastest before that point is printed too.
-
-How far to trust it: docs/benchmarks.md compares both with the peak rates validation chose for
-the three recipes; the suggestion came within a factor of 4 of them (0.115, 0.105 and 0.126
-against 0.1, 0.4 and 0.2), the steepest descent did not (0.037, 8e-5 and 6e-5).
+``Tuner.lr_find``'s curve corrects its smoothing's bias one step late (Lightning #14167), so its first points
+read half the loss; here each step's raw loss is recovered and smoothed again. The suggestion, a tenth of the
+rate at the lowest point, came within 4x of the rates validation chose for three recipes (docs/benchmarks.md).
 """
 
 from __future__ import annotations

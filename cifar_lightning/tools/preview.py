@@ -1,9 +1,4 @@
-"""``cifar-lightning preview``: the augmentation a config trains with, on a fixed set of training images, as a PNG.
-
-    cifar-lightning preview --config configs/cnn.yaml [--out augmentation.png] [--draws 5] [--images 8] [overrides...]
-
-The same grid a fit logs when it starts (``callbacks/preview.py``), drawn by the config's pipeline.
-"""
+"""``cifar-lightning preview``: the augmentation a config trains with, on a fixed set of training images, as a PNG."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
 """What did a run achieve? Reads a run folder and writes metrics.csv, summary.json and curves.png.
 
-    cifar-lightning report lightning_logs/version_3 [--out results/cnn]
-
-Everything comes from what the run wrote: TensorBoard event files (every ``events.*`` in
-the folder, so resumed and tested runs are included) or, in a run folder a CSVLogger keeps, its
-``metrics.csv``; ``run.json`` (command, commit, versions, data copy, machine),
-``test_confusion_matrix.csv`` and the checkpoints. The report never writes over a logger's file:
-in a CSVLogger's run folder its files go to ``report/``.
+From what the run wrote: its event files (or a CSVLogger's metrics.csv, then into ``report/``), ``run.json``,
+``test_confusion_matrix.csv`` and the checkpoints.
 """
 
 from __future__ import annotations
@@ -45,11 +40,7 @@ def is_logger_csv(path: Path) -> bool:
 
 
 def read_scalars(run_dir: Path, started: float | None = None) -> dict[str, list[tuple[float, int, float]]]:
-    """tag -> [(wall_time, step, value)], merged over all event files, last write per step wins.
-
-    From a CSVLogger's metrics.csv when the folder has no event files. A CSV has no clock: a point's
-    wall time is then ``started`` (default 0) plus the epochs' own times (``time/epoch_s``) up to its epoch.
-    """
+    """tag -> [(wall_time, step, value)] over all event files (else a CSVLogger's), last write per step wins."""
     events = sorted(p for p in run_dir.glob("events.out.tfevents.*") if is_regular(p))  # a FIFO would block the reader
     if not events and is_logger_csv(run_dir / LOGGER_CSV):
         return read_csv_scalars(run_dir / LOGGER_CSV, started or 0.0)
@@ -91,11 +82,7 @@ def read_csv_scalars(path: Path, started: float) -> dict[str, list[tuple[float, 
 
 
 def epoch_rows(scalars: dict, started: float | None = None) -> list[dict]:
-    """One row per finished epoch; Lightning logs an ``epoch`` scalar beside every epoch metric.
-
-    Wall time counts from ``started`` (the fit's start, from run.json) when known, else from the
-    first logged training step. A resumed run's wall time includes the time it was stopped.
-    """
+    """One row per finished epoch, wall time from ``started`` (run.json's) or else the first logged step."""
     epoch_of = {step: int(value) for _, step, value in scalars.get("epoch", [])}
     rows: dict[int, dict] = {}
     for tag, column in (

@@ -1,23 +1,9 @@
 """Tune chosen settings of a recipe on the validation split with Optuna: a resumable study, shared by workers.
 
-    cifar-lightning search --config configs/fast.yaml --space configs/search/fast.yaml [--trials 20] [overrides...]
-
-Each trial is a fit of the recipe with the trial's settings (a run folder of its own, as any fit),
-pruned by Optuna's Lightning callback when its validation accuracy falls behind the median of
-earlier trials at the same epoch. The score is the trial's best validation accuracy; the test set
-is never read. The study lives in one SQLite file (``--study``, default
-``lightning_logs/search-<config>.db``), or with ``--storage`` in any Optuna storage (a PostgreSQL
-server, or ``journal:PATH`` on a shared file system) for workers on several machines: run the same
-command again to add trials, or in several terminals or machines at once to run trials in parallel.
-A worker that dies leaves its trial to a heartbeat: another worker marks it failed and runs it
-again, once. The study remembers a hash of the recipe's training
-settings and refuses another recipe. A new study's first trial is the recipe's own values.
-
-After this process's trials, beside the study file: ``<study>.trials.csv`` (every trial),
-``<study>.importance.png`` (each setting's share of the score's variation) and
-``<study>.best.yaml``, the best trial's whole config, which ``fit --config`` trains. Of workers
-sharing a study, the best config is written once, by the last to finish: the worker that finds no
-trial running or waiting and ran the trial that finished last.
+Each trial is a fit (pruned by Optuna's Lightning callback), scored by its best validation accuracy. The study
+lives in a SQLite file or any Optuna storage; a dead worker's trial is retried once through the heartbeat. Beside
+the study: ``.trials.csv``, ``.importance.png`` and ``.best.yaml`` (written by the worker that finishes last).
+docs/running.md has the commands.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""A config's network, layer by layer: output shape, parameters, receptive field, jump, cumulative stride.
-
-    cifar-lightning summary --config configs/cnn.yaml [overrides...]
-
-How the field is computed, and what it shows for a residual block: ``cifar_lightning/explain/receptive_field.py``.
-"""
+"""A config's network, layer by layer: output shape, parameters, receptive field, jump, cumulative stride."""
 
 from __future__ import annotations
 

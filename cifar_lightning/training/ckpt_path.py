@@ -19,9 +19,8 @@ from cifar_lightning.training.trust import check_checkpoint, check_same_network,
 def checked_checkpoint(
     ckpt_path: str, subcommand: str, config, settings: Callable[[], dict], classes: Callable[[], tuple[str, ...]]
 ) -> dict[str, Any]:
-    """The checkpoint at ``ckpt_path``, refused in one line unless it names only trusted classes, holds the
-    config's network and, for a resumed fit, was trained with the same settings (``settings()``: the new
-    config as the run's config.yaml holds it; ``classes()``: the data's)."""
+    """The checkpoint at ``ckpt_path``, refused unless it names only trusted classes, holds the config's network
+    and, resumed, was trained with the same settings (``settings()``: the new config as config.yaml holds it)."""
     checkpoint = read_checkpoint(ckpt_path)
     model = config.get("model")
     model = model.as_dict() if isinstance(model, Namespace) else dict(model or {})

@@ -19,9 +19,8 @@ def class_default(class_path: str, parameter: str):
 
 
 def fill_classes(model, classes: tuple[str, ...]) -> None:
-    """The data's classes into the model's settings: its ``class_names`` and ``num_classes`` and the
-    network's ``num_classes`` (its output width). Settings that name other classes (a config or
-    checkpoint of other data) are refused; a network's default count gives way to the data's."""
+    """The data's classes into ``model.class_names``, ``model.num_classes`` and the network's ``num_classes``;
+    a setting naming other classes is refused, a network's default count gives way."""
 
     def shown(names) -> str:
         return ", ".join(map(str, names[:5])) + (", ..." if len(names) > 5 else "")

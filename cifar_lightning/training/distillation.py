@@ -1,10 +1,5 @@
-"""Knowledge distillation: soft targets from a trained teacher network (Hinton et al., 2015).
-
-A small network that cannot fit CIFAR-10's hard labels under augmentation can still learn from
-a stronger network's full output distribution on the same augmented image: which wrong classes
-are plausible, and how plausible. The teacher is any network this project trained, loaded from
-its checkpoint; it is frozen, and it is not part of the student's checkpoint or parameters.
-"""
+"""Knowledge distillation (Hinton et al., 2015): soft targets from a frozen teacher this project trained, which
+stays out of the student's parameters and checkpoint."""
 
 from __future__ import annotations
 
@@ -25,13 +20,10 @@ class Distillation:
 
     Args:
         teacher: the teacher's network, built as in the run that trained it (its ``config.yaml``).
-        checkpoint: that run's checkpoint (a ``.ckpt`` of this project); its weights are loaded
-            into ``teacher`` when ``fit`` starts.
+        checkpoint: that run's checkpoint, loaded into ``teacher`` when ``fit`` starts.
         weight: share of the KL term in the loss; ``1 - weight`` goes to the labels' cross-entropy.
-        temperature: both distributions are softened by this; the KL term is scaled by its square
-            so that its gradients keep their size whatever the temperature (Hinton et al.).
-        bf16: run the teacher under bfloat16 autocast: it only infers, and bf16 halves its cost
-            on CPUs with AVX-512 BF16 and on recent GPUs.
+        temperature: softens both distributions; the KL term is scaled by its square (Hinton et al.).
+        bf16: run the teacher under bfloat16 autocast (it only infers).
     """
 
     def __init__(

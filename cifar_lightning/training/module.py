@@ -93,26 +93,17 @@ class ImageClassifier(LightningModule):
     Args:
         network: a plain ``nn.Module`` mapping N x 3 x H x W images to N x ``num_classes`` logits.
         optimizer: builds the optimizer from the parameters; its ``lr`` is OneCycle's peak rate.
-        num_classes: number of classes, for the accuracy metrics; ``None``: as many as ``class_names``,
-            or 10 without them. The CLI sets both from the data.
+        num_classes: number of classes; the CLI sets it and ``class_names`` from the data.
         class_names: names for per-class test results; defaults to the class indices.
         label_smoothing: cross-entropy label smoothing, 0 for none.
         pct_start: fraction of the steps spent warming up to the peak rate.
         div_factor: the starting rate is ``lr / div_factor``.
         final_div_factor: the final rate is the starting rate divided by this.
         channels_last: NHWC memory layout; about 2x faster for this kind of network on CPU.
-        tta: test-time augmentation of every evaluation (the validation inside ``fit``, ``validate``,
-            ``test``, ``predict``): ``none``, one view; ``flip``, the logits of the image and its mirror
-            averaged (2 views); ``flip_shift``, also the mirrored pairs of the image shifted
-            ``TTA_SHIFT_PX`` pixels along both diagonals, reflect-padded (6 views, the unshifted pair
-            weighted as much as the shifted two together). Training is unchanged. It is an evaluation
-            setting: not saved with the weights, so the command that evaluates decides it.
-        distillation: train against a frozen teacher's soft targets as well as the labels
-            (``cifar_lightning.training.distillation.Distillation``); evaluation is unchanged.
-        compile: ``torch.compile`` the network for a fit, in this mode (``reduce-overhead`` uses CUDA
-            graphs), or ``off``. It compiles in place, so checkpoints keep their keys; the first
-            steps wait for the compiler. A recipe turns it on only where it measured faster,
-            compile time included.
+        tta: views averaged in every evaluation: ``none``; ``flip``, the image and its mirror; ``flip_shift``,
+            also both shifted ``TTA_SHIFT_PX`` along the diagonals (6 views). The evaluating command decides it.
+        distillation: also train against a frozen teacher's soft targets (``training.distillation.Distillation``).
+        compile: ``torch.compile`` the network for a fit in this mode, or ``off``; checkpoints keep their keys.
     """
 
     def __init__(
@@ -159,9 +150,7 @@ class ImageClassifier(LightningModule):
             self.network.to(memory_format=torch.channels_last)
 
     def __deepcopy__(self, memo: dict) -> ImageClassifier:
-        """A copy of the weights and settings that shares what is no part of the model: the trainer, the
-        optimizer's factory (it holds the CLI) and the teacher. The weight average (``WeightAveraging``)
-        copies the module; under DDP the trainer holds the process group's locks, which cannot be copied."""
+        """The weight average's copy, sharing the trainer (DDP locks cannot be copied), optimizer factory and teacher."""
         for shared in (self._trainer, self.optimizer_factory, self.distillation):
             memo.setdefault(id(shared), shared)
         copied = self.__class__.__new__(self.__class__)
@@ -267,10 +256,8 @@ class ImageClassifier(LightningModule):
             self.network.compile(mode=self.hparams.compile)
 
     def check_network(self, sides: tuple[int, ...]) -> None:
-        """One blank image of each side through the network, in eval mode and without gradients, before the
-        loop: a network that cannot take one (a flatten into a fixed-size linear layer, say) or that gives
-        another number of outputs than the data has classes (one without a ``num_classes`` the CLI can set)
-        stops here in one line, not with a traceback in the first step or epoch that meets it."""
+        """A blank image of each side through the network before the loop: one that cannot take it, or gives
+        another number of outputs than the data has classes, stops in one line, not in the first step."""
         was_training = self.network.training
         self.network.eval()
         try:
@@ -349,14 +336,8 @@ class ImageClassifier(LightningModule):
         trusted: list[str | type] | str | None = None,
         **kwargs: Any,
     ) -> ImageClassifier:
-        """Lightning's ``load_from_checkpoint``, with the checkpoint treated as data (``cifar_lightning.training.trust``).
-
-        Before Lightning rebuilds the module, every class the checkpoint names is checked against
-        the project's own (``trusted`` adds full class names you trust) and the network is built on
-        the meta device and compared with the saved weights; a refusal is a ``CheckpointError``.
-        The distillation teacher is a training setting, left out unless given (``distillation=``):
-        evaluation does not use it. Only a file path is taken, not a URL or an open file.
-        """
+        """Lightning's ``load_from_checkpoint`` of a file checked first as data (``training.trust``; ``trusted``
+        adds class names); the distillation teacher is left out unless given, as evaluation does not use it."""
         if not isinstance(checkpoint_path, (str, Path)):
             raise CheckpointError(
                 f"load_from_checkpoint takes a checkpoint file's path, not a {type(checkpoint_path).__name__}"

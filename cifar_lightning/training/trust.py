@@ -1,22 +1,8 @@
 """A checkpoint is data: what it may make the loader import, build and touch, checked before any of it happens.
 
-Written through LightningCLI, a checkpoint's hyperparameters name the classes that rebuild its
-module (``class_path``/``init_args``), and jsonargparse imports whatever module such a name points
-at before any type check: a ``.py`` beside a downloaded checkpoint, or any installed module, would
-run. So every name a checkpoint holds is compared, whole, with the classes allowed at its place:
-
-    network, distillation teacher   the project's networks (``NETWORKS``)
-    optimizer                       ``torch.optim``'s optimizers
-    distillation                    ``cifar_lightning.training.distillation.Distillation``
-    _instantiator                   LightningCLI's ``instantiate_module``
-    _class_path                     ``cifar_lightning.training.module.ImageClassifier``
-    anywhere else                   nothing
-
-A class the user trusts (``trusted=`` in Python, ``--trusted`` on the command line) is allowed at
-any place. Then the network is built on the meta device, which allocates nothing, and its shapes
-are compared with the saved tensors, so that no setting makes the loader allocate more than the
-checkpoint's own weights. The other values a load uses (preprocessing, file names in callback
-states) are checked against what they may be.
+jsonargparse imports whatever a ``class_path`` names, so every class name a checkpoint holds is compared, whole,
+with those allowed at its place (``ALLOWED``) or trusted by the user. Then the network is built on the meta
+device and compared with the saved tensors, so no setting allocates more than the checkpoint's own weights.
 """
 
 from __future__ import annotations
@@ -263,11 +249,7 @@ PER_ELEMENT_STATES = (
 
 
 def check_optimizer_states(checkpoint: dict, parameters: list[torch.Tensor], where: str) -> None:
-    """The saved optimizer states fit the parameters they will be restored onto, in the one group the module builds.
-
-    torch checks only the number of parameters in each group, with a traceback; a state of another
-    shape would surface as a size mismatch in the middle of the first resumed step.
-    """
+    """The saved optimizer states fit their parameters, in one group (torch would fail mid-step with a traceback)."""
     for saved in checkpoint.get("optimizer_states") or []:
         groups = saved.get("param_groups") if isinstance(saved, dict) else None
         states = saved.get("state") if isinstance(saved, dict) else None
@@ -325,11 +307,7 @@ def check_loop_state(checkpoint: dict, where: str) -> None:
 
 
 def check_callback_files(checkpoint: dict, where: str) -> None:
-    """The file names a ModelCheckpoint state carries are checkpoint files in its own folder.
-
-    A resumed ModelCheckpoint deletes the files its state names when newer ones replace them; a
-    name with ``..`` or a URL would point that deletion anywhere.
-    """
+    """A ModelCheckpoint state names only ``.ckpt`` files in its own folder: a resumed one deletes what it names."""
     callbacks = checkpoint.get("callbacks") or {}
     if not isinstance(callbacks, dict):
         raise CheckpointError(f"{where}: its callback states are not a mapping")
@@ -363,14 +341,9 @@ def check_checkpoint(
     where: str = "the checkpoint",
     overrides: dict | None = None,
 ) -> nn.Module | None:
-    """Everything a load into ``module_class`` would act on, checked before it acts: names, then shapes,
-    then the other values.
-
-    ``overrides`` are the settings the caller gives instead of the checkpoint's (``load_from_checkpoint``'s
-    keyword arguments): their names are not the checkpoint's, and a network given as a module is
-    checked as it is. Returns the network the weights go into, on the meta device when the
-    checkpoint's settings build it; None when it names none.
-    """
+    """Everything a load into ``module_class`` would act on, checked before it acts: names, shapes, other values.
+    ``overrides``: the caller's settings in place of the checkpoint's. Returns the network (on the meta device
+    when built from the checkpoint's settings), or None."""
     trusted = trusted_names(trusted)
     overrides = overrides or {}
     hparams = checkpoint.get("hyper_parameters")

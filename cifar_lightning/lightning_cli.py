@@ -2,8 +2,8 @@
 callbacks, and nothing more.
 
 The CLI is shaped only through LightningCLI's public hooks; what the wiring needs to decide lives in its own
-module: run folders (``runs/``), the checkpoint's checks (``training/ckpt_path.py``), the classes
-(``training/classes.py``), the run's config record (``callbacks/run_record.py``), error lines (``cli.py``).
+module: run folders (``runs/``), the classes and the checkpoint's checks
+(``training/settings.py``), the run's config record (``callbacks/run_record.py``), error lines (``cli.py``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from cifar_lightning.runs import folders as run_folders
 from cifar_lightning.runs import loggers as run_loggers
 from cifar_lightning.runs.checkpoint_io import AtomicCheckpointIO, with_atomic_io
 from cifar_lightning.runs.checkpoints import find_last_checkpoint
-from cifar_lightning.training.ckpt_path import checked_checkpoint, hyper_parameters
-from cifar_lightning.training.classes import fill_classes
-from cifar_lightning.training.module import ImageClassifier, check_monitors
+from cifar_lightning.training.module import ImageClassifier
+from cifar_lightning.training.settings import check_monitors, checked_checkpoint, fill_classes, hyper_parameters
 
 
 class CifarLightningCLI(LightningCLI):
@@ -100,7 +99,9 @@ class CifarLightningCLI(LightningCLI):
         if getattr(self, "held_ckpt_path", None):
             config["ckpt_path"] = self.held_ckpt_path
         if self.subcommand or self.classes_from_data:
-            # one output per class of the data, checked against what a config or a checkpoint states
+            # one output per class of the data, checked against what a config or a checkpoint states. Not
+            # link_arguments(apply_on="instantiate"): its targets are left out of the run's config.yaml and
+            # --print_config, which must record the classes, and the resume checks need them before instantiation
             fill_classes(config["model"], self.classes())
         if self.subcommand is None:  # run=False (export, lr_find): objects only, no run folder
             return

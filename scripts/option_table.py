@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from cifar_lightning.runs.flat_config import flatten
+from cifar_lightning.runs.resume import flatten
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "configuration.md"

@@ -172,7 +172,7 @@ class RecordWeights(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         from cifar_lightning.callbacks import EMAWithWarmup
-        from cifar_lightning.models.whitening import PatchWhitening
+        from cifar_lightning.models import PatchWhitening
 
         (ema,) = [c for c in trainer.callbacks if isinstance(c, EMAWithWarmup)]
         (stem,) = [m for m in pl_module.modules() if isinstance(m, PatchWhitening)]

@@ -15,8 +15,7 @@ from cifar_lightning.data.augment import MIN_SIDE
 from cifar_lightning.data.datamodule import ImageDataModule
 from cifar_lightning.data.device_batches import DeviceSplit, TrainBatches
 from cifar_lightning.errors import CheckpointError, ConfigError
-from cifar_lightning.models import CompactNet, ResidualCompactNet, SeedNet
-from cifar_lightning.models.whitening import PatchWhitening
+from cifar_lightning.models import CompactNet, PatchWhitening, ResidualCompactNet, SeedNet
 from cifar_lightning.training import ImageClassifier
 from harness import CONFIG, REPO, TINY, data_args, main_in_process
 

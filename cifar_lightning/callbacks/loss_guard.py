@@ -6,7 +6,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from cifar_lightning.callbacks.messages import last_checkpoint_path
-from cifar_lightning.callbacks.steps import is_logging_step
+from cifar_lightning.callbacks.progress import is_logging_step
 from cifar_lightning.errors import UserError
 
 

@@ -1,4 +1,5 @@
-"""Lightning's Rich progress bar, showing the step's figures as of the last logging step."""
+"""Lightning's Rich progress bar, showing the step's figures as of the last logging step: the only steps where a
+callback reads a value back from the device."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import RichProgressBar
 
-from cifar_lightning.callbacks.steps import is_logging_step
+
+def is_logging_step(trainer: Trainer) -> bool:
+    """Whether the step that just ended is one where Lightning logs step metrics: the only reads from the device."""
+    return trainer.log_every_n_steps > 0 and trainer.global_step % trainer.log_every_n_steps == 0
+
 
 # figures logged every step (or every logging step) but not as progress-bar values: Lightning
 # converts each progress-bar value to a number after every batch, a read from the device each

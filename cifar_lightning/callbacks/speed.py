@@ -6,7 +6,7 @@ import time
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from cifar_lightning.callbacks.steps import is_logging_step
+from cifar_lightning.callbacks.progress import is_logging_step
 
 
 class SpeedMonitor(Callback):

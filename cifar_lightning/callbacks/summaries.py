@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from cifar_lightning.explain import activation_maps, default_layer, overlay
 from cifar_lightning.files import read_yaml
 from cifar_lightning.runs import loggers as run_loggers
-from cifar_lightning.runs.flat_config import flatten
+from cifar_lightning.runs.resume import flatten
 
 HPARAM_METRICS = ("hp/best_val_acc", "hp/final_val_acc", "hp/test_acc")
 

@@ -8,7 +8,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from cifar_lightning.errors import ConfigError
-from cifar_lightning.models.whitening import PatchWhitening
+from cifar_lightning.models import PatchWhitening
 
 
 def whitening_layers(pl_module: LightningModule) -> list[PatchWhitening]:

@@ -1,4 +1,4 @@
-"""The seed's augmentation in albumentations 2.0.8, its checks, and the seeding it needs."""
+"""The seed's augmentation in albumentations 2.0.8, its checks, the seeding it needs, and the dataset it runs on."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import copy
 import os
 import random
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import albumentations as A
@@ -15,9 +16,10 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from pydantic import ValidationError
+from torch.utils.data import Dataset
 
 from cifar_lightning.data.sources import IMAGE_SIZE
-from cifar_lightning.errors import ConfigError
+from cifar_lightning.errors import ConfigError, DataError
 
 MIN_SIDE = 16  # the smallest side a training epoch may shrink to (Augmentation.epoch_sides)
 
@@ -155,3 +157,31 @@ def seed_worker(worker_id: int) -> None:
     transform = getattr(info.dataset, "transform", None) if info is not None else None
     if isinstance(transform, A.Compose):
         seed_augmentation(transform, random.getrandbits(32))  # random: just seeded by Lightning
+
+
+class ImageArrayDataset(Dataset):
+    """Images (N x H x W x 3 uint8) and labels through an albumentations pipeline; ``names`` (paths) or indices."""
+
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, transform: A.Compose, names: Sequence[str] | None = None
+    ) -> None:
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+        self.names = names
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def name(self, index: int) -> str:
+        return str(self.names[index]) if self.names is not None else f"item {index}"
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        try:
+            image = self.transform(image=self.images[index])["image"]
+        except Exception as err:  # noqa: BLE001 - any failure, named by the item that caused it
+            raise DataError(
+                f"the image {self.name(index)} failed in the data pipeline ({type(err).__name__}: {' '.join(str(err).split())}): "
+                "fix or remove that image, or the augmentation setting that fails on it"
+            ) from err
+        return image, int(self.labels[index])

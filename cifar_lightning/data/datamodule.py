@@ -16,8 +16,14 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from cifar_lightning.data import sources
-from cifar_lightning.data.augment import Augmentation, eval_transform, seed_augmentation, seed_worker, train_transform
-from cifar_lightning.data.dataset import ImageArrayDataset
+from cifar_lightning.data.augment import (
+    Augmentation,
+    ImageArrayDataset,
+    eval_transform,
+    seed_augmentation,
+    seed_worker,
+    train_transform,
+)
 from cifar_lightning.data.device_batches import DeviceImages, DeviceSplit, EvalBatches, TrainBatches, already_batched
 from cifar_lightning.data.images import decode_folder
 from cifar_lightning.data.preprocessing import check_preprocessing

@@ -7,7 +7,17 @@ from typing import Any
 
 from cifar_lightning.errors import UserError
 from cifar_lightning.files import read_yaml
-from cifar_lightning.runs.flat_config import flatten
+
+
+def flatten(tree: Any, prefix: str = "", keep_classes: bool = False) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``. Lists stay whole; so does a ``class_path`` mapping with ``keep_classes``."""
+    if not isinstance(tree, dict) or (keep_classes and "class_path" in tree):
+        return {prefix.removesuffix("."): tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}{key}.", keep_classes))
+    return flat
+
 
 # Settings that change what a run trains. Resuming with any of them different from the run's own
 # config.yaml would continue one run under another's record, so it is refused. Everything else

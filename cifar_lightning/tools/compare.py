@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cifar_lightning.errors import UserError, user_errors
 from cifar_lightning.files import read_json, read_text, read_yaml
-from cifar_lightning.runs.flat_config import flatten
+from cifar_lightning.runs.resume import flatten
 
 # the settings that shape training; callbacks, checkpoints and logging do not
 COMPARED = ("seed_everything", "trainer.", "model.", "data.")

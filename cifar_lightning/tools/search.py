@@ -26,8 +26,7 @@ import yaml
 
 from cifar_lightning.errors import ConfigError, UserError, shell_command, user_errors
 from cifar_lightning.files import is_regular, load_yaml, read_yaml
-from cifar_lightning.runs.flat_config import flatten
-from cifar_lightning.runs.resume import counts_for_training
+from cifar_lightning.runs.resume import counts_for_training, flatten
 
 MONITOR = "val/acc"  # what the trials are scored and pruned on
 HASH_ATTR = "base_config_sha256"

@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from cifar_lightning.data.sources import IMAGE_SIZE
 from cifar_lightning.errors import CheckpointError, ConfigError
-from cifar_lightning.models.whitening import PatchWhitening
+from cifar_lightning.models import PatchWhitening
 from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.training.distillation import Distillation
 from cifar_lightning.training.trust import (
@@ -358,19 +358,3 @@ class ImageClassifier(LightningModule):
             raise CheckpointError(
                 f"{checkpoint_path} cannot be loaded ({type(err).__name__}: {first}): use the run's own checkpoint"
             ) from None
-
-
-def check_monitors(config) -> None:
-    """Every metric a callback monitors is one the fit logs. Lightning meets the name only at the first
-    validation: EarlyStopping then stops the fit with a traceback, ModelCheckpoint saves no best epoch."""
-    named = [("checkpoint.monitor", (config.get("checkpoint") or {}).get("monitor"))]
-    callbacks = config["trainer"].get("callbacks") or []
-    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
-        settings = callback.get("init_args") if hasattr(callback, "get") else None
-        if settings is not None and hasattr(settings, "get") and settings.get("monitor") is not None:
-            named.append((f"the monitor of trainer.callbacks' {callback.get('class_path')}", settings.get("monitor")))
-    for where, metric in named:
-        if metric is not None and metric not in FIT_METRICS:
-            raise ConfigError(
-                f"{where} is {str(metric)[:80]!r}, which a fit never logs: monitor one of {', '.join(FIT_METRICS)}"
-            )

@@ -5,7 +5,6 @@ The checkpoint is data (``training.trust``); its normalization, classes, size an
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,8 @@ from cifar_lightning.data.images import decode_image
 from cifar_lightning.data.preprocessing import check_preprocessing
 from cifar_lightning.errors import CheckpointError
 from cifar_lightning.runs.checkpoints import read_checkpoint
+from cifar_lightning.training.module import ImageClassifier, averaged_views
+from cifar_lightning.training.trust import NETWORK_PREFIX, build_network, check_checkpoint, trusted_names
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
@@ -53,8 +54,6 @@ class TrainedClassifier(nn.Module):
         self.tta = tta
 
     def forward(self, images: Tensor) -> Tensor:
-        from cifar_lightning.training.module import averaged_views
-
         return averaged_views(self.network, (images - self.mean) / self.std, self.tta)
 
     def to_tensor(self, images: ImageLike | Sequence[ImageLike]) -> Tensor:
@@ -117,24 +116,22 @@ class TrainedClassifier(nn.Module):
 def load(
     path: str | Path, map_location: str | torch.device = "cpu", trusted: list[str | type] | str | None = None
 ) -> TrainedClassifier:
-    """The trained model in a checkpoint, in eval mode; ``trusted``: class names besides the project's to import."""
-    from cifar_lightning.training.module import ImageClassifier
-
+    """The trained model in a checkpoint, in eval mode; ``trusted``: class names besides the project's to import.
+    The file is read once, checked as data, and its network built for real only after its shapes passed."""
     checkpoint = read_checkpoint(path)
-    if "preprocessing" not in checkpoint or "network" not in (checkpoint.get("hyper_parameters") or {}):
+    check_checkpoint(checkpoint, ImageClassifier, trusted, str(path))
+    spec = (checkpoint.get("hyper_parameters") or {}).get("network")
+    if "preprocessing" not in checkpoint or spec is None:
         raise CheckpointError(
             f"{path} carries no network class_path or preprocessing, which this project's checkpoints hold: "
             "load it with ImageClassifier.load_from_checkpoint(path, network=...), or retrain it"
         )
     preprocessing = check_preprocessing(checkpoint["preprocessing"], str(path))
-    del checkpoint  # load_from_checkpoint reads it again: one copy of the weights at a time
-    with warnings.catch_warnings():  # Lightning's advice to ignore the network applies to hand-built modules
-        warnings.filterwarnings("ignore", message="Attribute 'network' is an instance of `nn.Module`")
-        module = ImageClassifier.load_from_checkpoint(
-            path, map_location=map_location, weights_only=True, trusted=trusted
-        )
+    network = build_network(spec, trusted_names(trusted), str(path), device="cpu")
+    prefix = len(NETWORK_PREFIX)  # check_checkpoint allowed no other key
+    network.load_state_dict({key[prefix:]: value for key, value in checkpoint["state_dict"].items()})
     model = TrainedClassifier(
-        module.network,
+        network,
         preprocessing["mean"],
         preprocessing["std"],
         preprocessing["class_names"],

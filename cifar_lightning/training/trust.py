@@ -146,8 +146,8 @@ def same_class(a: str | None, b: str | None) -> bool:
     return a == b or (a in NETWORKS and NETWORKS[a] is NETWORKS.get(b))
 
 
-def build_on_meta(spec: Any, trusted: set[str], where: str, place: str = "network") -> nn.Module:
-    """The network ``spec`` names, on the meta device (no memory): its name is checked first."""
+def build_network(spec: Any, trusted: set[str], where: str, place: str = "network", device: str = "meta") -> nn.Module:
+    """The network ``spec`` names, its name checked first; on the meta device (no memory) unless ``device``."""
     name = spec_name(spec)
     allowed, described = ALLOWED["network"]
     if not _allowed(name, allowed, trusted):
@@ -169,7 +169,7 @@ def build_on_meta(spec: Any, trusted: set[str], where: str, place: str = "networ
                 f"{where} names {name} as its {place}, which cannot be imported here ({err})"
             ) from None
     try:
-        with torch.device("meta"):
+        with torch.device(device):
             return cls(**args)
     except Exception as err:  # noqa: BLE001 - any hostile setting, any error its constructor raises
         first = " ".join(str(err).split())[:160]
@@ -355,7 +355,7 @@ def check_checkpoint(
     spec = settings.get("network")
     if spec is None:
         return None
-    built = spec if isinstance(spec, nn.Module) else build_on_meta(spec, trusted, where)
+    built = spec if isinstance(spec, nn.Module) else build_network(spec, trusted, where)
     check_shapes(built, checkpoint.get("state_dict"), where)
     check_finite(checkpoint.get("state_dict"), where)
     preprocessing = checkpoint.get("preprocessing")
@@ -396,7 +396,7 @@ def check_teacher(distillation: Any, trusted: Iterable[str | type] | str | None,
     if teacher is None or not isinstance(path, str):
         return
     place = "distillation teacher"
-    built = build_on_meta(teacher, trusted_names(trusted), where, place)
+    built = build_network(teacher, trusted_names(trusted), where, place)
     weights = read_checkpoint(path).get("state_dict")
     check_shapes(built, weights, f"{where} (teacher checkpoint {path})", place, TEACHER_HINT)
     check_finite(weights, f"{where} (teacher checkpoint {path})")

@@ -61,25 +61,13 @@ def before_minimum(rates: list[float], curve: list[float]) -> tuple[list[float],
     return rates[: lowest + 1], curve[: lowest + 1], lowest
 
 
-def steepest(rates: list[float], curve: list[float]) -> float | None:
-    """The rate where ``curve`` falls fastest per decade of rate before its minimum, or None if it never falls."""
-    rates, curve, _ = before_minimum(rates, curve)
-    points = [(math.log10(r), c) for r, c in zip(rates, curve) if math.isfinite(c)][SKIP_BEGIN:]
-    slopes = [((c1 - c0) / (x1 - x0), (x0 + x1) / 2) for (x0, c0), (x1, c1) in zip(points, points[1:]) if x1 > x0]
-    if not slopes or min(slopes)[0] >= 0:
-        return None
-    return 10 ** min(slopes)[1]
-
-
 def tenth_of_minimum(rates: list[float], curve: list[float]) -> float | None:
     """A tenth of the rate at the smoothed loss's lowest point: the usual guess for a one-cycle peak."""
     _, _, lowest = before_minimum(rates, curve)
     return None if lowest is None or lowest < SKIP_BEGIN else rates[lowest] / 10
 
 
-def find_lr(
-    config: str, overrides: list[str], steps: int, min_lr: float, max_lr: float, out: Path
-) -> tuple[float | None, float | None]:
+def find_lr(config: str, overrides: list[str], steps: int, min_lr: float, max_lr: float, out: Path) -> float | None:
     # Tuner.lr_find saves the starting weights as .lr_find_<uuid>.ckpt in the trainer's root folder and
     # deletes it only when the sweep ends normally: a temporary root folder goes on failure or Ctrl-C too
     with tempfile.TemporaryDirectory(prefix="cifar-lightning-lr-find-") as scratch:
@@ -96,7 +84,7 @@ def find_lr(
         )
     rates, losses = finder.results["lr"], raw_losses(finder.results["loss"])
     curve = smoothed(losses)
-    suggestion, lower = tenth_of_minimum(rates, curve), steepest(rates, curve)
+    suggestion = tenth_of_minimum(rates, curve)
     figure, axes = plt.subplots(figsize=(7, 4.5))
     axes.plot(rates, losses, color="0.75", linewidth=0.8, label="raw loss, each step")
     axes.plot(
@@ -110,8 +98,6 @@ def find_lr(
     axes.plot(rates, curve, color="C0", label=f"smoothed (beta {BETA}, bias corrected)")
     if suggestion is not None:
         axes.axvline(suggestion, color="C3", linestyle="--", label=f"a tenth of the minimum's rate: {suggestion:.3g}")
-    if lower is not None:
-        axes.axvline(lower, color="C2", linestyle=":", label=f"steepest descent before the minimum: {lower:.3g}")
     finite = [c for c in curve if math.isfinite(c)]
     axes.set(xscale="log", xlabel="learning rate", ylabel="training loss", title=f"lr_find on {config}, {steps} steps")
     if finite:
@@ -120,7 +106,7 @@ def find_lr(
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
-    return suggestion, lower
+    return suggestion
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,15 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     # exception it unwinds, and the sweep's scratch folder goes with it
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with user_errors(args.verbose, "cifar-lightning lr-find"):
-        suggestion, lower = find_lr(args.config, overrides, args.steps, args.min_lr, args.max_lr, Path(args.out))
+        suggestion = find_lr(args.config, overrides, args.steps, args.min_lr, args.max_lr, Path(args.out))
     print(f"plot: {args.out}")
     if suggestion is None:
         print("no suggestion: the loss did not fall over the sweep; widen --min_lr/--max_lr or raise --steps")
         sys.exit(1)
     print(
         f"suggested OneCycle peak rate: {suggestion:.3g} (a tenth of the rate at the lowest loss; "
-        f"--model.optimizer.init_args.lr {suggestion:.3g}); steepest descent before it: "
-        f"{'none' if lower is None else format(lower, '.3g')}. Validate before trusting it: docs/benchmarks.md"
+        f"--model.optimizer.init_args.lr {suggestion:.3g}). Validate before trusting it: docs/benchmarks.md"
     )
 
 

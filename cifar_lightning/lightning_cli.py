@@ -13,10 +13,10 @@ from pathlib import Path
 
 import yaml
 from jsonargparse import lazy_instance
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from cifar_lightning.callbacks import SWITCHABLE_CALLBACKS, RunInfo, SaveStageConfig, with_progress_bar
+from cifar_lightning.callbacks import SWITCHABLE_CALLBACKS, RunInfo, SaveStageConfig
 from cifar_lightning.data import Augmentation, ImageDataModule
 from cifar_lightning.data.datamodule import prepared_cache
 from cifar_lightning.data.sources import read_classes
@@ -129,11 +129,13 @@ class CifarLightningCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer, callbacks = config.get("trainer", {}), config.get("trainer", {}).get("callbacks") or []
+        bars = [c for c in (callbacks if isinstance(callbacks, list) else [callbacks]) if isinstance(c, ProgressBar)]
+        if trainer.get("enable_progress_bar") is False or bars:  # Lightning refuses a bar then, or a second one
+            config["progress_bar"] = None
         for key in SWITCHABLE_CALLBACKS:
             if key in config and config[key] is None:  # switched off: LightningCLI would hand the Trainer None
                 config[key] = Callback()  # Lightning's base class, which does nothing
-        # the bar that reads the loss only at logging steps; added here, so that it is no setting of the run
-        kwargs.setdefault("callbacks", with_progress_bar(config.get("trainer", {})))
         trainer = super().instantiate_trainer(**kwargs)
         if isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
             trainer.strategy.checkpoint_io.preloaded = getattr(self, "checkpoint", None)

@@ -8,7 +8,7 @@ from cifar_lightning.callbacks.messages import FitSummary, ResumeHint, last_chec
 from cifar_lightning.callbacks.precision_advice import PrecisionAdvice
 from cifar_lightning.callbacks.predictions import PredictionWriter
 from cifar_lightning.callbacks.preview import AugmentationPreview
-from cifar_lightning.callbacks.progress import LoggingStepProgressBar, with_progress_bar
+from cifar_lightning.callbacks.progress import LoggingStepProgressBar
 from cifar_lightning.callbacks.random_state import RandomState
 from cifar_lightning.callbacks.run_record import HELD_OUT, RUN_INFO, RunInfo, SaveStageConfig
 from cifar_lightning.callbacks.speed import SpeedMonitor
@@ -30,6 +30,7 @@ SWITCHABLE_CALLBACKS = {
     "precision_advice": (PrecisionAdvice, {}),
     "lr_monitor": (LearningRateMonitor, {"logging_interval": "step"}),
     "model_summary": (ModelSummary, {"max_depth": 3}),
+    "progress_bar": (LoggingStepProgressBar, {}),  # off by itself with the Trainer's bar, or beside another bar
 }
 
 
@@ -54,5 +55,4 @@ __all__ = [
     "SpeedMonitor",
     "TestFigures",
     "last_checkpoint_path",
-    "with_progress_bar",
 ]

@@ -3,8 +3,6 @@ callback reads a value back from the device."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import RichProgressBar
 
@@ -23,8 +21,8 @@ class LoggingStepProgressBar(RichProgressBar):
     """Lightning's bar, with the loss and images per second read only at logging steps and epoch ends (a GPU waits
     at every read)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, refresh_rate: int = 1, leave: bool = False) -> None:
+        super().__init__(refresh_rate=refresh_rate, leave=leave)
         self._shown: dict | None = None
 
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict:
@@ -38,15 +36,3 @@ class LoggingStepProgressBar(RichProgressBar):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._shown = None  # the epoch's figures are read once, at its end
         super().on_train_epoch_end(trainer, pl_module)
-
-
-def with_progress_bar(trainer: dict) -> list:
-    """A config's trainer callbacks, with ``LoggingStepProgressBar`` unless the bar is off or one is given:
-    Lightning's default bar reads the step's loss from the device every batch."""
-    from lightning.pytorch.callbacks import ProgressBar
-
-    callbacks = trainer.get("callbacks") or []
-    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
-    if trainer.get("enable_progress_bar") is False or any(isinstance(c, ProgressBar) for c in callbacks):
-        return callbacks
-    return [*callbacks, LoggingStepProgressBar()]

@@ -44,7 +44,7 @@ report: install
 
 # make export RUN=lightning_logs/version_3 [CKPT=.../other.ckpt] [OUT=dir]: torch.export (model.pt2) + ONNX
 export: install
-	$(BIN)/cifar-lightning export --config $(RUN)/config.yaml --ckpt_path $(or $(CKPT),$(RUN)/checkpoints/last.ckpt) $(if $(OUT),--out $(OUT)) $(DATA_ARGS) $(ARGS)
+	$(BIN)/cifar-lightning export --config $(RUN)/config.yaml --ckpt_path $(or $(CKPT),$(RUN)/checkpoints/last.ckpt) $(if $(OUT),--out $(OUT)) $(ARGS)
 
 # make lr-find [CONFIG=configs/cnn.yaml]: loss-versus-rate plot (lr_find.png) and a OneCycle peak rate
 lr-find: install

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cifar_lightning.data import sources
-from harness import REPO, SUBSET_CACHE, data_args
+from harness import REPO, SUBSET_CACHE
 
 pytestmark = pytest.mark.slow  # an export and two runtimes: `make test-fast` leaves them out
 
@@ -35,7 +35,6 @@ def exported(tmp_path_factory, real_data_dir, real_archive) -> Path:
             str(RUN / "last.ckpt"),
             "--out",
             str(out),
-            *data_args(real_data_dir, real_archive),
         ]
     )
     return out

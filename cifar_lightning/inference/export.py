@@ -15,48 +15,23 @@ from pathlib import Path
 
 import torch
 
-from cifar_lightning.data.preprocessing import check_preprocessing
-from cifar_lightning.errors import CheckpointError, UserError, user_errors
-from cifar_lightning.files import check_replaceable
-from cifar_lightning.inference.classifier import TrainedClassifier
-from cifar_lightning.lightning_cli import build
-from cifar_lightning.runs.checkpoints import read_checkpoint
-from cifar_lightning.training.trust import check_checkpoint, check_same_network, spec_name
+from cifar_lightning.errors import UserError, user_errors
+from cifar_lightning.files import check_replaceable, read_yaml
+from cifar_lightning.inference.classifier import TrainedClassifier, load
+from cifar_lightning.training.trust import check_same_network, named_classes, qualified_name, spec_name
 
 FILES = {"program": "model.pt2", "onnx": "model.onnx", "info": "model.json"}
 
 
-def load_for_export(config: str, ckpt_path: str, overrides: list[str]) -> tuple[TrainedClassifier, list[str]]:
-    """Build the config's model, check the checkpoint against it as data, load its weights into the network."""
-    checkpoint = read_checkpoint(ckpt_path)  # refused before anything is built
-    cli = build(config, overrides)
-    model = cli.model
-    # the weights go into the config's network (a config is code: its classes are trusted); the
-    # checkpoint's own settings are checked all the same, and must name that network
-    wanted = cli.config["model"]["network"]["class_path"]
-    check_checkpoint(checkpoint, type(model), {wanted}, ckpt_path)
-    check_same_network(spec_name((checkpoint.get("hyper_parameters") or {}).get("network")), wanted)
-    model.on_load_checkpoint(checkpoint)  # and by the class it was saved from
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except (KeyError, RuntimeError) as err:
-        raise CheckpointError(f"{ckpt_path} does not fit the config's network ({str(err).splitlines()[0]})") from None
-    network = model.network.to(memory_format=torch.contiguous_format).eval()
-    if "preprocessing" not in checkpoint:
-        raise CheckpointError(
-            f"{ckpt_path} carries no preprocessing (mean, std, class names), which this project's checkpoints hold: retrain it"
-        )
-    preprocessing = check_preprocessing(checkpoint["preprocessing"], ckpt_path)
-    # the statistics the network was trained behind, whatever data is present now
-    classifier = TrainedClassifier(
-        network,
-        preprocessing["mean"],
-        preprocessing["std"],
-        preprocessing["class_names"],
-        preprocessing["input_size"],
-        preprocessing["tta"],
-    )
-    return classifier.eval(), preprocessing["class_names"]
+def load_for_export(config: str | None, ckpt_path: str) -> tuple[TrainedClassifier, list[str]]:
+    """The checkpoint's trained model (``load``: read once, as data). A config is code, so the classes it names are
+    trusted, and the checkpoint must hold its network."""
+    settings = read_yaml(Path(config)) if config else {}
+    model = settings.get("model") if isinstance(settings, dict) else None
+    model = model if isinstance(model, dict) else {}
+    classifier = load(ckpt_path, trusted={name for _, name in named_classes(model, "model") if isinstance(name, str)})
+    check_same_network(qualified_name(type(classifier.network)), spec_name(model.get("network")))
+    return classifier, classifier.class_names
 
 
 def export(model: TrainedClassifier, classes: list[str], out: Path, overwrite: bool = False) -> dict[str, Path]:
@@ -117,16 +92,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", required=True, help="the run's config.yaml")
+    parser.add_argument(
+        "--config",
+        help="the run's config.yaml: the classes it names are trusted, and the checkpoint must hold its network",
+    )
     parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
     parser.add_argument("--out", help="output folder (default: <run>/export/<checkpoint name>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in that folder")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
-    args, overrides = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     checkpoint = Path(args.ckpt_path).resolve()
     out = Path(args.out) if args.out else checkpoint.parent.parent / "export" / checkpoint.stem
     with user_errors(args.verbose, "cifar-lightning export"):
-        model, classes = load_for_export(args.config, args.ckpt_path, overrides)
+        model, classes = load_for_export(args.config, args.ckpt_path)
         paths = export(model, classes, out, args.overwrite)
     for kind, path in paths.items():
         print(f"{kind:>12}: {path}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import itertools
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from cifar_lightning.errors import UserError, ensure_writable_folder
+from cifar_lightning.files import beside
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -43,8 +43,7 @@ class PredictionWriter(BasePredictionWriter):
                     f"{self.output} exists: pass another --prediction_writer.output, or move that file away"
                 )
             return Path(self.output)
-        names = itertools.chain(["predictions.csv"], (f"predictions-{n}.csv" for n in itertools.count(2)))
-        return next(path for path in (log_dir / name for name in names) if not path.exists())
+        return beside(log_dir / "predictions.csv")
 
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions, batch_indices) -> None:
         probabilities = torch.cat(predictions).float()

@@ -9,11 +9,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"  # one test image of each class (CIFAR-10's test split)
 MIN_SIDE = 8  # pixels: below this an image holds nothing to classify
-MAX_SIDE = 4096  # pixels: a larger image is refused before it is decoded (a photo, not a CIFAR-sized picture)
 SHOWN_SIZE = 256  # pixels a side of the overlay on the page (the network sees 32)
 MISCLASSIFIED_SHOWN = 24
 
@@ -23,25 +22,22 @@ def example_files() -> list[Path]:
 
 
 def read_upload(path: str | None) -> tuple[Image.Image | None, str]:
-    """The uploaded image as RGB, or None and the one line that says why not."""
+    """The uploaded image through the one image reader (its bounds, EXIF, any decoder failure), or None and why not."""
+    from cifar_lightning.data.images import read_image
+    from cifar_lightning.errors import DataError
+
     if not path:
         return None, "No image: upload one, or pick one of the examples."
     try:
-        with Image.open(path) as image:
-            width, height = image.size  # from the header: a huge image is refused before it is decoded
-            if min(width, height) < MIN_SIDE:
-                return (
-                    None,
-                    f"The image is {width}x{height} pixels: too small to classify. Give one at least {MIN_SIDE} pixels a side.",
-                )
-            if max(width, height) > MAX_SIDE:
-                return None, (
-                    f"The image is {width}x{height} pixels: larger than this demo takes ({MAX_SIDE} a side). "
-                    "Make it smaller first; the network sees 32x32."
-                )
-            return image.convert("RGB"), ""
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        return None, f"This file is not an image that can be read ({type(err).__name__}): upload a PNG or JPEG."
+        image = read_image(path, "upload")
+    except DataError as err:
+        return None, f"{err} (upload a PNG or JPEG)"
+    if min(image.size) < MIN_SIDE:
+        return (
+            None,
+            f"The image is {image.width}x{image.height} pixels: too small to classify. Give one at least {MIN_SIDE} a side.",
+        )
+    return image, ""
 
 
 class Demo:

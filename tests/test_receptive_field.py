@@ -109,3 +109,5 @@ def test_summary_prints_the_table_for_a_config(capsys):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Total params: 150,738" in result.stdout and "Receptive field: 55 pixels" in result.stdout
     assert result.stdout.count("\n") > 36
+    at_64 = main_in_process(["summary", "--config", CONFIG, "--data.image_size=64"], capsys)
+    assert "(of a 64x64 input)" in at_64.stdout  # the table is drawn at the size the config reads images

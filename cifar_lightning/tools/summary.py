@@ -12,12 +12,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="a recipe (configs/cnn.yaml) or a run's config.yaml")
     args, overrides = parser.parse_known_args(argv)
     with user_errors(False, "cifar-lightning summary"):
-        from cifar_lightning.data.sources import IMAGE_SIZE
         from cifar_lightning.explain.receptive_field import format_table
         from cifar_lightning.lightning_cli import build
 
-        network = build(args.config, overrides).model.network
-        print(format_table(network, IMAGE_SIZE))
+        cli = build(args.config, overrides)
+        print(format_table(cli.model.network, cli.datamodule.image_size))  # at the size the config reads images
 
 
 if __name__ == "__main__":

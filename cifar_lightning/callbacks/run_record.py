@@ -79,9 +79,8 @@ class SaveStageConfig(SaveConfigCallback):
         if stage != "fit" and not trainer.loggers:
             self.already_saved = True
         self.config_filename = "config.yaml" if stage == "fit" else f"config-{stage}.yaml"
-        log_dir = self.run_dir = (
-            trainer.log_dir
-        )  # every rank: a broadcast, which save_config (rank zero only) must not make
+        # every rank: a broadcast, which save_config (rank zero only) must not make
+        log_dir = self.run_dir = trainer.log_dir
         if not self.already_saved and stage == "fit" and log_dir is not None:
             # rank zero's view, before it writes the file: every rank then takes the same branch
             resumed = trainer.strategy.broadcast((Path(log_dir) / "config.yaml").is_file())

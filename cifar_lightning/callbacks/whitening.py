@@ -35,9 +35,7 @@ class FitPatchWhitening(Callback):
             )
         if trainer.global_step > 0:  # a resumed fit has the fitted weights in its checkpoint
             return
-        sample = trainer.strategy.broadcast(
-            self.sample(trainer, pl_module.device), src=0
-        )  # every process fits the same weights
+        sample = trainer.strategy.broadcast(self.sample(trainer, pl_module.device), src=0)  # the same on every process
         for layer in layers:
             layer.fit(sample)
 

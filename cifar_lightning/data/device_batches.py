@@ -27,9 +27,7 @@ class DeviceSplit:
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.scale, self.bias = normalization(torch.tensor(mean, device=device), torch.tensor(std, device=device))
-        self.fill = fill_value(
-            tuple(mean), device
-        )  # cutout's, the training mean as the albumentations pipeline fills it
+        self.fill = fill_value(tuple(mean), device)  # cutout's: the training mean, as albumentations fills it
 
     @property
     def device(self) -> torch.device:

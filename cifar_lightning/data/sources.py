@@ -37,9 +37,8 @@ MAX_IMAGE_SIZE = 128  # the largest side a small-image network here is for (STL-
 MAX_UNPACKED_BYTES = 4 << 30
 MAX_MEMBERS = 300_000  # files and folders of an archive or an image folder (Tiny-ImageNet: 120,000)
 MAX_CLASSES = 1_000  # CIFAR-100 has 100, Tiny-ImageNet 200; past this a list of names is data, not a config
-MAX_DECODED_BYTES = (
-    1 << 30
-)  # decoded pixels of one source: CIFAR-10 at 32 px is 184 MB, STL-10's 13,000 at 96 px 360 MB
+# decoded pixels of one source: CIFAR-10 at 32 px is 184 MB, STL-10's 13,000 at 96 px 360 MB
+MAX_DECODED_BYTES = 1 << 30
 CACHE_SUFFIX = "-uint8.npz"  # <source>-<digest>-<size>px-uint8.npz in the cache folder: one per source and size
 CACHE_FORMAT = 4  # bump when the cache's layout changes, so old caches are rebuilt
 LOCK_WAIT_SECONDS = 900  # how long a run waits for another that decodes the same source (the JPEG copy: a minute)
@@ -552,9 +551,7 @@ def cache_fits(cache: Path, size: int) -> bool:
     """Whether a cache's members are what this project writes, from the zip's sizes and array headers alone."""
     try:
         with zipfile.ZipFile(cache) as zf:
-            if (
-                sum(info.file_size for info in zf.infolist()) > MAX_DECODED_BYTES * 9 // 8
-            ):  # labels and names: under 1/8
+            if sum(info.file_size for info in zf.infolist()) > MAX_DECODED_BYTES * 9 // 8:  # labels, names: < 1/8
                 return False
             headers = {
                 name: array_header(zf, name) for name in ("source", "origin", "classes", *ARRAY_FIELDS, *VAL_FIELDS)
@@ -621,9 +618,7 @@ def cache_of_classes(cache_dir: Path, classes: list[str], size: int = IMAGE_SIZE
         for c in cache_dir.glob(f"*-{size}px{CACHE_SUFFIX}")
         if cache_fits(c, size) and read_classes(c) == tuple(classes)
     ]
-    return (
-        read_cache(max(found, key=lambda c: c.stat().st_size), size=size) if found else None
-    )  # the largest test split
+    return read_cache(max(found, key=lambda c: c.stat().st_size), size=size) if found else None  # the largest
 
 
 def write_cache(cache: Path, arrays: Arrays, key: str) -> None:

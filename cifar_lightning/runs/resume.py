@@ -87,9 +87,8 @@ def check_resume(run_dir: Path, new_config: dict, checkpoint: dict, command: str
             f"cannot resume {run_dir}: these training settings differ from its config.yaml: {shown}. "
             f"Start a new run without --ckpt_path, or resume it as it was: {command} fit --config {run_dir / 'config.yaml'} --ckpt_path last"
         )
-    done = (
-        checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed")
-    )  # epochs whose training ended
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    done = loop.get("epoch_progress", {}).get("current", {}).get("processed")  # epochs whose training ended
     max_epochs = new_config.get("trainer", {}).get("max_epochs")
     if done is not None and max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
         raise RunFinished(

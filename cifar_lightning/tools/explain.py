@@ -67,9 +67,8 @@ def main(argv: list[str] | None = None) -> None:
             )
         model = load(args.ckpt_path, trusted=args.trusted)
         files, images, skipped, why = [], [], [], ""
-        for file in image_files(
-            args.images
-        ):  # each read once; an unreadable or oversized one is skipped, as predict does
+        # each read once; an unreadable or oversized one is skipped, as predict does
+        for file in image_files(args.images):
             try:
                 images.append(read_image(file))
                 files.append(file)

@@ -189,9 +189,7 @@ def shown_url(url: str) -> str:
     if url.startswith(JOURNAL):
         return url
     scheme, _, rest = url.partition("://")
-    if (
-        rest.count("@") > 1
-    ):  # an unquoted "@" in the password, which no parser splits right: all before the last is hidden
+    if rest.count("@") > 1:  # an unquoted "@" in the password, which no parser splits right: hide all before the last
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     try:
         return make_url(url).render_as_string(hide_password=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import importlib
 import multiprocessing
 import os
 import pickle
@@ -58,6 +59,18 @@ class CheckpointError(UserError):
 
 class ConfigError(UserError):
     """A setting is out of its allowed range; the message names the key and the range."""
+
+
+def require(verb: str, packages: tuple[str, ...], extra: str) -> None:
+    """One line naming the packages ``verb`` needs that are not installed, and the extra that installs them."""
+    missing = []
+    for name in packages:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ConfigError(f"{verb} needs {', '.join(missing)}, not installed: pip install 'cifar_lightning[{extra}]'")
 
 
 # torch re-raises a loader worker's exception in the main process as the same type, with the

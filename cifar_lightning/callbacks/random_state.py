@@ -37,13 +37,9 @@ class RandomState(Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         # a checkpoint is data: each state is tried on a generator of its own before it replaces a global one
         try:
-            torch.Generator().set_state(state_dict["torch"])
-            n = state_dict["numpy"]
-            np.random.RandomState().set_state(
-                (n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached_gaussian"])
+            restore(
+                state_dict, torch.Generator().set_state, np.random.RandomState().set_state, random.Random().setstate
             )
-            p = state_dict["python"]
-            random.Random().setstate((p["version"], tuple(p["state"]), p["gauss"]))
             if not isinstance(state_dict["cuda"], (list, tuple)) or not all(
                 isinstance(t, torch.Tensor) for t in state_dict["cuda"]
             ):
@@ -59,12 +55,14 @@ class RandomState(Callback):
         if self._pending is None:
             return
         state, self._pending = self._pending, None
-        torch.set_rng_state(state["torch"])
+        restore(state, torch.set_rng_state, np.random.set_state, random.setstate)
         if state["cuda"] and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
-        n = state["numpy"]
-        np.random.set_state(
-            (n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached_gaussian"])
-        )
-        p = state["python"]
-        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def restore(state: dict, set_torch, set_numpy, set_python) -> None:
+    """The saved states through the given setters: fresh generators' to try them, the global ones to restore them."""
+    n, p = state["numpy"], state["python"]
+    set_torch(state["torch"])
+    set_numpy((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["cached_gaussian"]))
+    set_python((p["version"], tuple(p["state"]), p["gauss"]))

@@ -170,23 +170,12 @@ def main(argv: list[str] | None = None) -> None:
         "--trusted", action="append", default=None, help="a class the checkpoint may name besides the project's own"
     )
     args = parser.parse_args(argv)
-    from cifar_lightning.errors import user_errors
+    from cifar_lightning.errors import require, user_errors
 
     with user_errors(False, "cifar-lightning demo"):
-        if not importable("gradio"):
-            from cifar_lightning.errors import ConfigError
-
-            raise ConfigError(
-                "cifar-lightning demo needs gradio, which is not installed: pip install 'cifar_lightning[demo]'"
-            )
+        require("cifar-lightning demo", ("gradio",), "demo")
         page = build_demo(args.ckpt_path, args.cache_dir, args.trusted)
     page.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, show_error=False)
-
-
-def importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 if __name__ == "__main__":

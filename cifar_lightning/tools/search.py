@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
-import importlib
 import json
 import logging
 import math
@@ -24,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from cifar_lightning.errors import ConfigError, UserError, shell_command, user_errors
+from cifar_lightning.errors import ConfigError, UserError, require, shell_command, user_errors
 from cifar_lightning.files import is_regular, load_yaml, read_yaml
 from cifar_lightning.runs.resume import counts_for_training, flatten
 
@@ -361,14 +360,6 @@ def write_outputs(study, path: Path, base: dict, mine: set[int]) -> list[str]:
     return lines
 
 
-def importable(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
-
-
 class OneLine(logging.Formatter):
     """A trial's line without the traceback Optuna attaches to a failed one (about 240 lines for a failed
     fit); the failure itself ends the search in its own one line, and --verbose shows the traceback."""
@@ -425,11 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_known_args(argv)
     with user_errors("--verbose" in overrides, "cifar-lightning search"):
         overrides = [a for a in overrides if a != "--verbose"]
-        missing = [name for name in ("optuna", "optuna_integration", "pandas") if not importable(name)]
-        if missing:
-            raise ConfigError(
-                f"cifar-lightning search needs {', '.join(missing)}, not installed: pip install 'cifar_lightning[search]'"
-            )
+        require("cifar-lightning search", ("optuna", "optuna_integration", "pandas"), "search")
         from cifar_lightning.lightning_cli import build
 
         space = read_space(args.space)

@@ -122,21 +122,6 @@ def published_sha256(archive: Path) -> str | None:
     return expected
 
 
-def bad_archive(archive: Path, err: BaseException) -> DataError:
-    return DataError(f"archive {archive} cannot be read ({err}): it is truncated or not a .tar.gz; fetch it again")
-
-
-def cannot_write(folder: Path, what: str, err: OSError) -> DataError:
-    if err.errno not in DISK_FULL:
-        return DataError(
-            f"cannot {what} {folder} ({why_not_writable(err)}): make it writable, or pick another --data.cache_dir"
-        )
-    return DataError(
-        f"cannot {what} {folder} ({err.strerror}): free disk space there (the JPEG copy decodes to about 190 MB) "
-        "or pick another --data.cache_dir"
-    )
-
-
 def member_parts(name: str) -> tuple[str, ...] | None:
     """A member's path as its parts, or None for one this project never reads: hidden, empty or ``..`` parts."""
     parts = tuple(part for part in name.split("/") if part not in ("", "."))
@@ -219,11 +204,7 @@ class Collected:
 
 def decode_archive(archive: Path, dataset: Dataset | None, size: int) -> Arrays:
     """The data set in a ``.tar``/``.tar.gz`` archive, streamed: regular members decoded in memory, nothing written,
-    no extraction (so no reliance on ``tarfile``'s filter)."""
-    if not is_regular(archive):
-        raise DataError(
-            f"archive {archive} does not exist or is not a file: check --data.archive (or the Makefile's ARCHIVE)"
-        )
+    no extraction (so no reliance on ``tarfile``'s filter). ``prepare`` has checked that it is a regular file."""
     expected = published_sha256(archive)
     if expected is not None and file_digest(archive) != expected:
         raise DataError(
@@ -247,7 +228,10 @@ def decode_archive(archive: Path, dataset: Dataset | None, size: int) -> Arrays:
                     read = lambda member=member: tar.extractfile(member).read()  # noqa: E731
                     collected.add(kind, member.size, read, f"{archive}:{member.name}")
     except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as err:
-        raise bad_archive(archive, err) from None  # gzip's BadGzipFile is an OSError; lzma's errors are ValueErrors
+        # gzip's BadGzipFile is an OSError; lzma's errors are ValueErrors
+        raise DataError(
+            f"archive {archive} cannot be read ({err}): it is truncated or not a .tar.gz; fetch it again"
+        ) from None
     arrays = collected.arrays(dataset)
     if arrays is not None:
         return arrays
@@ -635,7 +619,12 @@ def write_cache(cache: Path, arrays: Arrays, key: str) -> None:
     try:
         write_atomically(cache, save)
     except OSError as err:
-        raise cannot_write(cache.parent, f"write the decoded cache {cache.name} into", err) from None
+        full = err.errno in DISK_FULL
+        cause, fix = (err.strerror, "free disk space there") if full else (why_not_writable(err), "make it writable")
+        raise DataError(
+            f"cannot write the decoded cache {cache.name} into {cache.parent} ({cause}): {fix}, or pick another "
+            "--data.cache_dir"
+        ) from None
 
 
 @contextmanager

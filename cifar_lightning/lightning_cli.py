@@ -28,6 +28,7 @@ from cifar_lightning.runs.checkpoint_io import AtomicCheckpointIO, with_atomic_i
 from cifar_lightning.runs.checkpoints import find_last_checkpoint
 from cifar_lightning.training.module import ImageClassifier
 from cifar_lightning.training.settings import check_monitors, checked_checkpoint, fill_classes, hyper_parameters
+from cifar_lightning.training.trust import qualified_name
 
 
 class CifarLightningCLI(LightningCLI):
@@ -63,6 +64,8 @@ class CifarLightningCLI(LightningCLI):
         # checkpoint's epoch counter is restored, and reloading lets a resumed run replay its epoch exactly; the
         # layer table is the model_summary callback's (the Trainer's own would only say that it skips itself)
         parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1, "trainer.enable_model_summary": False})
+        # never a half-written checkpoint (kept beside a user's own plugins: with_atomic_io)
+        parser.set_defaults({"trainer.plugins": [{"class_path": qualified_name(AtomicCheckpointIO)}]})
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)

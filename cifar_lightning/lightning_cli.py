@@ -106,7 +106,7 @@ class CifarLightningCLI(LightningCLI):
             # link_arguments(apply_on="instantiate"): its targets are left out of the run's config.yaml and
             # --print_config, which must record the classes, and the resume checks need them before instantiation
             fill_classes(config["model"], self.classes())
-        if self.subcommand is None:  # run=False (export, lr_find): objects only, no run folder
+        if self.subcommand is None:  # run=False (build: lr-find, preview, summary, search): objects only, no run folder
             return
         # never a half-written checkpoint; in the config, so the run's config.yaml records it
         config["trainer"]["plugins"] = with_atomic_io(config["trainer"].get("plugins"))
@@ -132,9 +132,10 @@ class CifarLightningCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        trainer, callbacks = config.get("trainer", {}), config.get("trainer", {}).get("callbacks") or []
+        settings = config.get("trainer", {})
+        callbacks = settings.get("callbacks") or []
         bars = [c for c in (callbacks if isinstance(callbacks, list) else [callbacks]) if isinstance(c, ProgressBar)]
-        if trainer.get("enable_progress_bar") is False or bars:  # Lightning refuses a bar then, or a second one
+        if settings.get("enable_progress_bar") is False or bars:  # Lightning refuses a bar then, or a second one
             config["progress_bar"] = None
         for key in SWITCHABLE_CALLBACKS:
             if key in config and config[key] is None:  # switched off: LightningCLI would hand the Trainer None
@@ -165,7 +166,7 @@ RUN_ONLY_KEYS = ("ckpt_path", "weights_only")  # a fit's config.yaml holds these
 
 
 def build(config: str, overrides: list[str], classes_from_data: bool = False) -> CifarLightningCLI:
-    """Model, data module and trainer from a config file, without running anything (export, lr_find)."""
+    """Model, data module and trainer from a config file, without running anything (lr-find, preview, summary, search)."""
     if not Path(config).is_file():
         raise ConfigError(f"config {config} does not exist: pass a run's config.yaml or one in configs/")
     settings = read_yaml(Path(config)) or {}

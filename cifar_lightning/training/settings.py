@@ -36,9 +36,9 @@ def fill_classes(model, classes: tuple[str, ...]) -> None:
         return ", ".join(map(str, names[:5])) + (", ..." if len(names) > 5 else "")
 
     names = list(classes)
-    network = model.get("network")
-    init_args = network.get("init_args") if hasattr(network, "get") else None
-    width = init_args.get("num_classes") if hasattr(init_args, "get") else None
+    network = model.get("network")  # parsed: a class_path Namespace with its init_args
+    init_args = network.get("init_args") if isinstance(network, Namespace) else None
+    width = init_args.get("num_classes") if isinstance(init_args, Namespace) else None
     if width is not None and width != len(names) and width == class_default(network["class_path"], "num_classes"):
         width = None  # the class's default, not the config's choice
     stated = [
@@ -58,7 +58,7 @@ def fill_classes(model, classes: tuple[str, ...]) -> None:
             "so drop the setting, or use the data this config or checkpoint was made for (--data.data_dir, --data.archive, --data.dataset)"
         )
     model["class_names"], model["num_classes"] = names, len(names)
-    if hasattr(init_args, "get") and "num_classes" in init_args:
+    if isinstance(init_args, Namespace) and "num_classes" in init_args:
         init_args["num_classes"] = len(names)
 
 

@@ -38,8 +38,9 @@ def channel_stats(images: np.ndarray, chunk: int = 5000) -> tuple[tuple[float, .
     for start in range(0, len(images), chunk):
         block = images[start : start + chunk].reshape(-1, 3).astype(np.float64) / 255.0
         sums += block.sum(0), (block**2).sum(0)
-    mean = sums[0] / (len(images) * images.shape[1] * images.shape[2])
-    std = np.sqrt(sums[1] / (len(images) * images.shape[1] * images.shape[2]) - mean**2)
+    count = len(images) * images.shape[1] * images.shape[2]
+    mean = sums[0] / count
+    std = np.sqrt(sums[1] / count - mean**2)
     return tuple(map(float, mean)), tuple(map(float, std))
 
 

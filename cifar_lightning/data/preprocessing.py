@@ -8,6 +8,9 @@ from typing import Any
 from cifar_lightning.data.sources import MAX_CLASSES, MAX_IMAGE_SIZE
 from cifar_lightning.errors import CheckpointError
 
+# how many views each test-time level averages: the image; its mirror too; and both shifted along the two diagonals
+TTA_VIEWS = {"none": 1, "flip": 2, "flip_shift": 6}
+
 
 def check_preprocessing(preprocessing: Any, where: str) -> dict:
     """The checkpoint's preprocessing: 3 finite means, 3 positive stds, class names, a bounded input size."""
@@ -53,6 +56,6 @@ def check_preprocessing(preprocessing: Any, where: str) -> dict:
             f"images these networks are for; got {str(size)[:80]}"
         )
     tta = preprocessing.get("tta", "none")  # checkpoints before the views were saved: one view
-    if tta not in ("none", "flip", "flip_shift"):
+    if tta not in TTA_VIEWS:
         raise CheckpointError(f"{where}: its preprocessing tta must be none, flip or flip_shift, got {str(tta)[:40]}")
     return {"mean": mean, "std": std, "class_names": list(names), "input_size": [int(s) for s in size], "tta": tta}

@@ -15,7 +15,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from cifar_lightning.data.images import decode_image
-from cifar_lightning.data.preprocessing import check_preprocessing
+from cifar_lightning.data.preprocessing import TTA_VIEWS, check_preprocessing
 from cifar_lightning.errors import CheckpointError
 from cifar_lightning.runs.checkpoints import read_checkpoint
 from cifar_lightning.training.module import ImageClassifier, averaged_views
@@ -73,17 +73,16 @@ class TrainedClassifier(nn.Module):
         """Class and probabilities for each image: file paths, PIL images, or arrays (H x W grayscale, or
         H x W x 1, 3 or 4 channels; uint8, 16-bit or float in [0, 1]). ``tta``: other test-time views than the
         run's (``none``, ``flip``, ``flip_shift``); each Prediction says which were averaged."""
-        was_training, saved = self.training, self.tta
+        used = self.tta if tta is None else tta
+        if used not in TTA_VIEWS:
+            raise ValueError(f"tta must be none, flip or flip_shift, not {used!r}")
+        batch = (self.to_tensor(images).to(self.mean.device) - self.mean) / self.std
+        was_training = self.training
         self.eval()
-        self.tta = saved if tta is None else tta
-        if self.tta not in ("none", "flip", "flip_shift"):
-            raise ValueError(f"tta must be none, flip or flip_shift, not {self.tta!r}")
         try:
-            probabilities = self(self.to_tensor(images).to(self.mean.device)).float().softmax(dim=1).cpu()
-            used = self.tta
+            probabilities = averaged_views(self.network, batch, used).float().softmax(dim=1).cpu()
         finally:
             self.train(was_training)
-            self.tta = saved
         return [
             Prediction(
                 label=self.class_names[int(row.argmax())],

@@ -18,7 +18,7 @@ import torch
 from cifar_lightning.errors import UserError, user_errors
 from cifar_lightning.files import check_replaceable, read_yaml
 from cifar_lightning.inference.classifier import TrainedClassifier, load
-from cifar_lightning.training.trust import check_same_network, named_classes, qualified_name, spec_name
+from cifar_lightning.training.trust import check_same_network, config_classes, qualified_name, spec_name
 
 FILES = {"program": "model.pt2", "onnx": "model.onnx", "info": "model.json"}
 
@@ -29,7 +29,7 @@ def load_for_export(config: str | None, ckpt_path: str) -> tuple[TrainedClassifi
     settings = read_yaml(Path(config)) if config else {}
     model = settings.get("model") if isinstance(settings, dict) else None
     model = model if isinstance(model, dict) else {}
-    classifier = load(ckpt_path, trusted={name for _, name in named_classes(model, "model") if isinstance(name, str)})
+    classifier = load(ckpt_path, trusted=config_classes(model))
     check_same_network(qualified_name(type(classifier.network)), spec_name(model.get("network")))
     return classifier, classifier.class_names
 

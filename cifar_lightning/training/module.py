@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from cifar_lightning.data.preprocessing import TTA_VIEWS
 from cifar_lightning.data.sources import IMAGE_SIZE
 from cifar_lightning.errors import CheckpointError, ConfigError
 from cifar_lightning.models import PatchWhitening
@@ -30,8 +31,6 @@ from cifar_lightning.training.trust import (
     qualified_name,
 )
 
-# how many views each level averages: the image; its mirror too; and both shifted along the two diagonals
-TTA_VIEWS = {"none": 1, "flip": 2, "flip_shift": 6}
 TTALevel = Literal[tuple(TTA_VIEWS)]  # the levels, as the parser checks them
 # 2 px: the recipes translate training images by up to 2 px; a 3-px shift gave most of the gain back
 # (validation of four finished checkpoints: results/best/runs/tta-shift/README.md at 9ba0eb0)

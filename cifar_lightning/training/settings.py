@@ -15,7 +15,13 @@ from cifar_lightning.errors import ConfigError, shell_command
 from cifar_lightning.runs.checkpoints import read_checkpoint, run_of_checkpoint
 from cifar_lightning.runs.resume import check_resume
 from cifar_lightning.training.module import FIT_METRICS, ImageClassifier
-from cifar_lightning.training.trust import check_checkpoint, check_same_network, check_teacher, named_classes, spec_name
+from cifar_lightning.training.trust import (
+    check_checkpoint,
+    check_same_network,
+    check_teacher,
+    config_classes,
+    spec_name,
+)
 
 
 def class_default(class_path: str, parameter: str):
@@ -87,8 +93,7 @@ def checked_checkpoint(
     model = config.get("model")
     model = model.as_dict() if isinstance(model, Namespace) else dict(model or {})
     # the classes this config names are imported by now: the user's own config trusts them
-    trusted = {name for _, name in named_classes(model, "model") if isinstance(name, str)}
-    trusted |= set(config.get("trusted") or [])
+    trusted = config_classes(model) | set(config.get("trusted") or [])
     check_checkpoint(checkpoint, ImageClassifier, trusted, ckpt_path)
     saved = checkpoint.get("hyper_parameters") or {}
     check_same_network(spec_name(saved.get("network")), spec_name(model.get("network")))

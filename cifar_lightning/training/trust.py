@@ -102,6 +102,11 @@ def named_classes(value: Any, place: str) -> Iterator[tuple[str, Any]]:
                 yield from named_classes(item, f"{place}.{key}")
 
 
+def config_classes(model: dict) -> set[str]:
+    """The classes a config's ``model`` names: a config is code, so a checkpoint may name them too."""
+    return {name for _, name in named_classes(model, "model") if isinstance(name, str)}
+
+
 def init_settings(module_class: type) -> set[str]:
     """The settings a LightningModule class takes: its ``__init__``'s keyword arguments."""
     return set(inspect.signature(module_class.__init__).parameters) - {"self"}

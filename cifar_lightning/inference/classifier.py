@@ -126,6 +126,7 @@ def load(
             "load it with ImageClassifier.load_from_checkpoint(path, network=...), or retrain it"
         )
     preprocessing = check_preprocessing(checkpoint["preprocessing"], str(path))
+    # not ImageClassifier.load_from_checkpoint: it takes a path and reads the file twice more after these checks
     network = build_network(spec, trusted_names(trusted), str(path), device="cpu")
     prefix = len(NETWORK_PREFIX)  # check_checkpoint allowed no other key
     network.load_state_dict({key[prefix:]: value for key, value in checkpoint["state_dict"].items()})

@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> None:
             warnings.warn(skipped_files(skipped, ", ".join(map(str, args.images))), stacklevel=1)
         if not images:
             raise DataError(f"no readable images in {', '.join(map(str, args.images))} ({why})")
-        try:
-            maps = model.activation_maps(images, layer=args.layer)
+        predictions = model.predict(images)
+        try:  # the map of the class each prediction gives
+            maps = model.activation_maps(images, layer=args.layer, classes=[answer.label for answer in predictions])
         except ValueError as err:  # a layer the network does not have
             raise DataError(str(err)) from None
-        predictions = model.predict(images)
         pixels = (model.to_tensor(images).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         overlays = overlay(pixels, maps, args.opacity)
         args.out.mkdir(parents=True, exist_ok=True)

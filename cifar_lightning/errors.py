@@ -119,7 +119,7 @@ MAX_LINE = 500  # characters of an error line, "error: " included: a value from 
 
 def one_line(text: str, limit: int = MAX_LINE - len("error: ")) -> str:
     """``text`` on one line, at most ``limit`` characters: a long middle (a value quoted back) is cut, so the
-    start (what failed) and the end (the fix) stay."""
+    start (what failed) and the end (the fix) stay; ``textwrap.shorten`` would cut the fix."""
     text = str(text)
     if len(text) > 4 * limit:  # split() of a huge value would copy all of it first
         text = text[: 2 * limit] + " " + text[-2 * limit :]

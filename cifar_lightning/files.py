@@ -22,7 +22,7 @@ MAX_NESTING = 32  # levels of mappings and lists; the configs have about 6
 
 def check_yaml(text: str, where: str) -> None:
     """Refuse YAML whose aliases or nesting would blow up once built and copied ("billion laughs"), from its parse
-    events alone: an alias counts as every value its anchor stands for."""
+    events alone: an alias counts as every value its anchor stands for. By hand: PyYAML bounds neither."""
     if len(text) > MAX_TEXT_BYTES:
         raise UserError(
             f"{where} is {len(text) >> 10} kB, more than a config of this project needs: pass the file you meant"

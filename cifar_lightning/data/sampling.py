@@ -22,7 +22,9 @@ def epoch_seed(seed: int, epoch: int, stream: int, *more: int) -> int:
 class EpochSeededSampler(Sampler[int]):
     """Random order over ``size`` items, a function of ``(seed, epoch)``; it reseeds the DataLoader's
     ``loader_generator`` (its workers' base seed) too, or with ``num_workers=0`` the augmentation in this process
-    (``reseed_in_process``, mixing in ``rank``). ``epoch``: the one about to run (the loader is rebuilt each epoch)."""
+    (``reseed_in_process``, mixing in ``rank``). ``epoch``: the one about to run (the loader is rebuilt each epoch).
+    Not torch's ``DistributedSampler``: its order is a function of (seed, epoch) too, but it leaves the workers' seeds
+    to the loader's generator, so their augmentation would not replay."""
 
     def __init__(
         self,

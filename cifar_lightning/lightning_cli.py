@@ -88,7 +88,7 @@ class CifarLightningCLI(LightningCLI):
             config["ckpt_path"] = ckpt_path
         # read once and checked before anything is built (a resumed fit's settings in its config.yaml's form); the
         # Trainer's restore gets this copy (instantiate_trainer)
-        dumped = lambda: yaml.safe_load(parser.dump(self.config, skip_none=False, skip_link_targets=False))  # noqa: E731
+        dumped = lambda: yaml.safe_load(parser.dump(self.config, skip_unset=False, skip_link_targets=False))  # noqa: E731
         checkpoint = checked_checkpoint(ckpt_path, subcommand, config, lambda: dumped()[subcommand], self.classes)
         self.checkpoint = str(Path(ckpt_path).resolve()), checkpoint
         # LightningCLI would parse the hyperparameters from a second torch.load, and no public hook replaces that

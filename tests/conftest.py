@@ -14,6 +14,9 @@ from PIL import Image
 
 from cifar_lightning.data import sources
 
+# jsonargparse warns once a process per deprecated call site's function: Lightning's own call would hide the project's
+os.environ["JSONARGPARSE_DEPRECATION_WARNINGS"] = "all"
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two test processes on a 2-core machine: one thread each, and the same for the
     # fits they start, instead of four threads fighting for two cores

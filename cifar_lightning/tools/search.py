@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
 
         space = read_space(args.space)
         base_cli = build(args.config, overrides)
-        base = yaml.safe_load(base_cli.parser.dump(base_cli.config, skip_none=False))
+        base = yaml.safe_load(base_cli.parser.dump(base_cli.config, skip_unset=False))
         settings = flatten(base)
         check_keys(space, settings, args.config)
         if not settings.get("data.val_size"):

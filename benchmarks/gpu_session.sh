@@ -31,7 +31,7 @@ limit() {
     ((has_gpu)) && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
     echo "cores: $(nproc)"
 } | tee "$out/machine.txt"
-[ "$wheels" != - ] && $py -m pip install --quiet --no-index --find-links "$wheels" albumentations==2.0.8 'jsonargparse[signatures]>=4.32' 2>&1 | tail -2
+[ "$wheels" != - ] && $py -m pip install --quiet --no-index --find-links "$wheels" albumentations==2.0.8 'jsonargparse[signatures]>=4.49' 2>&1 | tail -2
 $py -c "import torch, lightning, albumentations, jsonargparse, torchmetrics as tm; print('torch', torch.__version__, 'lightning', lightning.__version__, 'albumentations', albumentations.__version__, 'jsonargparse', jsonargparse.__version__, 'torchmetrics', tm.__version__)" | tee -a "$out/machine.txt"
 $py -c "from pathlib import Path; from cifar_lightning.data import sources; sources.prepare(Path('data'), Path('$archive'), False)"
 

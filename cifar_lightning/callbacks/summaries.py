@@ -1,5 +1,5 @@
 """What every logger of a run gets besides the module's metrics: the run's settings with its final
-accuracies (TensorBoard's HPARAMS tab), and the test figures (the augmentation preview is tools/preview.py)."""
+accuracies (TensorBoard's HPARAMS tab), and the test figures (the augmentation preview is callbacks/preview.py)."""
 
 from __future__ import annotations
 

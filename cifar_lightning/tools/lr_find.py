@@ -24,7 +24,7 @@ from cifar_lightning.errors import user_errors  # noqa: E402
 from cifar_lightning.lightning_cli import build  # noqa: E402
 
 BETA = 0.98  # Lightning's smoothing factor for the sweep
-SKIP_BEGIN, SKIP_END = 10, 5  # points left out of the suggestion: the start is noise, the end diverges
+SKIP_BEGIN = 10  # the sweep's first points, noise: a minimum among them gives no suggestion
 
 
 # Lightning's sweep records its smoothed loss only. Point t (0-based) is avg_t / (1 - beta**(t + 2)):
@@ -52,18 +52,10 @@ def smoothed(losses: list[float], beta: float = BETA) -> list[float]:
     return out
 
 
-def before_minimum(rates: list[float], curve: list[float]) -> tuple[list[float], list[float], int | None]:
-    """The sweep up to the lowest point of ``curve`` (past it the loss diverges), and that point's index."""
-    finite = [i for i, c in enumerate(curve) if math.isfinite(c)]
-    if not finite:
-        return [], [], None
-    lowest = min(finite, key=lambda i: curve[i])
-    return rates[: lowest + 1], curve[: lowest + 1], lowest
-
-
 def tenth_of_minimum(rates: list[float], curve: list[float]) -> float | None:
-    """A tenth of the rate at the smoothed loss's lowest point: the usual guess for a one-cycle peak."""
-    _, _, lowest = before_minimum(rates, curve)
+    """A tenth of the rate at the smoothed loss's lowest point (past it the loss diverges): the usual guess for a
+    one-cycle peak; None when that point is among the first ``SKIP_BEGIN``, noise."""
+    lowest = min((i for i, c in enumerate(curve) if math.isfinite(c)), key=lambda i: curve[i], default=None)
     return None if lowest is None or lowest < SKIP_BEGIN else rates[lowest] / 10
 
 

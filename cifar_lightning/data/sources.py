@@ -562,38 +562,30 @@ def cache_fits(cache: Path, size: int) -> bool:
 
 ARRAY_FIELDS = ("train_images", "train_labels", "test_images", "test_labels")
 VAL_FIELDS = ("val_images", "val_labels")
-LABELS = ("train_labels", "test_labels", "val_labels")
 
 
-def cache_members(cache: Path, key: str | None, size: int, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
-    """``names`` (and the classes and labels) of a cache that holds ``key`` (any, when None) and fits what this
-    project writes, or None: its headers are checked before any array is read, its labels after."""
+def read_cache(cache: Path, key: str | None = None, size: int = IMAGE_SIZE) -> Arrays | None:
+    """The cached arrays, or None when the cache is missing, from another source, or does not fit what this
+    project writes (its headers are checked before any array is read, its labels after)."""
     if not is_regular(cache) or not cache_fits(cache, size):
         return None
     try:
         with np.load(cache, allow_pickle=False) as npz:  # load each array once (npz[key] re-reads)
             if key is not None and str(npz["source"]) != key:
                 return None
-            found = {name: npz[name] for name in dict.fromkeys((*names, "classes", *LABELS)) if name in npz.files}
+            val = tuple(npz[name] for name in VAL_FIELDS) if "val_images" in npz.files else (None, None)
+            arrays = Arrays(
+                *(npz[name] for name in ARRAY_FIELDS),
+                tuple(str(name) for name in npz["classes"]),
+                *val,
+                origin=str(npz["origin"]),
+            )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # corrupt: rebuild rather than trust it
-    labels = [found[name] for name in LABELS if name in found]
-    if any(len(part) and (part.min() < 0 or part.max() >= len(found["classes"])) for part in labels):
+    labels = [arrays.train_labels, arrays.test_labels] + ([arrays.val_labels] if arrays.val_labels is not None else [])
+    if any(len(part) and (part.min() < 0 or part.max() >= len(arrays.classes)) for part in labels):
         return None
-    return found
-
-
-def read_cache(cache: Path, key: str | None = None, size: int = IMAGE_SIZE) -> Arrays | None:
-    """The cached arrays, or None when the cache is missing, from another source, or does not fit (``cache_members``)."""
-    found = cache_members(cache, key, size, (*ARRAY_FIELDS, *VAL_FIELDS, "origin"))
-    if found is None:
-        return None
-    return Arrays(
-        *(found[name] for name in ARRAY_FIELDS),
-        tuple(str(name) for name in found["classes"]),
-        *(found.get(name) for name in VAL_FIELDS),
-        origin=str(found["origin"]),
-    )
+    return arrays
 
 
 def read_classes(cache: Path) -> tuple[str, ...]:
@@ -733,10 +725,9 @@ def prepare(
 
 def cached(cache: Path, key: str, size: int, decode) -> Path:
     """``cache``, decoded again (``decode()``) unless it holds ``key`` and fits; runs on one source take turns."""
-    # its source and labels only: the images are read once, by the data module's setup
-    if cache_members(cache, key, size, ()) is not None:
+    if read_cache(cache, key, size) is not None:
         return cache
     with exclusive(cache):
-        if cache_members(cache, key, size, ()) is None:  # another run may have made it while this one waited
+        if read_cache(cache, key, size) is None:  # another run may have made it while this one waited
             write_cache(cache, decode(), key)
     return cache

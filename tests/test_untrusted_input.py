@@ -7,6 +7,7 @@ import io
 import os
 import pickle
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,20 @@ def test_a_tampered_cache_is_never_used(tamper, tmp_path, image_folder):
     assert sources.read_cache(cache) is None
     rebuilt = sources.read_cache(sources.prepare(image_folder, None, False, cache_dir=tmp_path / "c"))
     assert np.array_equal(rebuilt.train_labels, fields["train_labels"])
+
+
+def test_a_cache_whose_image_bytes_are_damaged_is_decoded_again(tmp_path, image_folder):
+    """A flipped byte inside the images (headers, source and labels intact) fails the zip's CRC: rebuilt, not used."""
+    cache = sources.prepare(image_folder, None, False, cache_dir=tmp_path / "c")
+    good = sources.read_cache(cache)
+    with zipfile.ZipFile(cache) as zf:
+        info = zf.getinfo("train_images.npy")
+    data = bytearray(cache.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + len(info.extra) + 200] ^= 0xFF  # past the .npy header
+    cache.write_bytes(bytes(data))
+    assert sources.read_cache(cache) is None
+    again = sources.read_cache(sources.prepare(image_folder, None, False, cache_dir=tmp_path / "c"))
+    assert again is not None and np.array_equal(again.train_images, good.train_images)
 
 
 def batch_archive_with(tmp_path: Path, name: str, payload: bytes, dataset: str = "cifar100") -> Path:

@@ -14,7 +14,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from cifar_lightning.errors import CheckpointError
 from cifar_lightning.runs.checkpoints import read_checkpoint
-from cifar_lightning.training.trust import qualified_name
+from cifar_lightning.runs.loggers import class_path_of
 
 # less free space than this, seen while the partial file still holds what it wrote, means the disk
 # filled up (one checkpoint of these networks is 0.6-2.4 MB)
@@ -90,4 +90,4 @@ def with_atomic_io(plugins) -> list:
     plugins = plugins if isinstance(plugins, list) else [plugins] if plugins else []
     if any(is_checkpoint_io(p) for p in plugins):
         return plugins
-    return [*plugins, Namespace(class_path=qualified_name(AtomicCheckpointIO), init_args=Namespace())]
+    return [*plugins, Namespace(class_path=class_path_of(AtomicCheckpointIO), init_args=Namespace())]
